@@ -1,0 +1,5 @@
+import sys
+
+from geocore.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,88 @@
+"""Model registry: `register_model`, `create_model(name, pretrained=...)`, `list_models()`.
+
+As in timm and open_clip, an architecture is registered once by a builder function; weights
+are chosen separately by `pretrained` (None = random init, no network; a tag; or a path).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from geocore.errors import InputError
+from geocore.models.base import GeoLocator
+
+# Modules whose import registers the built-in models.
+BUILTIN_MODEL_MODULES: list[str] = []
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a model's weights stand on this machine."""
+
+    present: bool
+    detail: str  # what is present and where, or what is missing
+    how_to_get: str = ""  # the command that gets them, when missing
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., GeoLocator]
+    description: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    weights_info: Callable[[], WeightsInfo] | None = None
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    description: str = "",
+    config: dict[str, Any] | None = None,
+    weights_info: Callable[[], WeightsInfo] | None = None,
+) -> Callable[[Callable[..., GeoLocator]], Callable[..., GeoLocator]]:
+    """Decorator registering `builder(pretrained=None, **kwargs) -> GeoLocator` under `name`."""
+
+    def wrap(builder: Callable[..., GeoLocator]) -> Callable[..., GeoLocator]:
+        _REGISTRY[name] = ModelEntry(name, builder, description, dict(config or {}), weights_info)
+        return builder
+
+    return wrap
+
+
+def unregister_model(name: str) -> None:
+    """Remove a model (tests register throw-away models)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtins() -> None:
+    for module in BUILTIN_MODEL_MODULES:
+        importlib.import_module(module)
+
+
+def list_models() -> list[str]:
+    """Names of every registered model, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry for `name`; InputError listing the known names otherwise."""
+    _load_builtins()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise InputError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}") from None
+
+
+def create_model(name: str, pretrained: str | None = None, **kwargs: Any) -> GeoLocator:
+    """Build model `name`; `pretrained` picks weights (None: random init, never a download)."""
+    entry = model_entry(name)
+    model = entry.builder(pretrained=pretrained, **{**entry.config, **kwargs})
+    model.model_name = name
+    return model

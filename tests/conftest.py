@@ -1,0 +1,28 @@
+"""Shared test fixtures. Tests never touch the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference"
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """`../shared/reference`: real published data (CI always has it)."""
+    if not REFERENCE.is_dir():
+        pytest.fail(f"{REFERENCE} is missing: the reference data must sit beside the repository")
+    return REFERENCE
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep geocore's on-disk caches inside the test session, never in the user's home."""
+    monkeypatch.setenv("GEOCORE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "geocore-cache"))
