@@ -31,23 +31,15 @@ for _name in SUBCOMMAND_MODULES:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user mistakes become one line on stderr and a non-zero exit."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="geocore")  # click prints usage errors itself and exits
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except GeocoreError as err:
         typer.echo(f"error: {err}", err=True)
         return err.exit_code
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        return 130
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            return err.exit_code
-        raise
     return 0
 
 

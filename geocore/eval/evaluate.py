@@ -102,6 +102,7 @@ def evaluate(
     are counted and reported; images that fail to load get a row with an error status.
     """
     output = Path(output)
+    torch_device = resolve_device(device)  # before touching any file
     if (output.exists() or parts_dir(output).exists()) and not (resume or overwrite):
         raise InputError(f"{output}: already exists; pass --resume to carry on or --overwrite to start again")
     if overwrite and not resume:
@@ -109,17 +110,17 @@ def evaluate(
         for p in parts_dir(output).glob("*"):
             p.unlink()
     output.parent.mkdir(parents=True, exist_ok=True)
-    model = model.to(resolve_device(device)).eval()
+    model = model.to(torch_device).eval()
     dataset = BenchmarkDataset(dataset_csv, image_dir, transform=model.preprocess)
     done = collect_rows(output) if resume else pd.DataFrame(columns=["IMG_ID"])
     todo = dataset.subset(exclude_ids=set(done["IMG_ID"]))
-    truth = dataset.table.set_index("IMG_ID")
+    truth = dataset.frame.set_index("IMG_ID")
     loader = DataLoader(todo, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_errors)
     n_parts = len(list(parts_dir(output).glob("part-*.parquet")))
     try:
         for step, batch in enumerate(tqdm(loader, desc=f"evaluate {model.model_name}", disable=not progress)):
             rows = _error_rows(batch, model.model_name, truth)
-            if batch.get("image") is not None:
+            if len(batch["img_id"]):
                 pred = model.predict(batch["image"].to(model.device), top_k)
                 rows = _batch_rows(batch, pred, model.model_name) + rows
             if rows:
