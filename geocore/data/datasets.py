@@ -1,0 +1,199 @@
+"""Benchmark datasets: a ground-truth CSV plus a folder of images.
+
+The CSV format is that of Im2GPS, Im2GPS3k, YFCC4k/26k (``IMG_ID,AUTHOR,LAT,LON,S3_Label,...``)
+and GeoCLIP (``IMG_FILE,LAT,LON``). Missing or unreadable images never crash a run: they are
+counted (missing) or returned as error items (unreadable) for the evaluator to report.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from geocore.data.images import load_image
+from geocore.errors import ImageError, InputError
+
+SCENE_LABELS = ("S3_Label", "S16_Label", "S365_Label")
+_CANONICAL = ("IMG_ID", "IMG_FILE", "LAT", "LON", *SCENE_LABELS)
+_SHOW = 5  # how many bad rows / duplicates a message names
+
+
+def _line_list(lines: list[int]) -> str:
+    shown = ", ".join(str(n) for n in lines[:_SHOW])
+    return shown + (f" (and {len(lines) - _SHOW} more)" if len(lines) > _SHOW else "")
+
+
+def _check_coord(frame: pd.DataFrame, field: str, limit: float) -> str | None:
+    raw = frame[field]
+    values = pd.to_numeric(raw, errors="coerce").astype("float64")
+    bad = values.isna() | (values.abs() > limit)
+    if not bad.any():
+        frame[field] = values
+        return None
+    lines = [int(i) + 2 for i in bad[bad].index]  # +1 for 1-based, +1 for the header line
+    got = ", ".join(repr(str(v)) for v in raw[bad].head(3))
+    return f"line(s) {_line_list(lines)}: field {field} must be a number in [-{limit:g}, {limit:g}] (got {got})"
+
+
+def read_benchmark_csv(path: str | Path) -> pd.DataFrame:
+    """Read and validate a benchmark CSV.
+
+    Returns a frame with a string ``IMG_ID`` column (taken from ``IMG_ID``, else ``IMG_FILE``,
+    which is kept too), float ``LAT``/``LON`` and every other column as found. Raises InputError
+    naming the file, the 1-based CSV lines and the field for bad coordinates, duplicate IDs or
+    missing columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist (expected a benchmark CSV with IMG_ID/IMG_FILE,LAT,LON)")
+    id_cols = {"IMG_ID": str, "IMG_FILE": str, "AUTHOR": str}
+    try:
+        frame = pd.read_csv(path, dtype=id_cols, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
+    except pd.errors.EmptyDataError as exc:
+        raise InputError(f"{path} is empty (expected a CSV header with IMG_ID/IMG_FILE,LAT,LON)") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not a readable CSV: {exc}") from exc
+    # Header names are matched case- and space-insensitively (e.g. "lat", " LON").
+    canonical = {k.upper(): k for k in _CANONICAL}
+    frame = frame.rename(columns=lambda c: canonical.get(str(c).strip().upper(), c))
+    id_col = "IMG_ID" if "IMG_ID" in frame.columns else "IMG_FILE" if "IMG_FILE" in frame.columns else None
+    missing = [c for c in ("LAT", "LON") if c not in frame.columns] + ([] if id_col else ["IMG_ID or IMG_FILE"])
+    if missing:
+        raise InputError(
+            f"{path} lacks column(s) {', '.join(missing)}: found {', '.join(map(str, frame.columns))}; "
+            "expected IMG_ID (or IMG_FILE), LAT, LON"
+        )
+    frame["IMG_ID"] = frame[id_col].fillna("").astype(str).str.strip()
+    problems = []
+    empty = frame.index[frame["IMG_ID"] == ""]
+    if len(empty):
+        problems.append(f"line(s) {_line_list([int(i) + 2 for i in empty])}: field {id_col} is empty")
+    problems += [p for p in (_check_coord(frame, "LAT", 90), _check_coord(frame, "LON", 180)) if p]
+    if problems:
+        raise InputError(f"{path}: " + "; ".join(problems))
+    dup = frame["IMG_ID"].duplicated(keep=False)
+    if dup.any():
+        groups: dict[str, list[int]] = {}
+        for i, img_id in frame.loc[dup, "IMG_ID"].items():
+            groups.setdefault(img_id, []).append(int(i) + 2)
+        names = [f"{k} (lines {', '.join(map(str, v))})" for k, v in list(groups.items())[:_SHOW]]
+        more = f" and {len(groups) - _SHOW} more" if len(groups) > _SHOW else ""
+        raise InputError(f"{path}: duplicate {id_col} values: {'; '.join(names)}{more} (expected unique IDs)")
+    return frame
+
+
+class BenchmarkDataset(Dataset):
+    """Rows of a benchmark CSV paired with images in ``image_dir``.
+
+    Items are dicts ``{"image", "img_id", "lat", "lon", "index", "error"}`` plus ``S3_Label``,
+    ``S16_Label``, ``S365_Label`` (int, -1 if blank) when the CSV has them. ``index`` is the row's
+    0-based position in the CSV, stable across :meth:`subset`. ``image`` is ``transform(img)``
+    (or the RGB PIL image) and ``error`` is None; an unreadable image gives ``image=None`` and
+    ``error`` set to the message. Missing files are listed in ``.missing`` (their IMG_IDs) and,
+    with ``skip_missing``, left out of ``len()``; otherwise they come back as error items.
+    """
+
+    def __init__(
+        self,
+        csv_path: str | Path,
+        image_dir: str | Path,
+        transform: Callable[[Any], Any] | None = None,
+        *,
+        skip_missing: bool = True,
+    ) -> None:
+        self.csv_path = Path(csv_path)
+        self.image_dir = Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise InputError(f"{self.image_dir} is not a directory (expected the folder holding the benchmark images)")
+        self.transform = transform
+        frame = read_benchmark_csv(self.csv_path)
+        file_col = "IMG_FILE" if "IMG_FILE" in frame.columns else "IMG_ID"
+        frame["_path"] = [self.image_dir / str(f).strip() for f in frame[file_col]]
+        frame["_row"] = range(len(frame))
+        present = frame["_path"].map(lambda p: p.is_file())
+        self.missing: list[str] = frame.loc[~present, "IMG_ID"].tolist()
+        self.frame = (frame[present] if skip_missing else frame).reset_index(drop=True)
+        self.labels = [c for c in SCENE_LABELS if c in frame.columns]
+
+    @property
+    def n_missing(self) -> int:
+        return len(self.missing)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        row = self.frame.iloc[idx]
+        item: dict[str, Any] = {
+            "image": None,
+            "img_id": str(row["IMG_ID"]),
+            "lat": float(row["LAT"]),
+            "lon": float(row["LON"]),
+            "index": int(row["_row"]),
+            "error": None,
+        }
+        for col in self.labels:
+            value = pd.to_numeric(row[col], errors="coerce")
+            item[col] = -1 if pd.isna(value) or not math.isfinite(value) else int(value)
+        path: Path = row["_path"]
+        if not path.is_file():
+            item["error"] = f"{path} does not exist (image for {item['img_id']} listed in {self.csv_path})"
+            return item
+        try:
+            image = load_image(path)
+        except ImageError as exc:
+            item["error"] = str(exc)
+            return item
+        item["image"] = self.transform(image) if self.transform is not None else image
+        return item
+
+    @property
+    def img_ids(self) -> list[str]:
+        return self.frame["IMG_ID"].tolist()
+
+    def subset(self, exclude_ids: Iterable[str]) -> BenchmarkDataset:
+        """A copy without ``exclude_ids`` (e.g. images already evaluated, when resuming)."""
+        drop = {str(i) for i in exclude_ids}
+        return self._with_frame(self.frame[~self.frame["IMG_ID"].isin(drop)])
+
+    def _with_frame(self, frame: pd.DataFrame) -> BenchmarkDataset:
+        clone = copy.copy(self)
+        clone.frame = frame.reset_index(drop=True)
+        return clone
+
+
+def image_ids_subset(dataset: BenchmarkDataset, ids: Iterable[str]) -> BenchmarkDataset:
+    """A copy of ``dataset`` keeping only rows whose IMG_ID is in ``ids`` (CSV order kept)."""
+    keep = {str(i) for i in ids}
+    return dataset._with_frame(dataset.frame[dataset.frame["IMG_ID"].isin(keep)])
+
+
+def collate_skip_errors(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """DataLoader ``collate_fn``: batch the good items, list the failed ones.
+
+    Tensor images are stacked (PIL images stay a list); numbers become tensors, strings lists.
+    ``batch["errors"]`` is a list of ``(img_id, message)``. A batch with no good item has an
+    empty list for every key.
+    """
+    ok = [b.get("error") is None and b.get("image") is not None for b in batch]
+    good = [b for b, fine in zip(batch, ok) if fine]
+    errors = [(str(b["img_id"]), str(b.get("error") or "no image")) for b, fine in zip(batch, ok) if not fine]
+    keys = [k for k in (batch[0] if batch else {}) if k != "error"]
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = [b[key] for b in good]
+        if not values:
+            out[key] = []
+        elif key == "image" and not all(isinstance(v, torch.Tensor) for v in values):
+            out[key] = values
+        else:
+            out[key] = default_collate(values)
+    out["errors"] = errors
+    return out
