@@ -37,7 +37,7 @@ class RedLevelLocator(GeoLocator):
 
 @pytest.fixture
 def red_model():
-    register_model("test-red", description="test only")(lambda pretrained=None: RedLevelLocator())
+    register_model("test-red", description="test only", random_ok=True)(lambda pretrained=None: RedLevelLocator())
     yield
     unregister_model("test-red")
 

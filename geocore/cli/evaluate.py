@@ -9,12 +9,12 @@ from rich.console import Console
 
 from geocore.eval.evaluate import evaluate as run_evaluation
 from geocore.eval.report import metrics_table
-from geocore.models.registry import create_model
+from geocore.models.registry import load_model_for_user
 
 
 def evaluate(
     model: str = typer.Option("geoclip", "--model", help="Registered model name (see `geocore models`)."),
-    pretrained: str = typer.Option("openai", "--pretrained", help="Weights tag or checkpoint path."),
+    pretrained: str = typer.Option(None, "--pretrained", help="Weights tag or checkpoint path (default: the model's own)."),
     dataset: Path = typer.Option(..., "--dataset", help="Benchmark CSV (IMG_ID or IMG_FILE, LAT, LON)."),
     images: Path = typer.Option(..., "--images", help="Folder holding the benchmark's images."),
     output: Path = typer.Option(..., "--output", help="Results file (.parquet or .csv)."),
@@ -27,7 +27,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a benchmark; interrupted runs keep finished rows (use --resume)."""
     console = Console(stderr=True)
-    net = create_model(model, pretrained=pretrained)
+    net = load_model_for_user(model, pretrained)
     report = run_evaluation(
         net, dataset, images, output, resume=resume, overwrite=overwrite,
         batch_size=batch_size, top_k=top_k, device=device, num_workers=workers,

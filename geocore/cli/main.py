@@ -22,6 +22,9 @@ SUBCOMMAND_MODULES = [
     "geocore.cli.score",
     "geocore.cli.evaluate",
     "geocore.cli.cells",
+    "geocore.cli.train",
+    "geocore.cli.weights",
+    "geocore.cli.locate",
 ]
 
 for _name in SUBCOMMAND_MODULES:

@@ -20,8 +20,7 @@ def equal_earth(latlon: torch.Tensor) -> torch.Tensor:
     lat = torch.deg2rad(latlon[..., 0])
     lon = torch.deg2rad(latlon[..., 1])
     theta = torch.asin(_SQRT3 / 2 * torch.sin(lat))
-    t2 = theta * theta
-    t6 = t2 * t2 * t2
-    x = 2 * _SQRT3 * lon * torch.cos(theta) / (3 * (9 * A4 * t6 * t2 + 7 * A3 * t6 + 3 * A2 * t2 + A1))
-    y = theta * (A1 + A2 * t2 + t6 * (A3 + A4 * t2))
+    # Same evaluation order as the reference: the RFF at σ = 256 amplify rounding differences.
+    x = 2 * _SQRT3 * lon * torch.cos(theta) / (3 * (9 * A4 * theta**8 + 7 * A3 * theta**6 + 3 * A2 * theta**2 + A1))
+    y = A4 * theta**9 + A3 * theta**7 + A2 * theta**3 + A1 * theta
     return torch.stack((x, y), dim=-1) * SF / 180

@@ -11,11 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from geocore.errors import InputError
+from geocore.errors import InputError, WeightsMissingError
 from geocore.models.base import GeoLocator
 
 # Modules whose import registers the built-in models.
-BUILTIN_MODEL_MODULES: list[str] = []
+BUILTIN_MODEL_MODULES: list[str] = [
+    "geocore.models.geoclip",
+    "geocore.models.translocator",
+    "geocore.models.geodecoder",
+]
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class ModelEntry:
     description: str = ""
     config: dict[str, Any] = field(default_factory=dict)
     weights_info: Callable[[], WeightsInfo] | None = None
+    default_pretrained: str | None = None  # what users get when they name no weights
+    random_ok: bool = False  # True only for models that are labelled random (tests, demos)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -45,11 +51,15 @@ def register_model(
     description: str = "",
     config: dict[str, Any] | None = None,
     weights_info: Callable[[], WeightsInfo] | None = None,
+    default_pretrained: str | None = None,
+    random_ok: bool = False,
 ) -> Callable[[Callable[..., GeoLocator]], Callable[..., GeoLocator]]:
     """Decorator registering `builder(pretrained=None, **kwargs) -> GeoLocator` under `name`."""
 
     def wrap(builder: Callable[..., GeoLocator]) -> Callable[..., GeoLocator]:
-        _REGISTRY[name] = ModelEntry(name, builder, description, dict(config or {}), weights_info)
+        _REGISTRY[name] = ModelEntry(
+            name, builder, description, dict(config or {}), weights_info, default_pretrained, random_ok
+        )
         return builder
 
     return wrap
@@ -86,3 +96,18 @@ def create_model(name: str, pretrained: str | None = None, **kwargs: Any) -> Geo
     model = entry.builder(pretrained=pretrained, **{**entry.config, **kwargs})
     model.model_name = name
     return model
+
+
+def load_model_for_user(name: str, pretrained: str | None = None, **kwargs: Any) -> GeoLocator:
+    """`create_model` for user-facing paths: never silently random weights.
+
+    With no `pretrained`, the model's default weights are used; a model with none (no public
+    weights) raises WeightsMissingError saying how to get some, unless it is labelled random.
+    """
+    entry = model_entry(name)
+    chosen = pretrained if pretrained not in (None, "") else entry.default_pretrained
+    if chosen is None and not entry.random_ok:
+        info = entry.weights_info() if entry.weights_info else None
+        how = f"; {info.how_to_get}" if info and info.how_to_get else ""
+        raise WeightsMissingError(f"{name} has no default weights: pass --pretrained PATH to a checkpoint{how}")
+    return create_model(name, pretrained=chosen, **kwargs)

@@ -1,0 +1,140 @@
+"""GeoDecoder (Clark et al., CVPR 2023, "Where We Are and What We're Looking At: Query Based Worldwide Image
+Geo-localization Using Hierarchies and Scenes").
+
+A ViT encodes the image into tokens (B, N, C); a query decoder (`SceneHierarchyDecoder`) decodes one learned
+query per (scene, hierarchy) pair — 16 scenes × 3 hierarchies = 48 queries — against them. Scene logits are
+the mean over hierarchies of channel 0 of each scene's decoded queries (the paper's "highest average
+confidence, denoted by the 0th channel"); the queries of the chosen scene feed the coarse / middle / fine
+geo-cell classifiers. Prediction multiplies coarse and middle probabilities into the fine ones (paper; the
+`combine` option).
+
+Defaults follow the authors' public code (AHKerrigan/GeoGuessNet, `networks.py` / `train_and_eval.py`):
+6 decoder layers, 12 heads, MLP width 1024, dropout 0.1, and an unweighted sum of the three geo-cell
+cross-entropies plus the scene cross-entropy (S16 labels). That code selects the scene by the prediction even
+while training; here `forward(..., scene=labels)` uses the true scene where it is known (`teacher_forcing`),
+so each scene's queries learn from its own images. No public weights: train with `geocore train geodecoder`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from geocore.models.cell_classifier import (CellClassifier, Probs, average_crops, build_cell_model, create_vit,
+                                            ten_crop, vit_preprocess, vit_reshape_transform)
+from geocore.models.layers.decoder import SceneHierarchyDecoder
+from geocore.models.layers.hierarchy import LEVELS, weighted_loss
+from geocore.models.prediction import Prediction
+from geocore.models.registry import WeightsInfo, register_model
+
+
+class GeoDecoder(CellClassifier):
+    """ViT encoder + (scene × hierarchy) query decoder geo-cell classifier."""
+
+    DEFAULTS: dict[str, Any] = {
+        "num_cells": [3298, 7202, 12893],  # coarse, middle, fine
+        "scene_classes": 16,  # Places365 S16; one query set per scene
+        "backbone": "vit_base_patch16_224",  # any timm ViT, e.g. "vit_large_patch14_clip_224.openai"
+        "backbone_kwargs": {},
+        "decoder_dim": None,  # None: the backbone width; else image tokens are projected to it
+        "decoder_depth": 6, "decoder_heads": 12, "decoder_mlp": 1024, "decoder_dropout": 0.1,
+        "dependent_depth": 0,  # extra hierarchy-dependent layers (paper's E); the public code has none
+        "query_attention": "all",  # self-attention scope of the main layers: "all" | "hierarchy" | "scene"
+        "teacher_forcing": True,  # select the true scene's queries when scene labels are given
+        "combine": "product",
+        "level_weights": [1.0, 1.0, 1.0], "scene_weight": 1.0,
+    }
+
+    FREE_KEYS = CellClassifier.FREE_KEYS | {"level_weights", "scene_weight", "teacher_forcing", "decoder_dropout"}
+
+    def __init__(self, config: Mapping[str, Any] | None = None, *, imagenet: bool = False) -> None:
+        super().__init__(config or {})
+        cfg = self.config
+        self.backbone = create_vit(cfg["backbone"], cfg["backbone_kwargs"], imagenet=imagenet)
+        width = self.backbone.embed_dim
+        dim = cfg["decoder_dim"] or width
+        self.in_proj = nn.Identity() if dim == width else nn.Linear(width, dim)
+        self.decoder = SceneHierarchyDecoder(
+            dim, scenes=cfg["scene_classes"], hierarchies=3, depth=cfg["decoder_depth"],
+            heads=cfg["decoder_heads"], mlp_dim=cfg["decoder_mlp"], dependent_depth=cfg["dependent_depth"],
+            scope=cfg["query_attention"], dropout=cfg["decoder_dropout"])
+        self.heads = nn.ModuleList(nn.Linear(dim, n) for n in cfg["num_cells"])  # coarse, middle, fine
+        self.preprocess, mean, std = vit_preprocess(self.backbone)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    @property
+    def backbone_blocks(self) -> nn.Sequential:
+        """The encoder's transformer blocks (Grad-CAM target: `backbone_blocks[-1]`)."""
+        return self.backbone.blocks
+
+    def reshape_transform(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Block output (B, prefix + h·w, C) -> (B, C, h, w), for Grad-CAM."""
+        return vit_reshape_transform(tokens, tuple(self.backbone.patch_embed.grid_size),
+                                     self.backbone.num_prefix_tokens)
+
+    def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> decoded queries (B, S, 3, D)."""
+        tokens = self.backbone.forward_features(pixels)  # (B, N, C) incl. class token
+        return self.decoder(self.in_proj(tokens))
+
+    def forward(self, pixels: torch.Tensor, scene: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Logits coarse (B, n_c), middle (B, n_m), fine (B, n_f) from the selected scene's queries; scene
+        logits (B, S); `selected` (B,) scene used: the label in `scene` where ≥ 0 (if teacher_forcing), else
+        the predicted one; `queries` (B, S, 3, D)."""
+        q = self.forward_features(pixels)  # (B, S, 3, D)
+        scene_logits = q[..., 0].mean(-1)  # (B, S): channel 0 averaged over the hierarchies
+        selected = scene_logits.argmax(-1)  # (B,)
+        if scene is not None and self.config["teacher_forcing"]:
+            scene = scene.to(selected.device).long()
+            selected = torch.where(scene >= 0, scene, selected)
+        chosen = q[torch.arange(q.shape[0], device=q.device), selected]  # (B, 3, D)
+        out = {level: head(chosen[:, i]) for i, (level, head) in enumerate(zip(LEVELS, self.heads))}
+        return {**out, "scene": scene_logits, "selected": selected, "queries": q}
+
+    def loss(self, out: Mapping[str, torch.Tensor], coarse: torch.Tensor, middle: torch.Tensor,
+             fine: torch.Tensor, scene: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Σ level_weights·CE over the levels + scene_weight·CE_scene; each term and `total`; −1 ignored."""
+        weights = dict(zip(LEVELS, map(float, self.config["level_weights"])), scene=float(self.config["scene_weight"]))
+        return weighted_loss(out, {"coarse": coarse, "middle": middle, "fine": fine, "scene": scene}, weights)
+
+    def level_probs(self, pixels: torch.Tensor, **_: Any) -> Probs:
+        out = self(pixels)
+        return tuple(out[k].float().softmax(-1) for k in LEVELS)  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def predict(self, pixels: torch.Tensor, top_k: int = 5, *, full: bool = False,
+                tencrop: bool = False) -> Prediction:
+        """Top-k fine-cell centroids for (B, 3, H, W) normalised pixels; `tencrop` averages the level
+        probabilities over ten crops (each crop selects its own scene)."""
+        if tencrop:
+            probs = average_crops(self.level_probs, [ten_crop(pixels, self.backbone.patch_embed.img_size[0])])
+        else:
+            probs = self.level_probs(pixels)
+        return self.probs_to_prediction(probs, top_k, full)
+
+
+def geodecoder_weights_info() -> WeightsInfo:
+    return WeightsInfo(False, "no public GeoDecoder weights exist; train one with `geocore train geodecoder`",
+                       "geocore train geodecoder")
+
+
+@register_model(
+    "geodecoder",
+    description="GeoDecoder (CVPR 2023): ViT + scene × hierarchy query decoder, S2 geo-cell classification",
+    weights_info=geodecoder_weights_info,
+)
+def geodecoder(pretrained: str | None = None, partitions: Sequence[str | Path] | None = None,
+               num_cells: Sequence[int] | None = None, scene_classes: int | None = None,
+               backbone: str | None = None, backbone_kwargs: Mapping[str, Any] | None = None,
+               combine: str | None = None, **cfg: Any) -> GeoDecoder:
+    """pretrained: None (random init), "imagenet" (timm backbone weights from the local HF cache) or a
+    checkpoint path. partitions: (coarse, middle, fine) cell CSVs. Unset options come from the checkpoint,
+    else `GeoDecoder.DEFAULTS` (combine="product")."""
+    given = dict(num_cells=num_cells, scene_classes=scene_classes, backbone=backbone,
+                 backbone_kwargs=backbone_kwargs, combine=combine, **cfg)
+    return build_cell_model(GeoDecoder, pretrained=pretrained, partitions=partitions, given=given)

@@ -1,0 +1,248 @@
+"""TransLocator: shapes, fusion, loss, a tiny training run, hierarchy combination, checkpoints, weights."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pandas as pd
+import pytest
+import s2geometry as s2
+import timm
+import torch
+import torch.nn.functional as F
+
+from geocore.errors import InputError, WeightsMissingError
+from geocore.geo.cells import CellPartition, partition_from_frame
+from geocore.models.layers.hierarchy import combine_probs, compare_hierarchy
+from geocore.models.layers.seg_palette import ade20k_palette, render_segmentation
+from geocore.models.registry import create_model, list_models, model_entry
+from geocore.models.translocator import TransLocator
+
+TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_partitions() -> tuple[CellPartition, CellPartition, CellPartition]:
+    """Nested S2 partitions: 5 faces (coarse) → 10 level-1 cells (middle) → 20 level-2 cells (fine)."""
+    coarse = [s2.S2CellId.FromFacePosLevel(f, 0, 0) for f in range(5)]
+    middle = [c.child(i) for c in coarse for i in range(2)]
+    fine = [c.child(i) for c in middle for i in range(2)]
+
+    def part(cells: list) -> CellPartition:
+        ll = [c.ToLatLng() for c in cells]
+        frame = pd.DataFrame({"class_label": range(len(cells)), "hex_id": [c.ToToken() for c in cells],
+                              "imgs_per_cell": 100, "latitude_mean": [p.lat().degrees() for p in ll],
+                              "longitude_mean": [p.lng().degrees() for p in ll]}).astype(str)
+        return partition_from_frame(frame, "tiny")
+
+    return part(coarse), part(middle), part(fine)
+
+
+def tiny_model(**cfg) -> TransLocator:
+    torch.manual_seed(0)
+    return create_model("translocator", partitions=tiny_partitions(), backbone_kwargs=TINY, **cfg).eval()
+
+
+def batch(b: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 3, 32, 32, generator=g), torch.randint(0, 150, (b, 32, 32), generator=g)
+
+
+def test_forward_shapes() -> None:
+    m = tiny_model()
+    rgb, labels = batch()
+    out = m(rgb, m.prepare_seg(labels, (32, 32)))
+    shapes = {k: tuple(v.shape) for k, v in out.items()}
+    assert shapes == {"coarse": (4, 5), "middle": (4, 10), "fine": (4, 20), "scene": (4, 3), "fused": (4, 64),
+                      "weights": (4, 2)}
+    assert m.config["num_cells"] == [5, 10, 20] and m.combine == "product"
+    seen = []
+    hook = m.rgb_blocks[-1].register_forward_hook(lambda mod, inp, out: seen.append(out))  # Grad-CAM target
+    m(rgb, m.prepare_seg(labels, (32, 32)))
+    hook.remove()
+    assert m.reshape_transform(seen[0]).shape == (4, 32, 2, 2)  # (B, C, h, w)
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_fusion_mixes_branches(fusion: bool) -> None:
+    m = tiny_model(fusion=fusion)
+    rgb, labels = batch()
+    seg_a = m.prepare_seg(labels, (32, 32))
+    seg_b = m.prepare_seg(torch.roll(labels, 1, dims=0), (32, 32))
+    with torch.no_grad():
+        a, b = m.forward_features(rgb, seg_a)["rgb_cls"], m.forward_features(rgb, seg_b)["rgb_cls"]
+    assert (not torch.allclose(a, b)) if fusion else torch.equal(a, b)
+
+
+def test_attentive_weights_sum_to_one() -> None:
+    m = tiny_model()
+    rgb, labels = batch()
+    w = m(rgb, m.prepare_seg(labels, (32, 32)))["weights"]
+    assert torch.allclose(w.sum(-1), torch.ones(4)) and bool(((w > 0) & (w < 1)).all())
+
+
+def test_loss_formula_and_ignore() -> None:
+    m = tiny_model(alpha=0.1, beta=0.3, gamma=0.5)
+    g = torch.Generator().manual_seed(1)
+    out = {k: torch.randn(4, n, generator=g) for k, n in (("coarse", 5), ("middle", 10), ("fine", 20), ("scene", 3))}
+    c, mid, f, s = torch.tensor([0, 1, -1, 4]), torch.tensor([1, 2, 3, 9]), torch.tensor([-1, 5, 6, 7]), \
+        torch.tensor([0, 1, 2, -1])
+    loss = m.loss(out, c, mid, f, s)
+    ce = lambda k, y: F.cross_entropy(out[k][y >= 0], y[y >= 0])  # noqa: E731
+    expected = 0.6 * ce("coarse", c) + 0.1 * ce("middle", mid) + 0.3 * ce("fine", f) + 0.5 * ce("scene", s)
+    assert torch.allclose(loss["total"], expected)
+    out["coarse"][2] += 100.0  # row 2 has coarse label -1: ignored
+    assert torch.allclose(m.loss(out, c, mid, f, s)["coarse"], loss["coarse"])
+    none = m.loss(out, torch.full((4,), -1), mid, f)
+    assert none["coarse"].item() == 0.0 and torch.isfinite(none["total"])
+
+
+def test_training_loop_learns_colour_to_cell() -> None:
+    """60 steps on images whose colour gives the cell (cells of one coarse cell look alike): the loss
+    falls and accuracy beats chance."""
+    m = tiny_model().train()
+    parents = m.parents  # (20, 2): middle, coarse of each fine cell
+    g0 = torch.Generator().manual_seed(0)
+    base = torch.rand(5, 3, generator=g0) * 2 - 1  # one hue per coarse cell
+    palette = base[parents[:, 1]] + 0.3 * (torch.rand(20, 3, generator=g0) * 2 - 1)  # (20, 3)
+
+    def data(n: int, seed: int) -> tuple[torch.Tensor, ...]:
+        g = torch.Generator().manual_seed(seed)
+        fine = torch.randint(20, (n,), generator=g)
+        rgb = palette[fine][:, :, None, None] + 0.2 * torch.randn(n, 3, 32, 32, generator=g)
+        seg = torch.randint(150, (n, 32, 32), generator=g)  # uninformative label maps
+        return rgb, seg, parents[fine, 1], parents[fine, 0], fine, fine % 3
+
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    losses = []
+    for step in range(60):
+        rgb, seg, *labels = data(32, step)
+        loss = m.loss(m(rgb, m.prepare_seg(seg, (32, 32))), *labels)["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    rgb, seg, coarse, middle, fine, _ = data(400, 999)
+    m.eval()
+    with torch.no_grad():
+        out = m(rgb, m.prepare_seg(seg, (32, 32)))
+    acc = {k: (out[k].argmax(-1) == y).float().mean().item()
+           for k, y in (("coarse", coarse), ("middle", middle), ("fine", fine))}
+    for mode in ("fine", "product"):
+        m.combine = mode
+        acc[f"predict_{mode}"] = (m.predict(rgb, 1, seg=seg).indices[:, 0] == fine).float().mean().item()
+    print(f"translocator: loss {np.mean(losses[:5]):.3f} -> {np.mean(losses[-5:]):.3f}; accuracy "
+          f"{ {k: round(v, 3) for k, v in acc.items()} } (chance 0.2 / 0.1 / 0.05)")
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert acc["coarse"] > 0.4 and acc["fine"] > 0.15 and acc["predict_product"] > 0.15
+
+
+def test_hierarchy_product_beats_fine_on_synthetic_logits() -> None:
+    result = compare_hierarchy(signal=(3.0, 2.0, 1.0))  # coarse more reliable than fine
+    print("hierarchy comparison (top-1 fine accuracy):", result)
+    assert result["product"] > result["fine"] + 0.2
+
+
+def test_combine_probs_product_and_orphans() -> None:
+    coarse, middle = torch.tensor([[0.8, 0.2]]), torch.tensor([[0.5, 0.3, 0.2]])
+    fine = torch.tensor([[0.25, 0.25, 0.25, 0.25]])
+    parents = torch.tensor([[0, 0], [1, 0], [2, 1], [-1, -1]])  # last fine cell lies in no coarser cell
+    p = combine_probs(coarse, middle, fine, parents, "product")
+    raw = torch.tensor([0.25 * 0.5 * 0.8, 0.25 * 0.3 * 0.8, 0.25 * 0.2 * 0.2, 0.25 * (1 / 3) * (1 / 2)])
+    assert torch.allclose(p[0], raw / raw.sum())
+    assert torch.allclose(combine_probs(coarse, middle, fine, parents, "fine"), fine)
+    with pytest.raises(InputError):
+        combine_probs(coarse, middle, fine, parents, "mean")
+
+
+def test_checkpoint_roundtrip(tmp_path) -> None:
+    m = tiny_model(combine="fine")
+    with torch.no_grad():
+        m.heads["fine"].bias.normal_()  # differ from a fresh init
+    path = m.save_checkpoint(tmp_path / "tl.pt")
+    rgb, labels = batch()
+    loaded = create_model("translocator", pretrained=str(path)).eval()  # no partitions: centroids from the file
+    a, b = m.predict(rgb, 3, seg=labels, full=True), loaded.predict(rgb, 3, seg=labels, full=True)
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.probs, b.probs) and torch.equal(a.coords, b.coords)
+    assert loaded.combine == "fine" and torch.equal(loaded.centroids, m.centroids)
+    assert create_model("translocator", pretrained=str(path), alpha=0.25).config["alpha"] == 0.25  # fine-tuning
+    with pytest.raises(InputError, match="trained with"):
+        create_model("translocator", pretrained=str(path), scene_classes=16)
+
+
+def test_imagenet_without_cache_raises_without_network(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("network access attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    with pytest.raises(WeightsMissingError) as err:
+        create_model("translocator", pretrained="imagenet", backbone_kwargs=TINY, num_cells=[5, 10, 20])
+    assert "\n" not in str(err.value) and "hf download" in str(err.value)
+
+
+def test_imagenet_from_local_hf_cache(tmp_path, monkeypatch) -> None:
+    """timm's own loading from a file in the HF cache layout, for both branches, with no network."""
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "hf" / "models--timm--vit_base_patch16_224.augreg2_in21k_ft_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    src = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=1000, **TINY)
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()},
+              str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(socket.socket, "connect", lambda *a, **k: pytest.fail("network access attempted"))
+    m = create_model("translocator", pretrained="imagenet", backbone_kwargs=TINY, num_cells=[5, 10, 20])
+    assert torch.equal(m.rgb.patch_embed.proj.weight, src.patch_embed.proj.weight)
+    assert torch.equal(m.seg.blocks[1].mlp.fc1.weight, src.blocks[1].mlp.fc1.weight)
+
+
+def test_tencrop_same_shapes() -> None:
+    m = tiny_model()
+    rgb, labels = batch(2)
+    a, b = m.predict(rgb, 4, seg=labels, full=True), m.predict(rgb, 4, seg=labels, full=True, tencrop=True)
+    assert a.coords.shape == b.coords.shape == (2, 4, 2) and a.probs_full.shape == b.probs_full.shape == (2, 20)
+    assert torch.allclose(b.probs_full.sum(-1), torch.ones(2))
+
+
+def test_predict_needs_segmentation_or_segmenter() -> None:
+    m = tiny_model()
+    rgb, labels = batch(2)
+    with pytest.raises(InputError, match="segment"):
+        m.predict(rgb, 1)
+    m.segmenter = torch.nn.Conv2d(3, 3, 1)  # any callable pixels -> (B, 3, H, W); not a submodule
+    assert m.predict(rgb, 2).coords.shape == (2, 2, 2)
+    assert not any(k.startswith("segmenter") for k in m.state_dict())
+
+
+def test_seg_palette() -> None:
+    pal = ade20k_palette()
+    assert pal.shape == (150, 3) and len({tuple(c) for c in pal}) == 150 and pal.any(axis=1).all()
+    img = render_segmentation(torch.tensor([[[0, 149], [-1, 255]]]))
+    assert img.shape == (1, 3, 2, 2) and float(img.max()) <= 1.0
+    assert torch.equal(img[0, :, 1, 0], torch.zeros(3)) and torch.equal(img[0, :, 1, 1], torch.zeros(3))
+    assert torch.allclose(img[0, :, 0, 0], torch.tensor(pal[0] / 255.0, dtype=torch.float32))
+
+
+def test_real_partitions_and_registry(reference_dir) -> None:
+    paths = [str(reference_dir / f"cells_50_{n}.csv") for n in (5000, 2000, 1000)]
+    m = create_model("translocator", partitions=paths, backbone_kwargs=TINY)
+    assert m.config["num_cells"] == [3298, 7202, 12893] and bool((m.parents >= 0).all())
+    assert m.centroids.shape == (12893, 2)
+    assert "translocator" in list_models()
+    info = model_entry("translocator").weights_info()
+    assert not info.present and "no public TransLocator weights" in info.detail
+    with pytest.raises(InputError):
+        create_model("translocator", partitions=paths, num_cells=[1, 2, 3], backbone_kwargs=TINY)
