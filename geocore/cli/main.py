@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = [
     "geocore.cli.train",
     "geocore.cli.weights",
     "geocore.cli.locate",
+    "geocore.cli.explain",
 ]
 
 for _name in SUBCOMMAND_MODULES:

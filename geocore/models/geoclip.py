@@ -25,6 +25,7 @@ from geocore.models.clip_backbone import build_clip, clip_image_transform, clip_
 from geocore.models.gallery_cache import GalleryEmbeddingCache
 from geocore.models.location_encoder import LocationEncoder
 from geocore.models.prediction import Prediction
+from geocore.models.retrieval import cosine_scores
 from geocore.models.registry import WeightsInfo, register_model
 from geocore.weights.paths import geoclip_package_dir
 from geocore.weights.resolve import resolve_clip_checkpoint
@@ -133,7 +134,7 @@ class GeoCLIP(GeoLocator):
 
     def predict_embeddings(self, emb: torch.Tensor, top_k: int = 5, full: bool = False) -> Prediction:
         """Top-k gallery points for (B, 512) normalised embeddings (image or text)."""
-        logits = self.logit_scale.exp() * emb @ self.gallery_embeddings().T  # (B, M)
+        logits = self.logit_scale.exp() * cosine_scores(emb, self.gallery_embeddings())  # (B, M)
         return Prediction.from_scores(logits, self.gallery, top_k, full=full)
 
     @torch.no_grad()

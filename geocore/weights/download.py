@@ -80,7 +80,7 @@ def download_weights(name: str, progress: bool = True, echo: Callable[[str], Non
     size_txt = f"{size / 1e6:,.0f} MB" if size else "size unknown"
     echo(f"downloading {name}: {src.repo_id}/{filename} ({size_txt}) into {dest}")
 
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.utils import tqdm as hf_tqdm
 
     class _Quiet(hf_tqdm):  # type: ignore[misc, valid-type]
@@ -90,9 +90,13 @@ def download_weights(name: str, progress: bool = True, echo: Callable[[str], Non
 
     kwargs = {"local_dir": dest} if root else {"cache_dir": dest}
     try:
-        path = hf_hub_download(
-            src.repo_id, filename, etag_timeout=TIMEOUT_S, tqdm_class=None if progress else _Quiet, **kwargs
-        )
+        if src.kind == "hf-snapshot":  # a transformers folder: config files + the chosen weights file
+            path = snapshot_download(src.repo_id, allow_patterns=[*src.snapshot_files, filename],
+                                     etag_timeout=TIMEOUT_S, tqdm_class=None if progress else _Quiet, **kwargs)
+        else:
+            path = hf_hub_download(
+                src.repo_id, filename, etag_timeout=TIMEOUT_S, tqdm_class=None if progress else _Quiet, **kwargs
+            )
     except Exception as err:
         raise _network_error(src, err) from None
     echo(f"{name}: saved to {path}")

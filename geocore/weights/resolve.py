@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geocore.errors import WeightsMissingError
+from geocore.errors import InputError, WeightsMissingError
 from geocore.weights.paths import hf_hub_cache, weights_dir
-from geocore.weights.sources import WeightsSource, download_command, source_for_open_clip
+from geocore.weights.sources import SOURCES, WeightsSource, download_command, source_for_open_clip
 
 _SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -50,9 +50,59 @@ def find_in_hf_cache(src: WeightsSource) -> Path | None:
     return None
 
 
+def snapshot_folder_ok(folder: Path, src: WeightsSource) -> bool:
+    """True when `folder` holds a usable transformers snapshot: config.json and one weights file.
+
+    Other `snapshot_files` (the preprocessor config) are optional: loaders fall back to defaults.
+    """
+    return (folder / "config.json").is_file() and _in_folder(folder, src.filenames) is not None
+
+
+def find_snapshot(src: WeightsSource) -> Path | None:
+    """Folder of an "hf-snapshot" source: `$GEOCORE_WEIGHTS_DIR/<name>/`, else its HF cache snapshot."""
+    root = weights_dir()
+    if root is not None and snapshot_folder_ok(root / src.name, src):
+        return root / src.name
+    from huggingface_hub import try_to_load_from_cache  # reads the cache folder only
+
+    cache = hf_hub_cache()
+    if not cache.is_dir():
+        return None
+    config = try_to_load_from_cache(src.repo_id, "config.json", cache_dir=cache)
+    if isinstance(config, str) and snapshot_folder_ok(Path(config).parent, src):
+        return Path(config).parent
+    return None
+
+
 def find_local(src: WeightsSource) -> Path | None:
-    """Where `src` is on this machine (weights dir first, then HF cache), or None."""
+    """Where `src` is on this machine (weights dir first, then HF cache), or None.
+
+    A file for kind "hf", the snapshot folder for kind "hf-snapshot".
+    """
+    if src.kind == "hf-snapshot":
+        return find_snapshot(src)
     return find_in_weights_dir(src) or find_in_hf_cache(src)
+
+
+def resolve_snapshot(name: str, weights: str | Path | None = None) -> Path:
+    """Local folder of "hf-snapshot" weights `name` (or the explicit folder `weights`), never the network;
+    WeightsMissingError saying how to get them otherwise."""
+    src = SOURCES.get(name)
+    if src is None or src.kind != "hf-snapshot":
+        known = ", ".join(n for n, s in SOURCES.items() if s.kind == "hf-snapshot")
+        raise InputError(f"unknown model weights {name!r}; known: {known}")
+    if weights is not None:
+        folder = Path(weights).expanduser()
+        if not folder.is_dir() or not snapshot_folder_ok(folder, src):
+            raise WeightsMissingError(f"{folder} is not a transformers folder (needs config.json and one of "
+                                      f"{', '.join(src.filenames)})")
+        return folder
+    hit = find_snapshot(src)
+    if hit is not None:
+        return hit
+    size = f", ~{src.size_mb:.0f} MB" if src.size_mb else ""
+    raise WeightsMissingError(f"{src.name} weights ({src.repo_id}{size}) not found; looked in {looked_in(src)}; "
+                              f"get it with: {download_command(src.name)}")
 
 
 def looked_in(src: WeightsSource) -> str:

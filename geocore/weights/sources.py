@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 class WeightsSource:
     """One downloadable (or bundled) set of weights.
 
-    kind:      "wheel" (ships in an installed package) or "hf" (a Hugging Face Hub repo)
-    repo_id:   Hub repo, for kind "hf"
-    filenames: candidate files in the repo, preferred first
+    kind:      "wheel" (ships in an installed package), "hf" (one file of a Hugging Face Hub repo) or
+               "hf-snapshot" (a transformers folder: `snapshot_files` plus one of `filenames`)
+    repo_id:   Hub repo, for kinds "hf" and "hf-snapshot"
+    filenames: candidate (weights) files in the repo, preferred first
+    snapshot_files: for "hf-snapshot", files the folder needs besides the weights (config.json, ...)
     size_mb:   expected download size (approximate), when known
     alternates: other (repo_id, filename) pairs whose cached copy also works (converted on load)
     """
@@ -26,6 +28,7 @@ class WeightsSource:
     package_files: tuple[str, ...] = ()
     open_clip: tuple[str, str] | None = None  # (architecture, pretrained tag)
     alternates: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    snapshot_files: tuple[str, ...] = ()
 
 
 SOURCES: dict[str, WeightsSource] = {
@@ -58,6 +61,26 @@ SOURCES: dict[str, WeightsSource] = {
                 ("openai/clip-vit-large-patch14", "model.safetensors"),
                 ("openai/clip-vit-large-patch14", "pytorch_model.bin"),
             ),
+        ),
+        # SegFormer (Xie et al., NeurIPS 2021) fine-tuned on ADE20K (150 classes) at 512x512, for
+        # `geocore segment` and TransLocator's segmentation branch (geocore.explain.segmentation).
+        WeightsSource(
+            name="segformer-b0-ade",
+            description="SegFormer-B0 ADE20K semantic segmentation (150 classes), transformers folder",
+            kind="hf-snapshot",
+            repo_id="nvidia/segformer-b0-finetuned-ade-512-512",
+            filenames=("model.safetensors", "pytorch_model.bin"),
+            snapshot_files=("config.json", "preprocessor_config.json"),
+            size_mb=15.0,  # ~3.8M fp32 parameters
+        ),
+        WeightsSource(
+            name="segformer-b2-ade",
+            description="SegFormer-B2 ADE20K semantic segmentation (150 classes), transformers folder",
+            kind="hf-snapshot",
+            repo_id="nvidia/segformer-b2-finetuned-ade-512-512",
+            filenames=("model.safetensors", "pytorch_model.bin"),
+            snapshot_files=("config.json", "preprocessor_config.json"),
+            size_mb=110.0,  # ~27.5M fp32 parameters
         ),
     )
 }

@@ -53,7 +53,8 @@ def source_status(src: WeightsSource) -> WeightsRow:
     if hit is None:
         return WeightsRow(src.name, False, f"not found in {looked_in(src)}", src.size_mb,
                           download_command(src.name), src.description)
-    return WeightsRow(src.name, True, str(hit), _mb([hit]), "", src.description)
+    files = sorted(f for f in hit.iterdir() if f.is_file()) if hit.is_dir() else [hit]  # snapshot folder
+    return WeightsRow(src.name, True, str(hit), _mb(files), "", src.description)
 
 
 def weights_status() -> list[WeightsRow]:
