@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,28 +68,61 @@ def build_geoclip(model: str = "geoclip", pretrained: str | None = None, *, from
     return net
 
 
-def fit_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path, epochs: int = 10,
-                batch_size: int = 512, lr: float = 3e-5, weight_decay: float = 1e-6, queue_size: int = 4096,
-                queue_noise_m: float = 0.0, schedule: str = "step", val_fraction: float = 0.05,
-                devices: int | str = 1, num_nodes: int = 1, strategy: str | None = None,
-                precision: str | None = None, accelerator: str = "auto", cache_features: bool = False,
-                feature_views: int = 0, pretrained: str | None = None, from_scratch: bool = False,
-                model: str = "geoclip", model_kwargs: dict[str, Any] | None = None, seed: int = 0,
-                num_workers: int = 4, resume: bool = False, log_every_n_steps: int = 50, progress: bool = True,
-                callbacks: list[Callback] | None = None) -> FitResult:
+@dataclass(frozen=True)
+class GeoCLIPTrainConfig:
+    """Training options as plain data. Defaults follow the paper (see `train_geoclip`)."""
+
+    epochs: int = 10
+    batch_size: int = 512
+    lr: float = 3e-5
+    weight_decay: float = 1e-6
+    queue_size: int = 4096
+    queue_noise_m: float = 0.0
+    schedule: str = "step"
+    val_fraction: float = 0.05
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str | None = None
+    precision: str | None = None
+    accelerator: str = "auto"
+    cache_features: bool = False
+    feature_views: int = 0
+    pretrained: str | None = None
+    from_scratch: bool = False
+    model: str = "geoclip"
+    model_kwargs: dict[str, Any] | None = None
+    seed: int = 0
+    num_workers: int = 4
+    resume: bool = False
+    log_every_n_steps: int = 50
+    progress: bool = True
+
+
+def _config(config: GeoCLIPTrainConfig | None, overrides: dict[str, Any]) -> GeoCLIPTrainConfig:
+    unknown = set(overrides) - set(GeoCLIPTrainConfig.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+    return replace(config or GeoCLIPTrainConfig(), **overrides)
+
+
+def fit_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path,
+                config: GeoCLIPTrainConfig | None = None, callbacks: list[Callback] | None = None,
+                **overrides: Any) -> FitResult:
     """`train_geoclip`, returning the trained module and trainer too (for notebooks and tests)."""
+    cfg = _config(config, overrides)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(seed, workers=True, verbose=False)
-    precision = precision or default_precision(accelerator)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    precision = cfg.precision or default_precision(cfg.accelerator)
     dataset = open_training_csv(csv, images)  # bad paths fail before the backbone loads
-    net = build_geoclip(model, pretrained, from_scratch=from_scratch, seed=seed, **(model_kwargs or {}))
-    common = dict(batch_size=batch_size, val_fraction=val_fraction, seed=seed, num_workers=num_workers,
-                  dataset=dataset)
-    if cache_features:
+    net = build_geoclip(cfg.model, cfg.pretrained, from_scratch=cfg.from_scratch, seed=cfg.seed,
+                        **(cfg.model_kwargs or {}))
+    common = dict(batch_size=cfg.batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                  num_workers=cfg.num_workers, dataset=dataset)
+    if cfg.cache_features:
         dm: GeoImageDataModule | FeatureDataModule = FeatureDataModule(
-            net, csv, images, out / "features.pt", views=feature_views, bf16=precision.startswith("bf16"),
-            progress=progress, **common)
+            net, csv, images, out / "features.pt", views=cfg.feature_views, bf16=precision.startswith("bf16"),
+            progress=cfg.progress, **common)
         has_val, n_train = bool(dm.val_ids), len(dm.train_ids)
     else:
         dm = GeoImageDataModule(csv, images, val_transform=net.preprocess,
@@ -97,24 +130,24 @@ def fit_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path, 
         has_val, n_train = dm.val_set is not None, len(dm.train_set)
     if dm.n_missing:
         rank_zero_info(f"{dm.n_missing} image(s) listed in {csv} are missing from {images}: skipped")
-    module = GeoCLIPModule(net, lr=lr, weight_decay=weight_decay, queue_size=queue_size,
-                           queue_noise_m=queue_noise_m, schedule=schedule, gallery=dm.gallery)
-    multi = num_nodes > 1 or (isinstance(devices, int) and (devices > 1 or devices == -1))
-    world = num_nodes * (devices if isinstance(devices, int) and devices > 0 else 1)
+    module = GeoCLIPModule(net, lr=cfg.lr, weight_decay=cfg.weight_decay, queue_size=cfg.queue_size,
+                           queue_noise_m=cfg.queue_noise_m, schedule=cfg.schedule, gallery=dm.gallery)
+    multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and (cfg.devices > 1 or cfg.devices == -1))
+    world = cfg.num_nodes * (cfg.devices if isinstance(cfg.devices, int) and cfg.devices > 0 else 1)
     ckpt_dir = out / "lightning"
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
-        strategy=strategy or ("ddp" if multi else "auto"), precision=precision, default_root_dir=out,
+        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy or ("ddp" if multi else "auto"), precision=precision, default_root_dir=out,
         logger=CSVLogger(out, name="logs"),
-        log_every_n_steps=max(1, min(log_every_n_steps, math.ceil(n_train / (batch_size * world)))),
+        log_every_n_steps=max(1, min(cfg.log_every_n_steps, math.ceil(n_train / (cfg.batch_size * world)))),
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0), *(callbacks or [])],
         limit_val_batches=None if has_val else 0, num_sanity_val_steps=0,
-        enable_progress_bar=progress, enable_model_summary=progress,
+        enable_progress_bar=cfg.progress, enable_model_summary=cfg.progress,
     )
     last = ckpt_dir / "last.ckpt"
     with warnings.catch_warnings():  # the frozen backbone is in eval mode on purpose
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if cfg.resume and last.is_file() else None)
     final = out / CHECKPOINT_NAME
     if trainer.is_global_zero:
         net.save_checkpoint(final)
@@ -124,15 +157,8 @@ def fit_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path, 
     return FitResult(final, module, trainer)
 
 
-def train_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path, epochs: int = 10,
-                  batch_size: int = 512, lr: float = 3e-5, weight_decay: float = 1e-6, queue_size: int = 4096,
-                  queue_noise_m: float = 0.0, schedule: str = "step", val_fraction: float = 0.05,
-                  devices: int | str = 1, num_nodes: int = 1, strategy: str | None = None,
-                  precision: str | None = None, accelerator: str = "auto", cache_features: bool = False,
-                  feature_views: int = 0, pretrained: str | None = None, from_scratch: bool = False,
-                  model: str = "geoclip", model_kwargs: dict[str, Any] | None = None, seed: int = 0,
-                  num_workers: int = 4, resume: bool = False, log_every_n_steps: int = 50, progress: bool = True,
-                  callbacks: list[Callback] | None = None) -> Path:
+def train_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path,
+                  config: GeoCLIPTrainConfig | None = None, **overrides: Any) -> Path:
     """Train GeoCLIP on a CSV + image folder and return the loadable checkpoint's path.
 
     Defaults follow the paper: frozen CLIP backbone, AdamW lr 3e-5 and weight decay 1e-6, learning
@@ -142,5 +168,4 @@ def train_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path
     `from_scratch` starts from random heads. `cache_features` runs the backbone once (plus
     `feature_views` augmented views per image) and trains the heads on the cache.
     """
-    options = {k: v for k, v in locals().items() if k not in ("csv", "images")}
-    return fit_geoclip(csv, images, **options).checkpoint
+    return fit_geoclip(csv, images, output_dir=output_dir, config=config, **overrides).checkpoint
