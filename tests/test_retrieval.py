@@ -24,3 +24,15 @@ def test_half_precision_scan_keeps_the_ranking():
         top = exact[i].topk(6).values
         if (top[4] - top[5]) > 1e-3:
             assert set(approx[i].topk(5).indices.tolist()) == set(exact[i].topk(5).indices.tolist())
+
+
+def test_half_copy_is_reused_and_follows_changes():
+    from geocore.models import retrieval
+
+    q, g = _unit(1), _unit(HALF_PRECISION_ABOVE + 1, seed=3)
+    first = cosine_scores(q, g)
+    copy = retrieval._last[2]
+    torch.testing.assert_close(cosine_scores(q, g), first)
+    assert retrieval._last[2] is copy  # second scan reused the float16 copy
+    g.mul_(-1)  # in place: the copy must be rebuilt
+    torch.testing.assert_close(cosine_scores(q, g), -first)

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from geocore.eval.evaluate import evaluate as run_evaluation
 from geocore.eval.report import metrics_table
+from geocore.models.attach import prepare_for_inference
 from geocore.models.registry import load_model_for_user
 
 
@@ -27,7 +28,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a benchmark; interrupted runs keep finished rows (use --resume)."""
     console = Console(stderr=True)
-    net = load_model_for_user(model, pretrained)
+    net = prepare_for_inference(load_model_for_user(model, pretrained), device=device)
     report = run_evaluation(
         net, dataset, images, output, resume=resume, overwrite=overwrite,
         batch_size=batch_size, top_k=top_k, device=device, num_workers=workers,

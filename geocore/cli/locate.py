@@ -32,7 +32,9 @@ def _load(model: str, pretrained: str | None, gallery: Path | None, bbox: str | 
     from geocore.geo import gallery as galleries
     from geocore.models.registry import load_model_for_user
 
-    net = load_model_for_user(model, pretrained)
+    from geocore.models.attach import prepare_for_inference
+
+    net = prepare_for_inference(load_model_for_user(model, pretrained))  # TransLocator gets its segmenter
     box = _bbox(bbox)
     if (gallery or box or grid_km) and not hasattr(net, "set_gallery"):
         raise InputError(f"--gallery/--bbox/--grid-km need a GPS-gallery model (geoclip), not {model}")

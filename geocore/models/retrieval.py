@@ -14,16 +14,16 @@ import weakref
 import torch
 
 HALF_PRECISION_ABOVE = 250_000
-_half_copies: "weakref.WeakKeyDictionary[torch.Tensor, torch.Tensor]" = weakref.WeakKeyDictionary()
+# One slot: the last gallery scanned and its float16 copy. Identity, not equality: tensors compare elementwise.
+_last: tuple["weakref.ref[torch.Tensor]", int, torch.Tensor] | None = None
 
 
 def _half(gallery: torch.Tensor) -> torch.Tensor:
-    """A float16 copy of `gallery`, made once per gallery tensor."""
-    copy = _half_copies.get(gallery)
-    if copy is None:
-        copy = gallery.half()
-        _half_copies[gallery] = copy
-    return copy
+    """A float16 copy of `gallery`, made once while the same (unmodified) tensor is scanned."""
+    global _last
+    if _last is None or _last[0]() is not gallery or _last[1] != gallery._version:
+        _last = (weakref.ref(gallery), gallery._version, gallery.half())
+    return _last[2]
 
 
 def cosine_scores(queries: torch.Tensor, gallery: torch.Tensor, *, half: bool | None = None) -> torch.Tensor:

@@ -1,0 +1,238 @@
+"""Training data for the geo-cell classifiers (TransLocator, GeoDecoder): CSV + images → labelled batches.
+
+Rows of an `IMG_FILE,LAT,LON[,S3_Label,S16_Label,S365_Label]` CSV get their (coarse, middle, fine) cell
+labels once, with `geocore.geo.cells.assign_cells` (−1 outside a partition: ignored by the loss; rows
+outside all three are dropped and counted). Scene labels come from the CSV column matching the model's
+scene classes (3 → S3_Label, 16 → S16_Label, 365 → S365_Label); without it the scene loss is skipped.
+
+TransLocator's segmentation maps are computed once per image (`cache_segmaps`, in `prepare_data`) and
+stored as uint8 label PNGs `<cache>/<quoted IMG_ID>.png` at most `SEG_SHORT_SIDE` pixels on the short side
+(SegFormer's logits are 128×128 anyway); training loads them next to the image and crops/flips both
+together. Cached maps are reused as they are: delete the folder after changing the images.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
+
+from geocore.data.datasets import BenchmarkDataset, collate_skip_errors, image_ids_subset
+from geocore.data.images import load_image
+from geocore.errors import ImageError, InputError
+from geocore.geo.cells import CellPartition, assign_cells
+from geocore.models.layers.hierarchy import LEVELS
+from geocore.train.data import open_training_csv, split_ids
+
+SEG_SHORT_SIDE = 256
+SCENE_COLUMNS = {3: "S3_Label", 16: "S16_Label", 365: "S365_Label"}
+
+
+def segmap_path(folder: Path, img_id: str) -> Path:
+    """Cache file of one image: the IMG_ID percent-quoted (so sub/a.jpg never collides with sub_a.jpg)."""
+    return Path(folder) / f"{quote(img_id, safe='')}.png"
+
+
+class _ToSegment(Dataset):
+    """Images still missing from the cache, as SegFormer inputs (3, S, S) and their stored map size."""
+
+    def __init__(self, frame: Any, processor: Any) -> None:
+        self.rows = list(zip(frame["IMG_ID"], frame["_path"]))
+        self.processor = processor
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        img_id, path = self.rows[i]
+        try:
+            image = load_image(path)
+        except ImageError:
+            return {"img_id": img_id, "image": None, "size": None, "error": "unreadable"}
+        scale = min(1.0, SEG_SHORT_SIDE / min(image.size))
+        size = torch.tensor([max(1, round(image.height * scale)), max(1, round(image.width * scale))])
+        pixels = self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+        return {"img_id": img_id, "image": pixels, "size": size, "error": None}
+
+
+@torch.no_grad()
+def cache_segmaps(segmenter: Any, dataset: BenchmarkDataset, folder: str | Path, *, batch_size: int = 16,
+                  num_workers: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> int:
+    """Segment every image of `dataset` without a cache file in `folder`; returns how many were written."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = dataset.frame[[not segmap_path(folder, i).is_file() for i in dataset.frame["IMG_ID"]]]
+    if len(todo) == 0:
+        return 0
+    if segmenter.num_classes > 256:
+        raise InputError(f"segmenter has {segmenter.num_classes} classes; label PNGs hold at most 256")
+    segmenter.to(device)
+    loader = DataLoader(_ToSegment(todo, segmenter.processor), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_skip_errors)
+    if progress:
+        from tqdm.auto import tqdm
+
+        loader = tqdm(loader, desc="segmentation maps", unit="batch")
+    written = 0
+    for batch in loader:
+        if len(batch["img_id"]) == 0:
+            continue
+        low = segmenter.model(pixel_values=batch["image"].to(segmenter.device)).logits  # (B, K, h, w)
+        for k, img_id in enumerate(batch["img_id"]):
+            size = tuple(int(v) for v in batch["size"][k])
+            labels = F.interpolate(low[k:k + 1].float(), size=size, mode="bilinear", align_corners=False).argmax(1)
+            target = segmap_path(folder, img_id)
+            tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+            Image.fromarray(labels[0].to(torch.uint8).cpu().numpy(), mode="L").save(tmp, format="PNG")
+            os.replace(tmp, target)  # atomic: concurrent writers (several nodes) never leave half a file
+            written += 1
+    segmenter.to("cpu")
+    return written
+
+
+def _eval_geometry(preprocess: Callable[..., Any], width: int, height: int, crop: int) -> tuple[float, ...]:
+    """The box (left, top, right, bottom) of the original image that `preprocess` keeps (Resize + CenterCrop)."""
+    resize = next((s.size for s in getattr(preprocess, "transforms", []) if isinstance(s, T.Resize)), None)
+    if isinstance(resize, Sequence) and len(resize) == 1:
+        resize = resize[0]
+    if not isinstance(resize, int):
+        return (0.0, 0.0, float(width), float(height))
+    s = resize / min(width, height)
+    w, h = width * s, height * s
+    left, top = max(0.0, (w - crop) / 2), max(0.0, (h - crop) / 2)
+    return (left / s, top / s, min(w, left + crop) / s, min(h, top + crop) / s)
+
+
+class JointTransform:
+    """Image (and segmentation map) → tensors: random resized crop + flip applied to both when training;
+    the model's `preprocess` (and the same box, nearest-neighbour, for the map) when evaluating."""
+
+    def __init__(self, preprocess: Callable[..., Any], size: int, mean: Sequence[float], std: Sequence[float],
+                 train: bool, scale: tuple[float, float] = (0.08, 1.0)) -> None:
+        self.preprocess, self.size, self.mean, self.std = preprocess, size, list(mean), list(std)
+        self.train, self.scale = train, scale
+
+    def __call__(self, image: Image.Image, seg: Image.Image | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n = self.size
+        if self.train:
+            top, left, h, w = T.RandomResizedCrop.get_params(image, list(self.scale), [3 / 4, 4 / 3])
+            box: tuple[float, ...] = (left, top, left + w, top + h)
+            flip = bool(torch.rand(()) < 0.5)
+            rgb = image.resize((n, n), Image.BICUBIC, box=box)
+            pixels = TF.normalize(TF.to_tensor(rgb.transpose(Image.FLIP_LEFT_RIGHT) if flip else rgb),
+                                  self.mean, self.std)
+        else:
+            box, flip = _eval_geometry(self.preprocess, image.width, image.height, n), False
+            pixels = self.preprocess(image)
+        if seg is None:
+            return pixels, None
+        sx, sy = seg.width / image.width, seg.height / image.height
+        seg = seg.resize((n, n), Image.NEAREST, box=(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
+        if flip:
+            seg = seg.transpose(Image.FLIP_LEFT_RIGHT)
+        return pixels, torch.from_numpy(np.array(seg, dtype=np.uint8))
+
+
+class CellDataset(Dataset):
+    """Items: image, seg (uint8 (H, W) labels, or None without a cache), coarse/middle/fine, scene (when known)."""
+
+    def __init__(self, base: BenchmarkDataset, transform: JointTransform, seg_dir: Path | None,
+                 scene_column: str | None) -> None:
+        self.base, self.transform, self.seg_dir, self.scene_column = base, transform, seg_dir, scene_column
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        item = self.base[idx]  # PIL image (the base has no transform), or an error
+        row = self.base.frame.iloc[idx]
+        image, item["image"] = item.pop("image"), None
+        item.update({level: int(row[f"_{level}"]) for level in LEVELS})
+        if self.scene_column is not None:
+            item["scene"] = item.get(self.scene_column, -1)
+        if self.seg_dir is not None:
+            item["seg"] = None  # every item has the same keys, error items included (collate_skip_errors)
+        if item["error"] is not None:
+            return item
+        seg = None
+        if self.seg_dir is not None:
+            path = segmap_path(self.seg_dir, item["img_id"])
+            if not path.is_file():
+                item["error"] = f"{path}: segmentation map missing (delete the cache folder to rebuild it)"
+                return item
+            seg = Image.open(path)
+            seg.load()
+        pixels, seg_t = self.transform(image, seg)
+        item["image"] = pixels
+        if self.seg_dir is not None:
+            item["seg"] = seg_t
+        return item
+
+
+def model_geometry(model: Any) -> tuple[int, list[float], list[float]]:
+    """(input size, mean, std) of a TransLocator or GeoDecoder."""
+    vit = model.rgb if hasattr(model, "rgb") else model.backbone
+    return int(vit.patch_embed.img_size[0]), model.mean.flatten().tolist(), model.std.flatten().tolist()
+
+
+class CellDataModule(L.LightningDataModule):
+    """Labelled images for `CellModule`; with a `segmenter`, segmentation maps cached under `seg_dir`."""
+
+    def __init__(self, csv: str | Path, images: str | Path, *, model: Any, partitions: Sequence[CellPartition],
+                 batch_size: int = 64, val_fraction: float = 0.05, seed: int = 0, num_workers: int = 4,
+                 segmenter: Any = None, seg_dir: str | Path | None = None, seg_device: str = "cpu",
+                 progress: bool = False, dataset: BenchmarkDataset | None = None) -> None:
+        super().__init__()
+        if segmenter is not None and seg_dir is None:
+            raise InputError("a segmenter needs seg_dir, the folder its maps are cached in")
+        data = dataset if dataset is not None else open_training_csv(csv, images)
+        latlon = data.frame[["LAT", "LON"]].to_numpy(np.float64)
+        for level, part in zip(LEVELS, partitions):
+            data.frame[f"_{level}"] = assign_cells(part, latlon)
+        outside = (data.frame[[f"_{level}" for level in LEVELS]] < 0).all(axis=1)
+        self.n_missing, self.n_outside = data.n_missing, int(outside.sum())
+        if self.n_outside == len(data.frame):
+            raise InputError(f"none of the {len(data.frame)} image(s) of {csv} lies in a cell of the partitions")
+        data = image_ids_subset(data, data.frame.loc[~outside, "IMG_ID"])
+        self.dataset = data
+        column = SCENE_COLUMNS.get(int(model.config["scene_classes"]))
+        self.scene_column = column if column in data.labels else None
+        self.segmenter, self.seg_dir, self.seg_device = segmenter, Path(seg_dir) if seg_dir else None, seg_device
+        self.batch_size, self.num_workers, self.progress = batch_size, num_workers, progress
+        size, mean, std = model_geometry(model)
+        self.train_ids, self.val_ids = split_ids(data.img_ids, val_fraction, seed)
+        seg = self.seg_dir if segmenter is not None else None
+        def subset(ids: list[str], train: bool) -> CellDataset:
+            transform = JointTransform(model.preprocess, size, mean, std, train=train)
+            return CellDataset(image_ids_subset(data, ids), transform, seg, self.scene_column)
+
+        self.train_set = subset(self.train_ids, True)
+        self.val_set = subset(self.val_ids, False) if self.val_ids else None
+
+    def prepare_data(self) -> None:
+        """Segment the images not cached yet (once per node, before training starts)."""
+        if self.segmenter is not None:
+            cache_segmaps(self.segmenter, self.dataset, self.seg_dir, num_workers=self.num_workers,
+                          device=self.seg_device, progress=self.progress)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=collate_skip_errors, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []

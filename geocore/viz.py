@@ -1,0 +1,249 @@
+"""Plotting helpers for notebooks: world maps with matplotlib over the shipped Natural Earth countries.
+
+Every map is drawn in plain longitude/latitude (equirectangular) axes, x = lon in [-180, 180],
+y = lat in [-90, 90], so any (lat, lon) data can be added with `ax.plot(lon, lat)`. Each helper
+draws on `ax` when given one (for grids of maps), else on a new figure, and returns the axes.
+
+- `world_axes`: empty world map (country outlines, optionally filled land).
+- `plot_probability_map` / `plot_prediction`: a model's probability over its candidate points,
+  with the numbered top-k and an optional true location.
+- `latlon_grid`, `pca_rgb`, `plot_world_image`: a (rows, cols, D) field over the globe (e.g. location
+  embeddings) shown as an image, D = 3 → RGB via PCA, D = 1 → colour map.
+- `plot_choropleth`, `plot_accuracy_choropleth`: a value per country or per continent as colours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+WORLD_FIGSIZE = (9.0, 4.6)
+_OUTLINE = "#333333"
+_SEA = "#f4f7fb"
+_LAND = "#e6e6e6"
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _new_axes(ax=None, figsize: tuple[float, float] = WORLD_FIGSIZE):
+    import matplotlib.pyplot as plt
+
+    if ax is not None:
+        return ax
+    _, ax = plt.subplots(figsize=figsize, dpi=90, layout="constrained")
+    return ax
+
+
+def world_axes(ax=None, *, land: bool = False, figsize: tuple[float, float] = WORLD_FIGSIZE, zorder: float = 3):
+    """A lon/lat world map with Natural Earth 1:110m country outlines (on top of whatever is drawn later).
+
+    land: fill the land grey under the data (for sparse scatters); outlines are always drawn."""
+    from geocore.geo.countries import countries
+
+    ax = _new_axes(ax, figsize)
+    world = countries()
+    if land:
+        ax.set_facecolor(_SEA)
+        world.plot(ax=ax, color=_LAND, linewidth=0, zorder=0)
+    world.boundary.plot(ax=ax, color=_OUTLINE, linewidth=0.3, zorder=zorder)
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def _marker_size(points: np.ndarray, ax) -> float:
+    """Scatter marker area (pt²) that roughly tiles the globe for this many points at this axes width."""
+    spacing_deg = np.sqrt(41253.0 / max(len(points), 1))  # the sphere is ~41,253 square degrees
+    fig = ax.figure
+    width_pt = ax.get_position().width * fig.get_figwidth() * 72.0
+    diameter = spacing_deg * width_pt / 360.0
+    return float(np.clip(diameter, 0.6, 12.0) ** 2)
+
+
+def plot_probability_map(
+    latlon: Any,
+    probs: Any,
+    *,
+    ax=None,
+    top_k: int = 5,
+    truth: tuple[float, float] | None = None,
+    title: str | None = None,
+    log: bool = True,
+    dynamic_range: float = 1e3,
+    cmap: str = "magma_r",
+    colorbar: bool = True,
+):
+    """Probability of each candidate point (M, 2) (lat, lon) as coloured dots over the world map.
+
+    log: colour on a log scale from max/`dynamic_range` to max (retrieval distributions are peaky).
+    top_k: number the k most probable points (0: none). truth: a (lat, lon) drawn as a green star."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    pts, p = _np(latlon).reshape(-1, 2), _np(probs).reshape(-1)
+    if len(pts) != len(p):
+        raise ValueError(f"plot_probability_map: {len(pts)} points but {len(p)} probabilities")
+    ax = world_axes(ax)
+    order = np.argsort(p)  # most probable drawn last, on top
+    vmax = float(p.max()) if p.size else 1.0
+    norm = LogNorm(vmin=vmax / dynamic_range, vmax=vmax) if log and vmax > 0 else Normalize(0.0, vmax)
+    sc = ax.scatter(pts[order, 1], pts[order, 0], c=np.clip(p[order], norm.vmin, None), s=_marker_size(pts, ax),
+                    cmap=cmap, norm=norm, linewidths=0, marker="o", zorder=2)
+    if colorbar:
+        ax.figure.colorbar(sc, ax=ax, shrink=0.7, label="probability" + (" (log)" if log else ""))
+    for rank, i in enumerate(np.argsort(-p)[:top_k], start=1):
+        ax.plot(pts[i, 1], pts[i, 0], "o", ms=11, mfc="white", mec="#1f4e9c", mew=1.5, zorder=4)
+        ax.annotate(str(rank), (pts[i, 1], pts[i, 0]), ha="center", va="center", fontsize=7, color="#1f4e9c",
+                    zorder=5)
+    if truth is not None:
+        ax.plot(truth[1], truth[0], "*", ms=15, color="#2ca02c", mec="black", zorder=6, label="truth")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_prediction(prediction, index: int = 0, *, ax=None, top_k: int | None = None,
+                    truth: tuple[float, float] | None = None, title: str | None = None, **kwargs: Any):
+    """Heat map of image/query `index` of a `Prediction` made with `full=True` (its `probs_full` over `candidates`)."""
+    if prediction.probs_full is None or prediction.candidates is None:
+        raise ValueError("plot_prediction needs the full distribution: predict with full=True")
+    k = prediction.coords.shape[1] if top_k is None else top_k
+    return plot_probability_map(prediction.candidates, prediction.probs_full[index], ax=ax, top_k=k, truth=truth,
+                                title=title, **kwargs)
+
+
+def latlon_grid(step_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cell centres `step_deg` apart: lats (R,) north to south, lons (C,) west to east, points (R*C, 2) (lat, lon).
+
+    `points` is row-major, so values computed for it reshape to an (R, C, ...) image with north up."""
+    if not 0 < step_deg <= 90:
+        raise ValueError(f"step_deg must be in (0, 90], got {step_deg}")
+    lats = np.arange(90 - step_deg / 2, -90, -step_deg)
+    lons = np.arange(-180 + step_deg / 2, 180, step_deg)
+    points = np.stack(np.meshgrid(lats, lons, indexing="ij"), -1).reshape(-1, 2)
+    return lats, lons, points
+
+
+def pca_rgb(features: Any, *, clip_percentile: float = 1.0) -> np.ndarray:
+    """(..., D) features → (..., 3) colours in [0, 1]: first three principal components, each stretched
+    between its `clip_percentile` and `100 - clip_percentile` percentiles."""
+    arr = _np(features)
+    flat = arr.reshape(-1, arr.shape[-1])
+    flat = flat - flat.mean(0)
+    _, vecs = np.linalg.eigh(flat.T @ flat)  # (D, D) scatter matrix: far cheaper than an SVD of (N, D)
+    comp = flat @ vecs[:, ::-1][:, :3]  # eigenvalues ascend: the last three are the principal axes
+    lo = np.percentile(comp, clip_percentile, axis=0)
+    hi = np.percentile(comp, 100 - clip_percentile, axis=0)
+    return np.clip((comp - lo) / (hi - lo + 1e-12), 0, 1).reshape(*arr.shape[:-1], 3)
+
+
+def plot_world_image(image: Any, *, ax=None, title: str | None = None, cmap: str | None = None,
+                     colorbar: str | None = None, points: Mapping[str, tuple[float, float]] | None = None):
+    """An (R, C) or (R, C, 3) image covering the globe (row 0 = north, as `latlon_grid` orders it).
+
+    points: name → (lat, lon) marked and labelled on top."""
+    ax = world_axes(ax)
+    im = ax.imshow(_np(image), extent=(-180, 180, -90, 90), cmap=cmap, interpolation="bilinear", zorder=1)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, shrink=0.7, label=colorbar)
+    for name, (lat, lon) in (points or {}).items():
+        ax.plot(lon, lat, "o", ms=5, color="white", mec="black", zorder=6)
+        ax.annotate(name, (lon, lat), xytext=(4, 3), textcoords="offset points", fontsize=7, zorder=6,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def _regions(by: str):
+    from geocore.geo.countries import countries
+
+    world = countries()
+    if by == "continent":
+        return world.dissolve(by="continent").reset_index(), "continent"
+    if by in ("country", "iso_a3"):
+        return world, "iso_a3"
+    raise ValueError(f"by must be 'continent' or 'country', got {by!r}")
+
+
+def plot_choropleth(values: Mapping[str, float] | pd.Series, *, by: str = "continent", ax=None,
+                    label: str = "", title: str | None = None, cmap: str = "RdYlGn",
+                    vmin: float | None = 0.0, vmax: float | None = 1.0,
+                    annotate: Mapping[str, str] | None = None):
+    """Colour each continent (names as Natural Earth spells them) or country (ISO A3 codes) by `values`.
+
+    Regions with no value are light grey. annotate: region → text written at its representative point."""
+    regions, key = _regions(by)
+    vals = pd.Series(values, dtype="float64", name="value")
+    g = regions.merge(vals, left_on=key, right_index=True, how="left")
+    ax = _new_axes(ax)
+    g.plot(column="value", ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, legend=True, edgecolor="#555555",
+           linewidth=0.2, missing_kwds={"color": _LAND, "label": "no data"},
+           legend_kwds={"label": label, "shrink": 0.6})
+    for region, text in (annotate or {}).items():
+        row = g[g[key] == region]
+        if len(row):
+            pt = row.geometry.iloc[0].representative_point()
+            ax.annotate(text, (pt.x, pt.y), ha="center", va="center", fontsize=7,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_accuracy_choropleth(results: pd.DataFrame, *, radius_km: float = 2500.0, by: str = "continent", ax=None,
+                             title: str | None = None):
+    """Accuracy within `radius_km` per region of the TRUE location, from an evaluation results frame
+    (`LAT, LON, error_km, status` as `geocore.eval.evaluate` writes them).
+
+    Returns (ax, table): the table has, per region, the number of images and the accuracy (%);
+    failed images are left out; images whose truth is at sea are counted under '(sea)' in the table."""
+    from geocore.geo.countries import country_of
+
+    ok = results[results["status"].astype(str).eq("ok") & results["error_km"].notna()]
+    where = country_of(ok[["LAT", "LON"]].to_numpy(np.float64))
+    col = "continent" if by == "continent" else "iso_a3"
+    region = where[col].replace("", "(sea)").to_numpy()
+    hit = (ok["error_km"].to_numpy(np.float64) <= radius_km).astype(float)
+    table = (pd.DataFrame({by: region, "hit": hit}).groupby(by)
+             .agg(images=("hit", "size"), accuracy=("hit", "mean"))
+             .sort_values("images", ascending=False))
+    ax = plot_choropleth(table["accuracy"], by=by, ax=ax, label=f"accuracy ≤ {radius_km:g} km",
+                         title=title or f"Accuracy ≤ {radius_km:g} km per {by} of the true location "
+                                        "(grey: no images)",
+                         annotate={r: f"{100 * a:.0f}% (n={n})" for r, a, n in
+                                   zip(table.index, table["accuracy"], table["images"])})
+    table = table.assign(accuracy=lambda t: (100 * t["accuracy"]).round(1)).rename(
+        columns={"accuracy": f"accuracy ≤ {radius_km:g} km (%)"})
+    return ax, table
+
+
+def plot_images(images: Sequence[Any], titles: Sequence[str] | None = None, *, ncols: int = 4,
+                size: float = 2.4):
+    """A row (or grid) of PIL images / arrays with titles; returns the axes array."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), dpi=90, squeeze=False,
+                             layout="constrained")
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i < n:
+            ax.imshow(np.asarray(images[i]))
+            if titles is not None:
+                ax.set_title(titles[i], fontsize=8)
+    return axes
