@@ -58,6 +58,8 @@ def world_axes(ax=None, *, land: bool = False, figsize: tuple[float, float] = WO
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_xlabel("")  # geopandas labels geographic axes; a world map needs none
+    ax.set_ylabel("")
     return ax
 
 
@@ -66,7 +68,7 @@ def _marker_size(points: np.ndarray, ax) -> float:
     spacing_deg = np.sqrt(41253.0 / max(len(points), 1))  # the sphere is ~41,253 square degrees
     fig = ax.figure
     width_pt = ax.get_position().width * fig.get_figwidth() * 72.0
-    diameter = spacing_deg * width_pt / 360.0
+    diameter = 1.2 * spacing_deg * width_pt / 360.0  # a little overlap: no gaps between neighbours
     return float(np.clip(diameter, 0.6, 12.0) ** 2)
 
 
@@ -100,7 +102,7 @@ def plot_probability_map(
                     cmap=cmap, norm=norm, linewidths=0, marker="o", zorder=2)
     if colorbar:
         ax.figure.colorbar(sc, ax=ax, shrink=0.7, label="probability" + (" (log)" if log else ""))
-    for rank, i in enumerate(np.argsort(-p)[:top_k], start=1):
+    for rank, i in reversed(list(enumerate(np.argsort(-p)[:top_k], start=1))):  # the top-1 drawn last, on top
         ax.plot(pts[i, 1], pts[i, 0], "o", ms=11, mfc="white", mec="#1f4e9c", mew=1.5, zorder=4)
         ax.annotate(str(rank), (pts[i, 1], pts[i, 0]), ha="center", va="center", fontsize=7, color="#1f4e9c",
                     zorder=5)
