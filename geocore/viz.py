@@ -212,16 +212,9 @@ def plot_accuracy_choropleth(results: pd.DataFrame, *, radius_km: float = 2500.0
 
     Returns (ax, table): the table has, per region, the number of images and the accuracy (%);
     failed images are left out; images whose truth is at sea are counted under '(sea)' in the table."""
-    from geocore.geo.countries import country_of
+    from geocore.eval.regions import accuracy_by_region
 
-    ok = results[results["status"].astype(str).eq("ok") & results["error_km"].notna()]
-    where = country_of(ok[["LAT", "LON"]].to_numpy(np.float64))
-    col = "continent" if by == "continent" else "iso_a3"
-    region = where[col].replace("", "(sea)").to_numpy()
-    hit = (ok["error_km"].to_numpy(np.float64) <= radius_km).astype(float)
-    table = (pd.DataFrame({by: region, "hit": hit}).groupby(by)
-             .agg(images=("hit", "size"), accuracy=("hit", "mean"))
-             .sort_values("images", ascending=False))
+    table = accuracy_by_region(results, radius_km, by)
     ax = plot_choropleth(table["accuracy"], by=by, ax=ax, label=f"accuracy ≤ {radius_km:g} km",
                          title=title or f"Accuracy ≤ {radius_km:g} km per {by} of the true location "
                                         "(grey: no images)",

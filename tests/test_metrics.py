@@ -89,3 +89,21 @@ def test_describe_names_the_nearest_place():
     out = describe([[40.7128, -74.0060], [-33.8688, 151.2093]])
     assert list(out["place"]) == ["New York City", "Sydney"]
     assert out["place_km"].max() < 2.0
+
+
+def test_accuracy_by_region():
+    import pandas as pd
+
+    from geocore.eval.regions import accuracy_by_region
+
+    results = pd.DataFrame({
+        "LAT": [48.85, 45.76, 40.71, 0.0, 35.68],
+        "LON": [2.35, 4.84, -74.0, -150.0, 139.65],
+        "error_km": [10.0, 3000.0, 100.0, 50.0, float("nan")],
+        "status": ["ok", "ok", "ok", "ok", "error: unreadable"],
+    })
+    by_cont = accuracy_by_region(results, 2500, "continent")
+    assert by_cont.loc["Europe"].tolist() == [2, 0.5]
+    assert by_cont.loc["North America"].tolist() == [1, 1.0]
+    assert by_cont.loc["(sea)"].tolist() == [1, 1.0] and "Asia" not in by_cont.index  # failed rows left out
+    assert accuracy_by_region(results, 25, "country").loc["FRA"].tolist() == [2, 0.5]
