@@ -25,6 +25,7 @@ import json
 import math
 import os
 import socket
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -112,8 +113,9 @@ def model_picker(*, need: str | None = None, key: str = "model") -> str | None:
         if missing:
             with st.expander(f"{len(missing)} model(s) without weights here"):
                 for r in missing:
-                    st.markdown(f"**{r['name']}**: {r['detail']}" + (f" — get with `{r['how_to_get']}`"
-                                                                     if r["how_to_get"] else ""))
+                    how = r["how_to_get"]
+                    st.markdown(f"**{r['name']}**: {r['detail']}"
+                                + (f" — get with `{how}`" if how and how not in r["detail"] else ""))
         if not ready:
             return None
         names = [r["name"] for r in real_ready] + [r["name"] for r in ready if r["random"]]
@@ -123,15 +125,15 @@ def model_picker(*, need: str | None = None, key: str = "model") -> str | None:
         return st.selectbox("Model", names, index=index, format_func=labels.get, key=key)
 
 
-@lru_cache(maxsize=None)
+NO_TEXT_MODULES = ("geocore.models.translocator", "geocore.models.geodecoder")
+
+
 def _supports(name: str, method: str) -> bool:
-    # every built-in model with a gallery/text path is GeoCLIP-based; the rest are known by name
+    """False for models known not to have `method` (cell classifiers have no text tower); pages re-check after loading."""
     from geocore.models.registry import model_entry
 
-    entry = model_entry(name)
     if method == "predict_text":
-        return "geoclip" in name or "geoclip" in getattr(entry.builder, "__module__", "") or \
-            "test" in name  # test models wrap geoclip-tiny
+        return not getattr(model_entry(name).builder, "__module__", "").startswith(NO_TEXT_MODULES)
     return True
 
 
@@ -195,6 +197,9 @@ def gallery_controls(model) -> tuple[str, tuple[float, float, float, float] | No
     return ("bbox" if mode.startswith("Gallery") else "grid"), (south, west, north, east), spacing
 
 
+_GALLERY_LOCK = threading.Lock()
+
+
 class gallery_applied:
     """Context manager: temporarily score another gallery, restoring the model's own after."""
 
@@ -207,6 +212,7 @@ class gallery_applied:
 
         if self.mode == "default" or not hasattr(self.model, "set_gallery"):
             return self.model
+        _GALLERY_LOCK.acquire()  # the cached model is shared by sessions: one region run at a time
         self.saved = self.model.gallery.clone()
         new = (galleries.filter_gallery(self.saved, self.box) if self.mode == "bbox"
                else galleries.grid_gallery(self.spacing, bbox=self.box))
@@ -215,13 +221,17 @@ class gallery_applied:
 
             self.model.set_gallery(self.saved)
             self.saved = None
+            _GALLERY_LOCK.release()
             raise InputError("no gallery points inside this region: widen the box or use a grid")
         self.model.set_gallery(new)
         return self.model
 
     def __exit__(self, *exc):
         if self.saved is not None:
-            self.model.set_gallery(self.saved)
+            try:
+                self.model.set_gallery(self.saved)
+            finally:
+                _GALLERY_LOCK.release()
         return False
 
 
@@ -283,7 +293,9 @@ def base_map(center=(20.0, 0.0), zoom: int = 2):
         "<style>.leaflet-container{background:#cfe3f0}</style>"))
     if tiles_reachable():
         folium.TileLayer("OpenStreetMap", name="OpenStreetMap", opacity=0.6).add_to(m)
-    folium.GeoJson(countries_geojson(), name="countries",
+    # the countries sit in their own pane under the overlays, so heatmaps and markers draw on top of land
+    folium.map.CustomPane("basemap", z_index=250, pointer_events=True).add_to(m)
+    folium.GeoJson(countries_geojson(), name="countries", pane="basemap",
                    style_function=lambda f: {"fillColor": "#f4f1e8", "color": "#8a8a8a", "weight": 0.6,
                                              "fillOpacity": 1.0 if not tiles_reachable() else 0.2},
                    tooltip=folium.GeoJsonTooltip(["name"], labels=False)).add_to(m)
@@ -321,9 +333,16 @@ def _mercator_y(lat: np.ndarray) -> np.ndarray:
     return np.log(np.tan(np.pi / 4 + np.deg2rad(lat) / 2))
 
 
-def probability_png(latlon: np.ndarray, probs: np.ndarray, width: int = 720, sigma_px: float = 3.0,
+def probability_png(latlon: np.ndarray, probs: np.ndarray, width: int = 720, sigma_px: float | None = None,
                     cmap: str = "inferno_r") -> str:
-    """A world probability heatmap as a PNG data URI, rows spaced in Web-Mercator y (Leaflet's projection)."""
+    """A world probability heatmap as a PNG data URI, rows spaced in Web-Mercator y (Leaflet's projection).
+
+    The blur follows the candidates' spacing (about 0.6 of the mean gap between points), so a sparse
+    gallery reads as a surface rather than isolated dots, and the 100K gallery keeps its detail.
+    """
+    if sigma_px is None:
+        spacing_deg = math.sqrt(41253.0 / max(len(latlon), 1))  # sphere area in deg² / points
+        sigma_px = float(np.clip(0.6 * spacing_deg * width / 360.0, 1.5, 24.0))
     from matplotlib import colormaps
     from PIL import Image
     from scipy.ndimage import gaussian_filter
@@ -366,7 +385,7 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
         folium.CircleMarker(
             [r.lat, r.lon], radius=9 if r.rank == 1 else 6, color="#1f4e9c", weight=2, fill=True,
             fill_color="#4f8ef7" if r.rank > 1 else "#0b3d91", fill_opacity=0.9,
-            tooltip=f"#{r.rank} {place_label(r)} — p={r.prob:.3f}",
+            tooltip=tip(f"#{r.rank} {place_label(r)} — p={r.prob:.3f}"),
         ).add_to(m)
     if truth is not None:
         folium.CircleMarker(list(truth), radius=8, color="#0a7d2c", weight=3, fill=True, fill_color="#35c46a",
@@ -374,7 +393,18 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
         top = table.iloc[0]
         folium.PolyLine([list(truth), [top.lat, top.lon]], color="#d62728", weight=2.5, dash_array="6 4",
                         tooltip=f"error {truth_km:,.1f} km" if truth_km is not None else "error").add_to(m)
+    pts = table[["lat", "lon"]].to_numpy(np.float64)
+    if truth is not None:
+        pts = np.vstack([pts, np.asarray(truth, np.float64)[None]])
+    if len(pts):
+        lo, hi = pts.min(0), pts.max(0)
+        m.fit_bounds([[lo[0] - 2, lo[1] - 2], [hi[0] + 2, hi[1] + 2]], padding=(20, 20), max_zoom=6)
     return m
+
+
+def tip(text: str) -> str:
+    """Tooltip text safe inside folium's JS template literals (a backtick, as in "Sha`biyat", breaks the map)."""
+    return str(text).replace("\\", "&#92;").replace("`", "&#96;").replace("${", "&#36;{")
 
 
 def place_label(r) -> str:
@@ -436,6 +466,8 @@ def world_outline_axes(ax) -> None:
     ax.set_ylim(-90, 90)
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_xlabel("")
+    ax.set_ylabel("")
 
 
 def fmt_pct(x: float) -> str:

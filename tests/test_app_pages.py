@@ -123,6 +123,25 @@ def test_locate_good_photo_renders_and_bad_uploads_get_messages():
     assert "1 photo(s) located, 2 could not be read." in _texts(at.markdown)
 
 
+def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_locate_awkward_uploads_render_and_huge_one_is_refused():
+    cmyk = _encode(Image.new("CMYK", (80, 60), (0, 128, 255, 0)), "JPEG")
+    deep = _encode(Image.fromarray((np.arange(80 * 60, dtype=np.uint16).reshape(60, 80) * 13)), "PNG")
+    frames = [Image.new("RGB", (40, 30), c) for c in ("red", "blue")]
+    anim = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    huge = _encode(Image.new("1", (10_000, 10_000)), "PNG")  # 100 Mpx declared: refused before decoding
+    at = _run("locate", {"_test_uploads": [("cmyk.jpg", cmyk), ("deep.png", deep), ("anim.gif", anim),
+                                           ("huge.png", huge)]})
+    assert "3 photo(s) located, 1 could not be read." in _texts(at.markdown)
+    assert len(at.dataframe) == 3
+    assert any("huge.png" in e and "too large" in e for e in _texts(at.error))
+
+
 def test_locate_region_filter_keeps_answers_inside_the_box():
     at = _run("locate", {"_test_uploads": [("a.jpg", _jpeg(2))]})
     at.radio(key="gallery_mode").set_value("Gallery inside a region").run()  # default box: Europe
@@ -190,7 +209,7 @@ def test_failures_bad_file_is_a_notice(tmp_path, monkeypatch):
 
 def test_location_embeddings_pca_and_similarity():
     at = _run("embeddings", {"emb_step": 4.0})
-    at.number_input(key="sim_lat").set_value(35.6762).run()
+    at.number_input(key="sim_lat").set_value(35.6762)
     at.number_input(key="sim_lon").set_value(139.6503).run()
     assert not at.exception
     assert any(t.startswith("Point: **Tokyo") for t in _texts(at.markdown))
@@ -203,5 +222,35 @@ def test_explain_page_shows_pieces_or_notices():
     assert any("random backbone, predictions mean nothing" in t for t in _texts(at.warning))
     shown = [s.value for s in at.subheader]
     assert {"Grad-CAM", "Segmentation", "Scene"} <= set(shown)
-    # Segmentation weights are absent in tests: a notice (never a traceback) naming what is missing
-    assert any("Segmentation is not available" in t for t in _texts(at.info)) or len(at.get("image")) >= 2
+    assert any("where the model looked" in str(i.proto) for i in at.get("image"))  # the Grad-CAM overlay
+    # without SegFormer weights: a notice with the command (never a traceback); with them, a second image
+    assert any("Segmentation is not available" in t and "geocore weights download segformer" in t
+               for t in _texts(at.info)) or len(at.get("image")) >= 2
+    assert any(t.startswith("**indoor**") or t.startswith("**natural**") or t.startswith("**urban**")
+               for t in _texts(at.markdown))  # the S3 scene
+
+
+def test_maps_are_self_contained_offline():
+    """The map HTML inlines Leaflet (no CDN), draws the offline basemap, and survives backticks in names."""
+    import sys
+
+    sys.path.insert(0, str(APP))
+    import components as ui
+
+    if ui.leaflet_assets() is None:
+        pytest.skip("Leaflet is not installed in app/static/vendor (run `make setup`)")
+    model = create_model("geoclip-tiny")
+    model.set_gallery(CITIES)
+    pred = model.predict_text(["desert"], 3, full=True)
+    from geocore.locate import prediction_table
+
+    table = prediction_table(pred)
+    table.loc[0, "place"] = "Sha`biyat ${x}"
+    html = ui.map_html(ui.prediction_map(pred, table, truth=(48.85, 2.35), truth_km=12.0))
+    import re
+
+    # nothing fetched from the network: no external script, stylesheet or image
+    assert not re.findall(r"""<(?:script|link|img)[^>]+(?:src|href)=["']?(?:https?:)?//""", html)
+    assert "L.map(" in html and "Sha&#96;biyat &#36;{x}" in html and "Sha`biyat" not in html
+    assert "data:image/png;base64," in html  # the heatmap overlay
+    assert '"iso_a3": "FRA"' in html or '"iso_a3":"FRA"' in html  # the Natural Earth basemap

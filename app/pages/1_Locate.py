@@ -11,7 +11,7 @@ import components as ui  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 
 ui.setup_page("Locate", "📍")
-st.title("📍 Locate photos")
+st.title("Locate photos")
 st.caption("JPEG, PNG, WebP or HEIC; one or many. Processed in memory only, never stored.")
 
 name = ui.model_picker()

@@ -13,7 +13,7 @@ from geocore.errors import GeocoreError  # noqa: E402
 EXAMPLES = ["Pyramids of Giza", "Burj Khalifa", "Great Wall of China", "desert", "Boston, Massachusetts"]
 
 ui.setup_page("Text query", "💬")
-st.title("💬 Text query")
+st.title("Text query")
 st.caption("GeoCLIP maps text into the same space as photos: type a place or a kind of landscape.")
 
 name = ui.model_picker(need="predict_text")

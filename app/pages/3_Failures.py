@@ -24,7 +24,7 @@ BAND_COLORS = ["#1a9850", "#66bd63", "#a6d96a", "#fdae61", "#f46d43", "#a50026"]
 SCENES = ("S3_Label", "S16_Label", "S365_Label")
 
 ui.setup_page("Failures", "🔎")
-st.title("🔎 Failures")
+st.title("Failures")
 st.caption("Open a results file written by `geocore evaluate` (Parquet or CSV).")
 
 
@@ -144,9 +144,9 @@ def lines_map(df: pd.DataFrame, limit: int = 1000):
     for r in rows.itertuples():
         c = colors.get(r.band, "#555")
         folium.PolyLine([[r.LAT, r.LON], [r.PRED_LAT, r.PRED_LON]], color=c, weight=1.5, opacity=0.8,
-                        tooltip=f"{r.IMG_ID}: {r.error_km:,.0f} km").add_to(m)
+                        tooltip=ui.tip(f"{r.IMG_ID}: {r.error_km:,.0f} km")).add_to(m)
         folium.CircleMarker([r.LAT, r.LON], radius=2.5, color=c, fill=True, fill_opacity=1.0,
-                            tooltip=f"truth of {r.IMG_ID}").add_to(m)
+                            tooltip=ui.tip(f"truth of {r.IMG_ID}")).add_to(m)
     return m
 
 

@@ -15,7 +15,7 @@ import components as ui  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 
 ui.setup_page("Location embeddings", "🧭")
-st.title("🧭 Location embeddings")
+st.title("Location embeddings")
 st.caption("GeoCLIP encodes a (lat, lon) as a 512-d vector (Equal Earth projection → random Fourier features "
            "at three scales → MLPs). Here: those vectors over a lat/lon grid.")
 
@@ -65,6 +65,24 @@ def world_image(img: np.ndarray, title: str, cmap=None, point=None, colorbar: st
     return fig
 
 
+def png(fig) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def pca_png(step: float) -> bytes:
+    lats, lons, emb = grid_embeddings(step)
+    return png(world_image(pca_rgb(emb), f"First 3 principal components of {emb.shape[-1]}-d location features "
+                                         f"({len(lats)}×{len(lons)} grid) as RGB"))
+
+
 step = st.sidebar.select_slider("Grid spacing (degrees)", [1.0, 2.0, 3.0, 4.0], value=3.0, key="emb_step")
 try:
     lats, lons, emb = grid_embeddings(step)
@@ -74,8 +92,7 @@ except GeocoreError as err:
 
 tab_pca, tab_sim = st.tabs(["Embeddings as colours (PCA)", "Similarity to a point"])
 with tab_pca:
-    st.pyplot(world_image(pca_rgb(emb), f"First 3 principal components of {emb.shape[-1]}-d location features "
-                                        f"({len(lats)}×{len(lons)} grid) as RGB"), clear_figure=True)
+    st.image(pca_png(step), width="stretch")
     st.caption("Places with similar colours have similar location features: GeoCLIP has learned regions, "
                "coastlines and climate-like bands without being told about them.")
 with tab_sim:

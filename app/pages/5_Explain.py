@@ -12,10 +12,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import streamlit as st  # noqa: E402
 
 import components as ui  # noqa: E402
-from geocore.errors import GeocoreError, WeightsMissingError  # noqa: E402
+from geocore.errors import GeocoreError  # noqa: E402
 
 ui.setup_page("Explain", "🔬")
-st.title("🔬 Explain a prediction")
+st.title("Explain a prediction")
 st.caption("Grad-CAM of the model's answer, semantic segmentation (ADE20K classes) and the scene type.")
 
 
@@ -85,9 +85,7 @@ if model is not None:
                 st.image(overlay(image, labels), caption=f"{seg.name}: ADE20K classes", width="stretch")
                 st.dataframe(seg.legend(labels).head(10).assign(share=lambda d: (100 * d["share"]).round(1)),
                              hide_index=True, width="stretch")
-            except WeightsMissingError as err:
-                unavailable("Segmentation", err)
-            except (ImportError, GeocoreError) as err:
+            except (ImportError, GeocoreError) as err:  # WeightsMissingError included: a notice with the command
                 unavailable("Segmentation", err)
         st.subheader("Scene")
         try:
