@@ -25,7 +25,6 @@ import json
 import math
 import os
 import socket
-import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -197,41 +196,26 @@ def gallery_controls(model) -> tuple[str, tuple[float, float, float, float] | No
     return ("bbox" if mode.startswith("Gallery") else "grid"), (south, west, north, east), spacing
 
 
-_GALLERY_LOCK = threading.Lock()
-
-
 class gallery_applied:
-    """Context manager: temporarily score another gallery, restoring the model's own after."""
+    """Context manager: score another gallery through a view of the shared model (weights shared,
+    gallery its own), so other sessions using the cached model never see this one's region."""
 
     def __init__(self, model, mode: str, box, spacing: float):
         self.model, self.mode, self.box, self.spacing = model, mode, box, spacing
-        self.saved = None
 
     def __enter__(self):
+        from geocore.errors import InputError
         from geocore.geo import gallery as galleries
 
-        if self.mode == "default" or not hasattr(self.model, "set_gallery"):
+        if self.mode == "default" or not hasattr(self.model, "with_gallery"):
             return self.model
-        _GALLERY_LOCK.acquire()  # the cached model is shared by sessions: one region run at a time
-        self.saved = self.model.gallery.clone()
-        new = (galleries.filter_gallery(self.saved, self.box) if self.mode == "bbox"
+        new = (galleries.filter_gallery(self.model.gallery, self.box) if self.mode == "bbox"
                else galleries.grid_gallery(self.spacing, bbox=self.box))
         if len(new) == 0:
-            from geocore.errors import InputError
-
-            self.model.set_gallery(self.saved)
-            self.saved = None
-            _GALLERY_LOCK.release()
             raise InputError("no gallery points inside this region: widen the box or use a grid")
-        self.model.set_gallery(new)
-        return self.model
+        return self.model.with_gallery(new)
 
     def __exit__(self, *exc):
-        if self.saved is not None:
-            try:
-                self.model.set_gallery(self.saved)
-            finally:
-                _GALLERY_LOCK.release()
         return False
 
 

@@ -130,3 +130,19 @@ def test_bad_pretrained_values(tmp_path):
     junk.write_bytes(b"junk")
     with pytest.raises(InputError, match="not a loadable state dict"):
         create_model("geoclip-tiny", pretrained=str(junk))
+
+
+def test_with_gallery_view_shares_weights_not_gallery():
+    import torch
+
+    from geocore.models.registry import create_model
+
+    model = create_model("geoclip-tiny")
+    model.set_gallery(torch.tensor([[48.85, 2.35], [40.71, -74.0], [35.68, 139.65]]))
+    view = model.with_gallery(torch.tensor([[51.5, -0.12], [52.52, 13.4]]))
+    assert view.mlp is model.mlp and view.location_encoder is model.location_encoder
+    assert model.gallery.shape == (3, 2) and view.gallery.shape == (2, 2)
+    pixels = torch.zeros(1, 3, 224, 224)
+    got = view.predict(pixels, 2).coords[0]
+    assert torch.allclose(got.sort(dim=0).values, torch.tensor([[51.5, -0.12], [52.52, 13.4]]).sort(dim=0).values)
+    assert model.predict(pixels, 3).coords.shape == (1, 3, 2)  # the original still scores its own three

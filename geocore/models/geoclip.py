@@ -118,6 +118,15 @@ class GeoCLIP(GeoLocator):
         self.gallery = torch.as_tensor(arr, dtype=torch.float32, device=self.device)
         self.gallery_cache.clear()
 
+    def with_gallery(self, coords: torch.Tensor) -> "GeoCLIP":
+        """A view of this model that scores `coords`: it shares every weight (no copy) but owns its
+        gallery and embedding cache, so concurrent users of the original (e.g. app sessions) are unaffected."""
+        view = copy.copy(self)
+        view._buffers = dict(self._buffers)  # shallow copy shares the buffer dict: give the view its own
+        view.gallery_cache = GalleryEmbeddingCache(self.gallery_cache.name)
+        view.set_gallery(coords)
+        return view
+
     def gallery_embeddings(self) -> torch.Tensor:
         """(M, 512) normalised embeddings of the gallery: cached in memory and on disk."""
         return self.gallery_cache.get(self.location_encoder, self.gallery,
