@@ -26,3 +26,14 @@ def reference_dir() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep geocore's on-disk caches inside the test session, never in the user's home."""
     monkeypatch.setenv("GEOCORE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "geocore-cache"))
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (tiny models run fastest so, and the cores are shared)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

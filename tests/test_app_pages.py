@@ -200,6 +200,39 @@ def test_failures_metrics_filters_and_comparison(tmp_path, monkeypatch):
     assert "**1** only by a.parquet" in line and "**1** only by b.parquet" in line and "1 by both" in line
 
 
+def test_failures_drilldown_image_heatmap_gradcam_and_missing_image(tmp_path, monkeypatch):
+    _results(tmp_path / "a.parquet", [0.5, 10.0, 100.0, 1000.0])
+    images = tmp_path / "images"
+    images.mkdir()
+    for img_id in ("img3.jpg", "img2.jpg"):  # img1.jpg and img0.jpg are not in the folder
+        (images / img_id).write_bytes(_jpeg(int(img_id[3]), size=(40, 56)))
+    monkeypatch.setenv("GEOCORE_RESULTS_DIR", str(tmp_path))
+    at = _run("failures")
+    assert not at.get("iframe")  # no drill-down until a folder is given
+    at.text_input(key="f_img_dir").set_value(str(images)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    rows = at.selectbox(key="f_row")
+    assert rows.options[:2] == ["img3.jpg — 1,000 km", "img2.jpg — 100 km"]  # worst first
+    rows.set_value("img2.jpg").run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = [str(i.proto) for i in at.get("image")]
+    assert any('caption: "img2.jpg"' in c for c in captions)  # the photo
+    assert any("Grad-CAM" in c and "looked for" in c for c in captions)  # the Grad-CAM overlay
+    assert any("random backbone, predictions mean nothing" in t for t in _texts(at.warning))
+    assert sum(DOWNLOAD in t for t in _texts(at.info)) == 1  # the one missing-weights notice, with the command
+    srcdoc = at.get("iframe")[0].proto.srcdoc  # the heatmap map, Leaflet inlined
+    if "Map scripts are missing" not in " ".join(_texts(at.warning)):
+        assert "L.map(" in srcdoc and "data:image/png;base64," in srcdoc
+        assert "truth of img2.jpg" in srcdoc and "prediction in the results file" in srcdoc
+        assert "error 100.0 km" in srcdoc  # the error line: truth → the file's prediction
+    assert any("img2.jpg" in t and "**100.0 km** away" in t for t in _texts(at.markdown))
+
+    at.selectbox(key="f_row").set_value("img1.jpg").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("img1.jpg is not in the folder" in t for t in _texts(at.info))
+    assert not any("Grad-CAM" in str(i.proto) for i in at.get("image"))
+
+
 def test_failures_bad_file_is_a_notice(tmp_path, monkeypatch):
     (tmp_path / "broken.csv").write_text("a,b\n1,2\n")
     monkeypatch.setenv("GEOCORE_RESULTS_DIR", str(tmp_path))

@@ -26,11 +26,8 @@ GALLERY = torch.tensor([[48.86, 2.35], [35.68, 139.69], [-33.87, 151.21], [40.71
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny models run fastest on one thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

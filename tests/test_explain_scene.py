@@ -14,11 +14,8 @@ from geocore.models.registry import create_model
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny models run fastest on one thread (see conftest)."""
 
 
 @pytest.fixture(scope="module")

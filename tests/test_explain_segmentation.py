@@ -25,11 +25,8 @@ from test_translocator import tiny_model as tiny_translocator  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny models run fastest on one thread (see conftest)."""
 
 
 @pytest.fixture

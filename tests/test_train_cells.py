@@ -40,12 +40,8 @@ FAST = dict(val_fraction=0.25, accelerator="cpu", num_workers=0, log_every_n_ste
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny models run fastest on one thread (see conftest)."""
 
 
 def tiny_segformer_config() -> SegformerConfig:

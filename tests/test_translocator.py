@@ -23,12 +23,8 @@ TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Tiny models run fastest on one thread (see conftest)."""
 
 
 def tiny_partitions() -> tuple[CellPartition, CellPartition, CellPartition]:

@@ -227,8 +227,35 @@ def test_failures_page(browser_page, app_url):
     page.wait_for_timeout(800)
     _shot(page, "failures")
     page.get_by_role("tab", name="Truth → prediction").click()
-    _map_frames(page, 1)
+    chart = page.locator("[data-testid='stDeckGlJsonChart']").filter(visible=True).first
+    chart.wait_for()
+    canvas = chart.locator("canvas").first
+    canvas.wait_for()
+    box = canvas.bounding_box()
+    assert box and box["width"] > 300 and box["height"] > 200, box
+    _settle(page)
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
+    _shot(page, "failures_lines")
+    drawn = _deck_colours(chart.screenshot())
+    assert drawn["land"] > 2000, drawn  # the Natural Earth countries (GeoJsonLayer)
+    assert drawn["ocean"] > 2000, drawn  # the ocean rectangle under them
+    assert drawn["lines"] > 200, drawn  # the error arcs / truth dots in the band colours
     assert not page.blocked, f"the page tried to reach the network: {page.blocked[:5]}"
+
+
+def _deck_colours(png: bytes) -> dict:
+    """Pixels of a deck.gl chart screenshot near the land, ocean and error-band colours."""
+    from PIL import Image
+
+    px = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).reshape(-1, 3).astype(int)
+
+    def near(rgb, tol=14):
+        return int((np.abs(px - np.array(rgb)).max(1) <= tol).sum())
+
+    bands = [(26, 152, 80), (102, 189, 99), (166, 217, 106), (253, 174, 97), (244, 109, 67), (165, 0, 38)]
+    return {"land": near((244, 241, 232), 6), "ocean": near((207, 227, 240), 6),
+            "lines": sum(near(c, 40) for c in bands)}
 
 
 def test_location_embeddings_page(browser_page, app_url):
