@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,7 +32,7 @@ from geocore.data.images import load_image
 from geocore.errors import ImageError, InputError
 from geocore.geo.cells import CellPartition, assign_cells
 from geocore.models.layers.hierarchy import LEVELS
-from geocore.train.data import open_training_csv, split_ids
+from geocore.train.data import SplitDataModule, open_training_csv, split_ids
 
 SEG_SHORT_SIDE = 256
 SCENE_COLUMNS = {3: "S3_Label", 16: "S16_Label", 365: "S365_Label"}
@@ -186,7 +185,7 @@ def model_geometry(model: Any) -> tuple[int, list[float], list[float]]:
     return int(vit.patch_embed.img_size[0]), model.mean.flatten().tolist(), model.std.flatten().tolist()
 
 
-class CellDataModule(L.LightningDataModule):
+class CellDataModule(SplitDataModule):
     """Labelled images for `CellModule`; with a `segmenter`, segmentation maps cached under `seg_dir`."""
 
     def __init__(self, csv: str | Path, images: str | Path, *, model: Any, partitions: Sequence[CellPartition],
@@ -226,13 +225,3 @@ class CellDataModule(L.LightningDataModule):
             cache_segmaps(self.segmenter, self.dataset, self.seg_dir, num_workers=self.num_workers,
                           device=self.seg_device, progress=self.progress)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate_skip_errors, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []

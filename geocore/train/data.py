@@ -83,7 +83,27 @@ def open_training_csv(csv: str | Path, images: str | Path) -> BenchmarkDataset:
     return dataset
 
 
-class GeoImageDataModule(L.LightningDataModule):
+class SplitDataModule(L.LightningDataModule):
+    """Loaders over `train_set` / `val_set` (None: no validation) that skip unreadable images."""
+
+    batch_size: int
+    num_workers: int
+    train_set: Any
+    val_set: Any
+
+    def _loader(self, dataset: Any, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=collate_skip_errors, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+
+
+class GeoImageDataModule(SplitDataModule):
     """Images + GPS from a CSV for `GeoCLIPModule`: batches are `collate_skip_errors` dicts."""
 
     def __init__(self, csv: str | Path, images: str | Path, *, val_transform: Callable[..., Any],
@@ -105,14 +125,4 @@ class GeoImageDataModule(L.LightningDataModule):
     def n_missing(self) -> int:
         return self.dataset.n_missing
 
-    def _loader(self, dataset: BenchmarkDataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate_skip_errors, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
 
