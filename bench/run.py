@@ -97,7 +97,8 @@ def main(quick: bool = "--quick" in sys.argv) -> None:
             f"Locate page in headless Chromium (Playwright, offline): time from `set_input_files` to the heatmap "
             f"overlay present in the Leaflet map inside the component iframe, a different photo each run, one untimed "
             f"upload first. Baseline: the same photos through `geocore.locate.locate(model, [(name, bytes)], top_k=5, "
-            f"full=True)`. Model {app['model']}, {app['gallery']} gallery (the app's test mode): the figure measures "
+            f"full=True)`, interleaved photo by photo with the app runs (same load on this shared machine). "
+            f"Model {app['model']}, {app['gallery']} gallery (the app's test mode): the figure measures "
             f"the app's own overhead, not ViT-L.",
             "",
             "| app: upload → heatmap drawn | library: `locate()` | app / library |",
