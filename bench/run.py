@@ -1,4 +1,8 @@
-"""`make bench`: run every benchmark and rewrite bench/RESULTS.md."""
+"""`make bench`: run every benchmark and rewrite bench/RESULTS.md.
+
+`python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, encoder, refine, app) and replaces
+it in RESULTS.md, keeping the others; `--quick` uses fewer runs.
+"""
 
 from __future__ import annotations
 
@@ -18,15 +22,18 @@ def _ratio(base, ours) -> str:
     return f"{base.median_s / ours.median_s:,.0f}×"
 
 
-def main(quick: bool = "--quick" in sys.argv) -> None:
-    runs = 3 if quick else 5
-    lines = [
+def _header(runs: int) -> list[str]:
+    return [
         "# Benchmark results",
         "",
-        f"- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         f"- machine: {machine()}",
         f"- each time is the median of {runs} runs (min–max); ratios are baseline / ours, measured in the same run.",
         "",
+    ]
+
+
+def section_geoclip(runs: int, quick: bool) -> list[str]:
+    lines = [
         "## GeoCLIP against the reference `geoclip` package",
         "",
         "Same random ViT-L/14 weights on both sides (speed does not depend on the values); real heads and gallery.",
@@ -43,7 +50,12 @@ def main(quick: bool = "--quick" in sys.argv) -> None:
         f"`geocore evaluate` on this CPU (ViT-L/14, batch 8, {ev['n']} images): **{ev['ours_img_s']:.2f} images/s**; "
         f"a loop of `geoclip.predict` over {ev['n_ref']} of the same files: {ev['ref_img_s']:.3f} images/s "
         f"({ev['ours_img_s'] / ev['ref_img_s']:.0f}×).",
-        "",
+    ]
+    return lines
+
+
+def section_scaling(runs: int, quick: bool) -> list[str]:
+    lines = [
         "## Retrieval against gallery size",
         "",
         "One query, softmax and top-5 over random unit embeddings (`geocore.models.retrieval.cosine_scores`); baseline = the 10K gallery.",
@@ -64,17 +76,24 @@ def main(quick: bool = "--quick" in sys.argv) -> None:
         "does) takes over. Today the on-disk gallery cache keeps float32 embeddings, so a 10M gallery would also need "
         "a float16-only cache (20.5 GB in float32).",
     ]
+    return lines
+
+
+def section_encoder(runs: int, quick: bool) -> list[str]:
     enc = bench_geoclip.location_encoder_throughput(runs=runs)[0]
-    n_refine = 100 if quick else 300
-    lines += [
-        "",
+    return [
         "## Location encoder throughput",
         "",
         f"{enc['n']:,} points: fp32 {enc['fp32'].fmt()} = **{enc['n'] / enc['fp32'].median_s:,.0f} points/s**; "
         f"bf16 autocast {enc['bf16'].fmt()} = {enc['n'] / enc['bf16'].median_s:,.0f} points/s "
         f"({enc['fp32'].median_s / enc['bf16'].median_s:.2f}× fp32), min cosine to fp32 {enc['bf16_min_cosine']:.4f}. "
         "The cached gallery embeddings are computed in fp32 (training keeps the heads in fp32 too).",
-        "",
+    ]
+
+
+def section_refine(runs: int, quick: bool) -> list[str]:
+    n_refine = 100 if quick else 300
+    lines = [
         f"## Refinement (zooming in), on {n_refine:,} held-out gallery points",
         "",
         "Each held-out point's own location embedding (plus noise of the given norm, standing in for an imperfect "
@@ -88,7 +107,11 @@ def main(quick: bool = "--quick" in sys.argv) -> None:
             f"| {r['noise']} | {r['median_km_global']:.2f} | {r['median_km_refined']:.2f} | "
             f"{100 * r['acc_1km_global']:.1f}% | {100 * r['acc_1km_refined']:.1f}% | {100 * r['acc_25km_global']:.1f}% | "
             f"{100 * r['acc_25km_refined']:.1f}% | {100 * r['share_improved']:.0f}% | {100 * r['share_worse']:.0f}% |")
-    lines += ["", "## App: upload to drawn heatmap", ""]
+    return lines
+
+
+def section_app(runs: int, quick: bool) -> list[str]:
+    lines = ["## App: upload to drawn heatmap", ""]
     app = bench_app.upload_to_heatmap(runs=runs)
     if "skipped" in app:
         lines.append(f"Skipped: {app['skipped']}.")
@@ -105,10 +128,58 @@ def main(quick: bool = "--quick" in sys.argv) -> None:
             "|---|---|---|",
             f"| {app['app'].fmt()} | {app['library'].fmt()} | {app['ratio']:,.0f}× |",
         ]
-    if not torch.cuda.is_available():
-        lines += ["", "## GPU", "", "No GPU was available for this run: no GPU training/evaluation figures."]
-    OUT.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def section_gpu(runs: int, quick: bool) -> list[str]:
+    if torch.cuda.is_available():
+        return ["## GPU", "", f"GPU present ({torch.cuda.get_device_name(0)}): GPU figures are not benchmarked yet."]
+    return ["## GPU", "", "No GPU was available for this run: no GPU training/evaluation figures."]
+
+
+SECTIONS = {
+    "geoclip": section_geoclip,
+    "scaling": section_scaling,
+    "encoder": section_encoder,
+    "refine": section_refine,
+    "app": section_app,
+    "gpu": section_gpu,
+}
+
+
+def _stamp(lines: list[str]) -> str:
+    when = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    return "\n".join([lines[0], "", f"_measured {when}_", *lines[1:]])
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    quick = "--quick" in argv
+    runs = 3 if quick else 5
+    only = argv[argv.index("--only") + 1] if "--only" in argv else None
+    if only is not None and only not in SECTIONS:
+        raise SystemExit(f"--only: expected one of {', '.join(SECTIONS)}, got {only!r}")
+    old = OUT.read_text().split("\n## ") if OUT.is_file() else []
+    kept = {part.split("\n", 1)[0]: "## " + part for part in old[1:]}
+    parts = []
+    for name, fn in SECTIONS.items():
+        if only is None or name == only:
+            parts.append(_stamp(fn(runs, quick)))
+        else:  # keep the section from the last full run: find it by its title
+            match = [v for k, v in kept.items() if k.startswith(SECTION_TITLES[name])]
+            parts.append(match[0].rstrip("\n") if match else f"## {SECTION_TITLES[name]}\n\n(not run yet)")
+    OUT.write_text("\n".join(_header(runs)) + "\n" + "\n\n".join(parts) + "\n")
     print(OUT.read_text())
+
+
+SECTION_TITLES = {
+    "geoclip": "GeoCLIP against the reference",
+    "scaling": "Retrieval against gallery size",
+    "encoder": "Location encoder throughput",
+    "refine": "Refinement (zooming in)",
+    "app": "App: upload to drawn heatmap",
+    "gpu": "GPU",
+}
 
 
 if __name__ == "__main__":
