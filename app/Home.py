@@ -20,8 +20,8 @@ st.markdown(
     """
 - **Locate**: top-k places for your photos, a probability heatmap on a world map, and the error against the photo's EXIF GPS when it has one.
 - **Text query**: where does a description point ("Pyramids of Giza", "desert")? Two queries side by side.
-- **Failures**: open an evaluation results file: the metrics table, error distribution, truth → prediction lines, per-country and per-continent accuracy, worst images first, two runs compared.
-- **Location embeddings**: what GeoCLIP's location encoder has learned, as colours over the globe and as similarity to a point.
+- **Failures**: open an evaluation results file: the metrics table, error distribution, truth → prediction lines, per-country and per-continent accuracy, worst images first (each opens with its heatmap and Grad-CAM when the image folder is given), two runs compared.
+- **Location embeddings**: what GeoCLIP's location encoder has learned, as colours over the globe and as similarity to a point (click the map to choose it).
 - **Explain**: Grad-CAM and scene segmentation for a photo (when those pieces are installed).
 """
 )

@@ -87,11 +87,12 @@ def model_label(row: dict) -> str:
     return f"{row['name']} — random backbone (demo)" if row["random"] else row["name"]
 
 
-def model_picker(*, need: str | None = None, key: str = "model") -> str | None:
+def model_picker(*, need: str | None = None, key: str = "model", prefer: str | None = None) -> str | None:
     """Sidebar model selector: only models whose weights are here; the rest listed with how to get them.
 
     Shows ONE notice when the real (non-random) models have no weights. `need` keeps only models
     with that method (e.g. "predict_text"); checked on the model class's registry name.
+    `prefer`: the name selected first when it is ready (e.g. the model a results file names).
     Returns the chosen registry name, or None when nothing can run.
     """
     rows = [r for r in model_rows() if need is None or _supports(r["name"], need)]
@@ -120,7 +121,7 @@ def model_picker(*, need: str | None = None, key: str = "model") -> str | None:
         names = [r["name"] for r in real_ready] + [r["name"] for r in ready if r["random"]]
         labels = {r["name"]: model_label(r) for r in ready}
         test_model = os.environ.get(TEST_MODEL_ENV)
-        index = names.index(test_model) if test_model in names else 0
+        index = names.index(prefer) if prefer in names else names.index(test_model) if test_model in names else 0
         return st.selectbox("Model", names, index=index, format_func=labels.get, key=key)
 
 
@@ -357,8 +358,14 @@ def add_heatmap(m, latlon: np.ndarray, probs: np.ndarray, name: str = "probabili
     ).add_to(m)
 
 
-def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, truth_km: float | None = None):
-    """Heatmap of the full distribution + numbered top-k markers (+ EXIF truth and its error line)."""
+def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, truth_km: float | None = None,
+                   truth_label: str = "EXIF GPS (truth)", recorded: tuple[float, float] | None = None,
+                   recorded_label: str = "recorded prediction"):
+    """Heatmap of the full distribution + numbered top-k markers (+ the truth and its error line).
+
+    `recorded`: another prediction of the same image (e.g. the one in a results file), marked with an
+    orange ring; the error line then goes from the truth to it instead of to this run's top-1.
+    """
     import folium
 
     m = base_map()
@@ -371,15 +378,19 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
             fill_color="#4f8ef7" if r.rank > 1 else "#0b3d91", fill_opacity=0.9,
             tooltip=tip(f"#{r.rank} {place_label(r)} — p={r.prob:.3f}"),
         ).add_to(m)
+    if recorded is not None:
+        folium.CircleMarker(list(recorded), radius=10, color="#e6550d", weight=3, fill=True, fill_color="#fdae6b",
+                            fill_opacity=0.8, tooltip=tip(recorded_label)).add_to(m)
     if truth is not None:
         folium.CircleMarker(list(truth), radius=8, color="#0a7d2c", weight=3, fill=True, fill_color="#35c46a",
-                            fill_opacity=0.9, tooltip="EXIF GPS (truth)").add_to(m)
-        top = table.iloc[0]
-        folium.PolyLine([list(truth), [top.lat, top.lon]], color="#d62728", weight=2.5, dash_array="6 4",
+                            fill_opacity=0.9, tooltip=tip(truth_label)).add_to(m)
+        end = list(recorded) if recorded is not None else [table.iloc[0].lat, table.iloc[0].lon]
+        folium.PolyLine([list(truth), end], color="#d62728", weight=2.5, dash_array="6 4",
                         tooltip=f"error {truth_km:,.1f} km" if truth_km is not None else "error").add_to(m)
     pts = table[["lat", "lon"]].to_numpy(np.float64)
-    if truth is not None:
-        pts = np.vstack([pts, np.asarray(truth, np.float64)[None]])
+    for extra in (truth, recorded):
+        if extra is not None:
+            pts = np.vstack([pts, np.asarray(extra, np.float64)[None]])
     if len(pts):
         lo, hi = pts.min(0), pts.max(0)
         m.fit_bounds([[lo[0] - 2, lo[1] - 2], [hi[0] + 2, hi[1] + 2]], padding=(20, 20), max_zoom=6)
@@ -456,3 +467,71 @@ def world_outline_axes(ax) -> None:
 
 def fmt_pct(x: float) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+# --- pydeck (deck.gl, bundled with Streamlit: WebGL, nothing fetched) ------------------------------
+# `map_provider=None` is what keeps deck.gl offline: with it pydeck writes its "__MAP_STYLE__" sentinel,
+# which Streamlit drops without putting its default Carto basemap (a network style + tiles) underneath.
+# The basemap is the same Natural Earth GeoJSON as the folium maps. No TextLayer (it would need fonts).
+
+
+def hex_rgb(color: str, alpha: int = 255) -> list[int]:
+    c = color.lstrip("#")
+    return [int(c[i:i + 2], 16) for i in (0, 2, 4)] + [alpha]
+
+
+def deck_countries_layer():
+    """Natural Earth countries as a deck.gl GeoJsonLayer (the offline basemap)."""
+    import pydeck as pdk
+
+    return pdk.Layer("GeoJsonLayer", countries_geojson(), id="countries", stroked=True, filled=True,
+                     get_fill_color=[244, 241, 232, 255], get_line_color=[138, 138, 138, 255],
+                     line_width_min_pixels=0.6, pickable=False)
+
+
+def world_deck(layers: list, *, tooltip: dict | None = None, zoom: float = 0.7, center=(20.0, 0.0),
+               outlines_on_top: bool = False):
+    """A pydeck Deck over the offline countries basemap, with no map provider (nothing to fetch).
+
+    outlines_on_top: for layers that cover the globe, draw the countries as outlines above them instead.
+    """
+    import pydeck as pdk
+
+    ocean = pdk.Layer("PolygonLayer", [{"polygon": [[-180, -85], [180, -85], [180, 85], [-180, 85]]}], id="ocean",
+                      get_polygon="polygon", get_fill_color=[207, 227, 240, 255], stroked=False, pickable=False)
+    if outlines_on_top:
+        outlines = pdk.Layer("GeoJsonLayer", countries_geojson(), id="countries", stroked=True, filled=False,
+                             get_line_color=[30, 30, 30, 200], line_width_min_pixels=0.6, pickable=False)
+        stack = [ocean, *layers, outlines]
+    else:
+        stack = [ocean, deck_countries_layer(), *layers]
+    return pdk.Deck(layers=stack, map_provider=None,
+                    initial_view_state=pdk.ViewState(latitude=center[0], longitude=center[1], zoom=zoom),
+                    views=[pdk.View(type="MapView", controller=True)], tooltip=tooltip or False)
+
+
+def selected_point(selection, layer_id: str) -> tuple[float, float] | None:
+    """(lat, lon) of the first object picked in `layer_id` of an `st.pydeck_chart` selection, else None.
+
+    `selection` is what Streamlit returns (`state.selection`, or `st.session_state[key]["selection"]`):
+    `{"indices": {layer: [i]}, "objects": {layer: [{...}]}}`; the objects carry our `lat`/`lon` fields.
+    """
+    try:
+        objs = (selection or {}).get("objects", {}).get(layer_id) or []
+        obj = objs[0]
+        lat, lon = float(obj["lat"]), float(obj["lon"])
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return None
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0) or math.isnan(lat + lon):
+        return None
+    return lat, lon
+
+
+def apply_selected_point(chart_key: str, layer_id: str, lat_key: str, lon_key: str) -> tuple[float, float] | None:
+    """`on_select` callback of a pickable `st.pydeck_chart`: copy the picked object's (lat, lon) into the
+    number inputs `lat_key`/`lon_key` (callbacks run before the script, so the widgets take the new values)."""
+    state = st.session_state.get(chart_key) or {}
+    point = selected_point(state.get("selection") if hasattr(state, "get") else None, layer_id)
+    if point is not None:
+        st.session_state[lat_key], st.session_state[lon_key] = point
+    return point

@@ -200,7 +200,7 @@ def test_failures_metrics_filters_and_comparison(tmp_path, monkeypatch):
     assert "**1** only by a.parquet" in line and "**1** only by b.parquet" in line and "1 by both" in line
 
 
-def test_failures_drilldown_image_heatmap_gradcam_and_missing_image(tmp_path, monkeypatch):
+def test_failures_drilldown_image_heatmap_gradcam_and_missing_image(tmp_path, monkeypatch, one_thread):
     _results(tmp_path / "a.parquet", [0.5, 10.0, 100.0, 1000.0])
     images = tmp_path / "images"
     images.mkdir()
@@ -247,6 +247,43 @@ def test_location_embeddings_pca_and_similarity():
     assert not at.exception
     assert any(t.startswith("Point: **Tokyo") for t in _texts(at.markdown))
     assert len(at.get("image")) >= 2  # the PCA colours and the similarity map
+
+
+def test_location_embeddings_clickable_similarity_map():
+    import json
+
+    at = _run("embeddings", {"emb_step": 4.0})
+    decks = at.get("deck_gl_json_chart")
+    assert len(decks) == 1
+    proto = decks[0].proto
+    assert list(proto.selection_mode)  # clicks select (on_select="rerun" style widget)
+    spec = json.loads(proto.json)
+    assert "mapStyle" not in spec or spec["mapStyle"] == "__MAP_STYLE__"  # no Carto/Mapbox basemap to fetch
+    layers = {layer["id"]: layer for layer in spec["layers"]}
+    assert {"ocean", "grid", "point", "countries"} <= set(layers)
+    assert len(layers["grid"]["data"]) == 43 * 90  # the 4° grid inside ±85° (Web Mercator), each cell pickable
+    assert layers["point"]["data"] == [{"lat": 48.8566, "lon": 2.3522}]
+
+
+def test_selected_point_from_a_pydeck_selection(monkeypatch):
+    """What a click on the similarity map returns (Streamlit's selection dict) → the number inputs."""
+    import sys
+    import types
+
+    sys.path.insert(0, str(APP))
+    import components as ui
+
+    sel = {"indices": {"grid": [7]}, "objects": {"grid": [{"lat": 35.5, "lon": 139.5, "s": "0.9"}]}}
+    assert ui.selected_point(sel, "grid") == (35.5, 139.5)
+    for bad in (None, {}, {"objects": {}}, {"objects": {"grid": []}}, {"objects": {"other": [{"lat": 1, "lon": 2}]}},
+                {"objects": {"grid": [{"lat": "x", "lon": 2}]}}, {"objects": {"grid": [{"lat": 95.0, "lon": 2}]}}):
+        assert ui.selected_point(bad, "grid") is None, bad
+    state = {"pick": {"selection": sel}, "lat": 0.0, "lon": 0.0}
+    monkeypatch.setattr(ui, "st", types.SimpleNamespace(session_state=state))
+    assert ui.apply_selected_point("pick", "grid", "lat", "lon") == (35.5, 139.5)
+    assert (state["lat"], state["lon"]) == (35.5, 139.5)
+    state.update({"pick": {"selection": {"indices": {}, "objects": {}}}, "lat": 1.0})  # a deselect keeps the point
+    assert ui.apply_selected_point("pick", "grid", "lat", "lon") is None and state["lat"] == 1.0
 
 
 def test_explain_page_shows_pieces_or_notices():

@@ -135,19 +135,125 @@ def error_histogram(df: pd.DataFrame):
     return fig
 
 
-def lines_map(df: pd.DataFrame, limit: int = 1000):
-    import folium
+def lines_deck(df: pd.DataFrame, limit: int = 5000):
+    """Truth → prediction as deck.gl great-circle arcs coloured by error band (WebGL: thousands stay smooth)."""
+    import pydeck as pdk
 
-    m = ui.base_map()
     rows = df[df["ok"]].nlargest(limit, "error_km")
     colors = dict(zip(BAND_NAMES, BAND_COLORS))
-    for r in rows.itertuples():
-        c = colors.get(r.band, "#555")
-        folium.PolyLine([[r.LAT, r.LON], [r.PRED_LAT, r.PRED_LON]], color=c, weight=1.5, opacity=0.8,
-                        tooltip=ui.tip(f"{r.IMG_ID}: {r.error_km:,.0f} km")).add_to(m)
-        folium.CircleMarker([r.LAT, r.LON], radius=2.5, color=c, fill=True, fill_opacity=1.0,
-                            tooltip=ui.tip(f"truth of {r.IMG_ID}")).add_to(m)
-    return m
+    data = pd.DataFrame({
+        "IMG_ID": rows["IMG_ID"].astype(str).to_numpy(),
+        "km": [f"{v:,.0f}" for v in rows["error_km"]],
+        "band": rows["band"].astype(str).to_numpy(),
+        "src": [[float(a), float(b)] for a, b in zip(rows["LON"], rows["LAT"])],
+        "dst": [[float(a), float(b)] for a, b in zip(rows["PRED_LON"], rows["PRED_LAT"])],
+        "color": [ui.hex_rgb(colors.get(b, "#555555"), 210) for b in rows["band"]],
+    })
+    arcs = pdk.Layer("ArcLayer", data, id="errors", get_source_position="src", get_target_position="dst",
+                     get_source_color="color", get_target_color="color", get_width=1.6, width_min_pixels=1,
+                     great_circle=True, get_height=0, pickable=True, auto_highlight=True)
+    truths = pdk.Layer("ScatterplotLayer", data, id="truths", get_position="src", get_fill_color="color",
+                       get_radius=3, radius_units="'pixels'", stroked=True, get_line_color=[40, 40, 40, 255],
+                       line_width_min_pixels=0.5, pickable=True)
+    return ui.world_deck([arcs, truths], tooltip={"html": "<b>{IMG_ID}</b>: {km} km ({band})"})
+
+
+def image_path(folder: Path, img_id: str) -> Path:
+    """Where an IMG_ID's image is, as `geocore evaluate` found it: the folder joined with the ID."""
+    return folder / str(img_id).strip()
+
+
+def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
+    """One row of the worst-first table: its photo, this model's heatmap (truth, recorded prediction, error
+    line) and Grad-CAM, each with a notice when it cannot be shown."""
+    st.markdown("##### Open an image")
+    folder = st.text_input("Image folder (optional): the benchmark images, named by IMG_ID", key="f_img_dir",
+                           value=os.environ.get("GEOCORE_IMAGES_DIR", ""), placeholder="e.g. data/im2gps3k/images")
+    if not folder.strip():
+        st.caption("Type the folder holding the images to open a row with its heatmap and Grad-CAM.")
+        return
+    root = Path(folder.strip()).expanduser()
+    if not root.is_dir():
+        st.info(f"No folder {folder!r}: type the folder holding the benchmark images.")
+        return
+    first = worst.drop_duplicates("IMG_ID")
+    if first.empty:
+        st.info("No images under these filters.")
+        return
+    err = dict(zip(first["IMG_ID"], first["error_km"]))
+    img_id = st.selectbox("Image (worst first)", list(first["IMG_ID"]), key="f_row",
+                          format_func=lambda i: f"{i} — " + ("failed" if pd.isna(err[i]) else f"{err[i]:,.0f} km"))
+    row = first[first["IMG_ID"] == img_id].iloc[0]
+    truth = (float(row["LAT"]), float(row["LON"]))
+    ok = bool(row["ok"])
+    recorded = (float(row["PRED_LAT"]), float(row["PRED_LON"])) if ok else None
+    def paren(c: str) -> str:
+        return c if c.startswith("(") else f"({c})"
+
+    st.markdown(f"**{img_id}** — truth {truth[0]:.4f}, {truth[1]:.4f} {paren(row['country'])}; "
+                + (f"recorded prediction {recorded[0]:.4f}, {recorded[1]:.4f} {paren(row['pred_country'])}, "
+                   f"**{row['error_km']:,.1f} km** away" if ok else f"no prediction ({row['status']})"))
+    path = image_path(root, img_id)
+    if not path.is_file():
+        st.info(f"{img_id} is not in the folder {folder}.", icon="ℹ️")
+        return
+    from geocore.data.images import load_image
+
+    try:
+        image = load_image(path, name=img_id)
+    except GeocoreError as err:
+        ui.show_error(err)
+        return
+    name = ui.model_picker(key="model_failures", prefer=results_model)  # its notice (if any) above the image
+    model = ui.load_model(name) if name else None
+    left, right = st.columns([1, 2])
+    with left:
+        thumb = image.copy()
+        thumb.thumbnail((640, 640))
+        st.image(thumb, caption=img_id, width="stretch")
+    if model is None:
+        right.info("The heatmap and Grad-CAM need a model with weights (see above).", icon="ℹ️")
+        return
+    stat = path.stat()
+    key = (name, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    cache = st.session_state.setdefault("_failures_drill", {})
+    if key not in cache:
+        cache.clear()  # one image at a time
+        from geocore.explain.gradcam import gradcam
+        from geocore.locate import locate
+
+        out: dict = {}
+        try:
+            with st.spinner(f"Running {name} on {img_id}…"):
+                top = min(5, len(model.gallery)) if hasattr(model, "gallery") else 5
+                out["res"] = locate(model, [(img_id, path)], top_k=top, full=True)[0]
+        except GeocoreError as err:
+            out["res_error"] = str(err)
+        try:
+            with st.spinner("Computing Grad-CAM…"):
+                out["cam"] = gradcam(model, image, target=None)
+        except (ImportError, GeocoreError) as err:
+            out["cam_error"] = f"{err.name or err} is not installed" if isinstance(err, ImportError) else str(err)
+        cache[key] = out
+    out = cache[key]
+    with right:
+        ui.random_label(model)
+        res = out.get("res")
+        if res is None or not res.ok:
+            st.error(f"{img_id}: {out.get('res_error') or res.error}")
+        else:
+            m = ui.prediction_map(res.prediction, res.table, truth=truth, truth_km=row["error_km"] if ok else None,
+                                  truth_label=f"truth of {img_id}", recorded=recorded,
+                                  recorded_label=f"prediction in the results file ({results_model or '?'})")
+            ui.show_map(m, height=420)
+            st.caption(f"Shading: {name}'s probabilities now. Blue dots: its top-k. Green: truth. Orange ring: the "
+                       "results file's prediction; red dashes: its error.")
+    with left:
+        if "cam" in out:
+            st.image(out["cam"].overlay, caption=f"Grad-CAM — where {name} looked for: {out['cam'].target_desc}",
+                     width="stretch")
+        else:
+            st.info(f"Grad-CAM is not available: {out.get('cam_error')}", icon="ℹ️")
 
 
 def choropleths(df: pd.DataFrame, radius: float):
@@ -213,11 +319,11 @@ if picked is not None:
         else:
             st.info("No located images under these filters.")
     with tab_map:
-        st.caption("Lines from each true location to its top-1 prediction, coloured by error band "
-                   "(the 1000 largest errors under the filters).")
+        st.caption("Arcs from each true location (dot) to its top-1 prediction, coloured by error band "
+                   "(the 5000 largest errors under the filters). Drag to pan, scroll to zoom, hover for the image.")
         st.markdown(" ".join(f"<span style='color:{c}'>■</span> {n}" for n, c in zip(BAND_NAMES, BAND_COLORS)),
                     unsafe_allow_html=True)
-        ui.show_map(lines_map(view), height=460)
+        st.pydeck_chart(lines_deck(view), height=480, key="lines_deck")
     with tab_geo:
         if view["ok"].any():
             figs, table = choropleths(view, radius)
@@ -229,9 +335,12 @@ if picked is not None:
     with tab_worst:
         cols = ["IMG_ID", "error_km", "country", "pred_country", "LAT", "LON", "PRED_LAT", "PRED_LON", "band"]
         cols += [c for c in SCENES if c in view.columns] + ["status"]
-        worst = view.sort_values("error_km", ascending=False, na_position="first")[cols]
+        ordered = view.sort_values("error_km", ascending=False, na_position="first")
+        worst = ordered[cols]
         st.dataframe(worst.round({"error_km": 1, "LAT": 4, "LON": 4, "PRED_LAT": 4, "PRED_LON": 4}),
                      hide_index=True, width="stretch")
+        models = df["model"].dropna().astype(str).unique()
+        drilldown(ordered, models[0] if len(models) == 1 else None)
     with tab_cmp:
         other = pick_results("Second results file", "b")
         if other is not None:

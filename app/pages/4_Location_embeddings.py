@@ -65,6 +65,33 @@ def world_image(img: np.ndarray, title: str, cmap=None, point=None, colorbar: st
     return fig
 
 
+PICK_LAYER = "grid"
+
+
+def similarity_deck(step: float, q: np.ndarray, point: tuple[float, float]):
+    """A pickable deck.gl map of the grid cells coloured by similarity to `point` (click one to move it)."""
+    import pydeck as pdk
+    from matplotlib import colormaps
+
+    lats, lons, emb = grid_embeddings(step)
+    grid = np.stack(np.meshgrid(lats, lons, indexing="ij"), -1).reshape(-1, 2)
+    sim = emb.reshape(len(grid), -1) @ q
+    norm = (sim - sim.min()) / (np.ptp(sim) + 1e-12)
+    rgb = (colormaps["magma"](norm)[:, :3] * 255).astype(int)
+    keep = np.abs(grid[:, 0]) < 85.0  # Web Mercator stops at ±85°
+    data = [{"lat": round(float(a), 3), "lon": round(float(b), 3), "s": f"{v:.3f}", "c": [*map(int, c), 225]}
+            for (a, b), v, c in zip(grid[keep], sim[keep], rgb[keep])]
+    h = step / 2  # each grid point as its lat/lon cell: the whole map is clickable, at every latitude
+    cells = pdk.Layer("PolygonLayer", data, id=PICK_LAYER, get_fill_color="c", stroked=False, filled=True,
+                      get_polygon=f"[[lon - {h}, lat - {h}], [lon + {h}, lat - {h}], [lon + {h}, lat + {h}], "
+                                  f"[lon - {h}, lat + {h}]]", pickable=True, auto_highlight=True)
+    star = pdk.Layer("ScatterplotLayer", [{"lat": point[0], "lon": point[1]}], id="point",
+                     get_position=["lon", "lat"], get_fill_color=[255, 255, 255, 255], get_line_color=[0, 0, 0, 255],
+                     stroked=True, get_radius=7, radius_units="'pixels'", line_width_min_pixels=2, pickable=False)
+    return ui.world_deck([cells, star], outlines_on_top=True,
+                         tooltip={"text": "{lat}, {lon}: similarity {s} (click to choose)"})
+
+
 def png(fig) -> bytes:
     import io
 
@@ -103,6 +130,13 @@ with tab_sim:
 
     q = encoder().embed(torch.tensor([[lat, lon]], dtype=torch.float32)).numpy()[0]
     sim = emb @ q
+    st.caption("Click the map to choose the point (or type it above). Cells: a "
+               f"{max(step, 3.0):g}° grid, bright = similar.")
+    # a new key per point: each map starts unselected (Streamlit dims the unpicked dots of a selection)
+    pick_key = f"sim_pick_{lat:.4f}_{lon:.4f}"
+    st.pydeck_chart(similarity_deck(max(step, 3.0), q, (lat, lon)), height=420, key=pick_key,
+                    on_select=lambda k=pick_key: ui.apply_selected_point(k, PICK_LAYER, "sim_lat", "sim_lon"),
+                    selection_mode="single-object")
     st.pyplot(world_image(sim, f"Cosine similarity to ({lat:.2f}, {lon:.2f})", cmap="magma", point=(lat, lon),
                           colorbar="cosine similarity"), clear_figure=True)
     from geocore.geo.countries import describe

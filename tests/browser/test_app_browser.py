@@ -265,4 +265,23 @@ def test_location_embeddings_page(browser_page, app_url):
     _settle(page)
     page.wait_for_timeout(800)
     _shot(page, "location_embeddings")
+    # similarity to a point: a click on the deck.gl map chooses the point
+    page.get_by_role("tab", name="Similarity to a point").click()
+    lat_input = page.get_by_label("Latitude")
+    assert abs(float(lat_input.input_value()) - 48.8566) < 1e-3
+    chart = page.locator("[data-testid='stDeckGlJsonChart']").filter(visible=True).first
+    chart.locator("canvas").first.wait_for(state="attached")
+    _settle(page)
+    chart.scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
+    box = chart.bounding_box()
+    assert box and box["width"] > 300 and box["height"] > 200, box
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # the view's centre: (20°N, 0°E)
+    page.wait_for_function("() => Math.abs(parseFloat(document.querySelector('input[aria-label=\"Latitude\"]')"
+                           ".value) - 20) < 4", timeout=60_000)
+    _settle(page)
+    page.wait_for_timeout(1500)
+    _shot(page, "location_embeddings_pick")
+    lon = float(page.get_by_label("Longitude").input_value())
+    assert abs(lon) < 4, lon
     assert not page.blocked, f"the page tried to reach the network: {page.blocked[:5]}"
