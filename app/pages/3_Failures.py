@@ -6,8 +6,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hashlib  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -15,8 +13,9 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 import components as ui  # noqa: E402
-from geocore.errors import GeocoreError, InputError  # noqa: E402
+from geocore.errors import GeocoreError  # noqa: E402
 from geocore.eval.metrics import LEVEL_NAMES, THRESHOLDS_KM  # noqa: E402
+from geocore.eval.results import read_results  # noqa: E402
 
 BANDS = [(0, 1), (1, 25), (25, 200), (200, 750), (750, 2500), (2500, np.inf)]
 BAND_NAMES = ["≤ 1 km", "1–25 km", "25–200 km", "200–750 km", "750–2500 km", "> 2500 km"]
@@ -26,26 +25,6 @@ SCENES = ("S3_Label", "S16_Label", "S365_Label")
 ui.setup_page("Failures", "🔎")
 st.title("Failures")
 st.caption("Open a results file written by `geocore evaluate` (Parquet or CSV).")
-
-
-def parse_results(name: str, data: bytes) -> pd.DataFrame:
-    """An uploaded results file, read in memory and checked like `geocore.eval.results.read_results`."""
-    from geocore.eval.results import LIST_COLUMNS, REQUIRED_COLUMNS
-
-    try:
-        if name.lower().endswith(".csv"):
-            df = pd.read_csv(io.BytesIO(data), dtype={"IMG_ID": str})
-            for col in LIST_COLUMNS:
-                if col in df:
-                    df[col] = df[col].map(lambda s: json.loads(s) if isinstance(s, str) else [])
-        else:
-            df = pd.read_parquet(io.BytesIO(data))
-    except (OSError, ValueError) as err:
-        raise InputError(f"{name}: not a readable results file ({' '.join(str(err).split())[:160]})") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise InputError(f"{name}: not a geocore results file; missing column(s) {', '.join(missing)}")
-    return df
 
 
 @st.cache_data(show_spinner="Reading results…", max_entries=8)
@@ -97,7 +76,7 @@ def pick_results(label: str, key: str) -> tuple[str, pd.DataFrame] | None:
             if up is None:
                 return None
             data = up.getvalue()
-            return up.name, enrich(parse_results(up.name, data), hashlib.sha256(data).hexdigest())
+            return up.name, enrich(read_results(up.name, data), hashlib.sha256(data).hexdigest())
         folder = st.text_input(f"{label}: folder", value=os.environ.get("GEOCORE_RESULTS_DIR", "results"),
                                key=f"{key}_dir")
         path = Path(folder).expanduser()
@@ -109,7 +88,6 @@ def pick_results(label: str, key: str) -> tuple[str, pd.DataFrame] | None:
             st.info(f"No .parquet or .csv results files in {folder}.")
             return None
         choice = st.selectbox(f"{label}: file", files, key=f"{key}_file")
-        from geocore.eval.results import read_results
 
         stat = (path / choice).stat()
         return choice, enrich(read_results(path / choice), f"{(path / choice).resolve()}:{stat.st_mtime_ns}:{stat.st_size}")

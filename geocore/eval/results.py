@@ -20,6 +20,7 @@ loses no finished batch and `--resume` carries on from parts and output alike.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -57,21 +58,25 @@ def write_part(df: pd.DataFrame, output: Path, index: int) -> None:
     _write_table(df, folder / f"part-{index:06d}.parquet")
 
 
-def read_results(path: str | Path) -> pd.DataFrame:
-    """Read a results file (Parquet or CSV) and check its schema."""
+def read_results(path: str | Path, data: bytes | None = None) -> pd.DataFrame:
+    """Read a results file (Parquet, or CSV by its name) and check its schema.
+
+    With `data`, the file's bytes are read from memory (an upload) and `path` only names it.
+    """
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise InputError(f"{path}: no such results file")
+    source = path if data is None else io.BytesIO(data)
     try:
         if path.suffix.lower() == ".csv":
-            df = pd.read_csv(path, dtype={"IMG_ID": str})
+            df = pd.read_csv(source, dtype={"IMG_ID": str})
             for col in LIST_COLUMNS:
                 if col in df:
                     df[col] = df[col].map(lambda s: json.loads(s) if isinstance(s, str) else [])
         else:
-            df = pd.read_parquet(path)
+            df = pd.read_parquet(source)
     except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not a readable results file ({err})") from None
+        raise InputError(f"{path}: not a readable results file ({' '.join(str(err).split())[:160]})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{path}: not a geocore results file; missing column(s) {', '.join(missing)}")
