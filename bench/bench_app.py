@@ -26,11 +26,8 @@ import importlib.util
 import io
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +44,7 @@ LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
 
 
 def _browser_helpers():
-    """CHROMIUM, CHROME_ARGS, _free_port and _settle from the browser test, loaded by path.
+    """CHROMIUM, CHROME_ARGS, serve_app and _settle from the browser test, loaded by path.
 
     Importing that module only defines names (its fixtures are not run), so the bench and the test
     share one Chromium path, one set of flags and one "script finished" condition.
@@ -123,44 +120,6 @@ def _library_locate():
         yield one
 
 
-@contextlib.contextmanager
-def _app_server(tmp: Path, free_port):
-    """`streamlit run app/Home.py` in test mode on a free local port (as the browser test's fixture)."""
-    port = free_port()
-    env = {**os.environ, "GEOCORE_APP_TEST_MODEL": MODEL, "GEOCORE_APP_TEST_GALLERY": "small",
-           "GEOCORE_APP_OFFLINE": "1", "GEOCORE_RESULTS_DIR": str(tmp), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "GEOCORE_CACHE_DIR": str(tmp / "cache"), "MPLBACKEND": "Agg"}
-    log_path = tmp / "streamlit.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/Home.py", "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.time() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                        if r.status == 200:
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.time() > deadline:
-                    log.flush()
-                    raise RuntimeError("streamlit did not start:\n" + log_path.read_text()[-3000:])
-                time.sleep(0.2)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def _heatmap_drawn(page) -> bool:
     """True once a component iframe holds a Leaflet map with the heatmap overlay image in it."""
     for el in page.query_selector_all("iframe"):  # as the browser test does (srcdoc frames are not in page.frames)
@@ -191,7 +150,8 @@ def _app_locate(helpers, blocked: list[str]):
     """Starts the app and Chromium; yields `one(photo) -> seconds`, each on a fresh Locate page."""
     from playwright.sync_api import sync_playwright
 
-    with tempfile.TemporaryDirectory() as tmp, _app_server(Path(tmp), helpers._free_port) as url, \
+    with tempfile.TemporaryDirectory() as tmp, \
+            helpers.serve_app(Path(tmp), GEOCORE_APP_TEST_MODEL=MODEL, GEOCORE_RESULTS_DIR=tmp) as url, \
             sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=helpers.CHROMIUM, args=helpers.CHROME_ARGS, headless=True)
         context = browser.new_context(viewport={"width": 1400, "height": 1000})

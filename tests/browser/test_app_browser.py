@@ -11,6 +11,7 @@ pages are also saved, palette-compressed, to docs/screenshots/ for the README.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +78,43 @@ def _results(folder: Path) -> None:
     }).to_parquet(folder / "demo_results.parquet", index=False)
 
 
+@contextlib.contextmanager
+def serve_app(tmp: Path, **env_extra: str) -> Iterator[str]:
+    """`streamlit run app/Home.py` in test mode on a free 127.0.0.1 port; yields its URL (the bench uses it too)."""
+    port = _free_port()
+    env = {**os.environ, "GEOCORE_APP_TEST_MODEL": "geoclip-tiny", "GEOCORE_APP_TEST_GALLERY": "small",
+           "GEOCORE_APP_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "GEOCORE_CACHE_DIR": str(tmp / "cache"), "MPLBACKEND": "Agg", **env_extra}
+    log_path = tmp / "streamlit.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/Home.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.time() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.time() > deadline:
+                    log.flush()
+                    raise RuntimeError("streamlit did not start:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.2)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     if not Path(CHROMIUM).exists():
@@ -86,38 +125,11 @@ def app_url(tmp_path_factory):
     results = tmp / "results"
     results.mkdir()
     _results(results)
-    port = _free_port()
-    env = {**os.environ, "GEOCORE_APP_TEST_MODEL": "geoclip-tiny", "GEOCORE_APP_TEST_GALLERY": "small",
-           "GEOCORE_APP_OFFLINE": "1", "GEOCORE_RESULTS_DIR": str(results), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "GEOCORE_CACHE_DIR": str(tmp / "cache"), "MPLBACKEND": "Agg"}
-    log = (tmp / "streamlit.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/Home.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                log.flush()
-                pytest.fail("streamlit did not start:\n" + (tmp / "streamlit.log").read_text()[-3000:])
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        with serve_app(tmp, GEOCORE_RESULTS_DIR=str(results)) as url:
+            yield url
+    except RuntimeError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="module")
