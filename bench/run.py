@@ -64,6 +64,7 @@ def section_scaling(runs: int, quick: bool) -> list[str]:
         "|---|---|---|---|---|",
     ]
     rows = bench_geoclip.gallery_scaling(runs=runs)
+    _plot_scaling(rows, OUT.with_name("scaling.png"))
     for r in rows:
         lines.append(f"| {r['gallery']:,} | {r['scan_dtype']} | {r['t'].fmt()} | "
                      f"{r['t'].median_s / rows[0]['t'].median_s:,.1f} | {r['memory_mb']:,.0f} MB |")
@@ -75,8 +76,32 @@ def section_scaling(runs: int, quick: bool) -> list[str]:
         "(IVF/HNSW, e.g. FAISS) or a coarse-to-fine search (score a coarse grid, then refine locally, as `--refine` "
         "does) takes over. Today the on-disk gallery cache keeps float32 embeddings, so a 10M gallery would also need "
         "a float16-only cache (20.5 GB in float32).",
+        "",
+        "![Retrieval time and memory against gallery size](scaling.png)",
     ]
     return lines
+
+
+def _plot_scaling(rows: list[dict], path: Path) -> None:
+    """Time per query and memory against gallery size, log–log, as a PNG beside RESULTS.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = [r["gallery"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100, layout="constrained")
+    ax1.errorbar(m, [r["t"].median_s * 1e3 for r in rows], fmt="o-",
+                 yerr=[[(r["t"].median_s - r["t"].min_s) * 1e3 for r in rows],
+                       [(r["t"].max_s - r["t"].median_s) * 1e3 for r in rows]])
+    ax1.set(xscale="log", yscale="log", xlabel="gallery points", ylabel="ms per query (median, min–max)",
+            title="retrieval time")
+    ax2.plot(m, [r["memory_mb"] for r in rows], "o-", color="tab:orange")
+    ax2.set(xscale="log", yscale="log", xlabel="gallery points", ylabel="MB", title="embedding memory")
+    for ax in (ax1, ax2):
+        ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def section_encoder(runs: int, quick: bool) -> list[str]:
