@@ -19,7 +19,7 @@ from geocore.data.images import ImageSource, load_image, read_exif_gps
 from geocore.errors import ImageError, InputError
 from geocore.geo.countries import describe
 from geocore.geo.distance import haversine_km
-from geocore.models.base import GeoLocator
+from geocore.models.base import GalleryModel, GeoLocator
 from geocore.models.prediction import Prediction
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff", ".gif"}
@@ -72,7 +72,7 @@ def prediction_table(pred: Prediction) -> pd.DataFrame:
 def _predict(model: GeoLocator, pixels: torch.Tensor, top_k: int, full: bool, refine: bool) -> Prediction:
     if not refine:
         return model.predict(pixels, top_k, full=full)
-    if not hasattr(model, "embed_locations"):
+    if not isinstance(model, GalleryModel):
         raise InputError(f"refinement needs a GPS-gallery model (geoclip); {model.model_name} has none")
     from geocore.models.refine import refine as refine_fn
 

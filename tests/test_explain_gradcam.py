@@ -93,7 +93,7 @@ def test_translocator_cells_with_fixed_segmentation(ade_names) -> None:
     assert "fine cell #" in gradcam(model, img, seg=labels).target_desc  # default: top-1
     with pytest.raises(InputError, match="segment"):
         gradcam(model, img)
-    tiny_segmenter(ade_names).attach(model)  # or from the attached segmenter
+    model.attach_segmenter(tiny_segmenter(ade_names))  # or from the attached segmenter
     flags = [prm.requires_grad for prm in model.parameters()]
     check(gradcam(model, img, 3))
     assert hooks(model) == 0 and [prm.requires_grad for prm in model.parameters()] == flags
@@ -129,7 +129,7 @@ def test_cli_explain_geoclip_tiny(tmp_path, capsys) -> None:
 def test_cli_explain_translocator_checkpoint(tmp_path, monkeypatch, ade_names) -> None:
     monkeypatch.setenv("GEOCORE_WEIGHTS_DIR", str(tmp_path / "weights"))
     _save_snapshot(tmp_path / "weights" / "segformer-b0-ade", ade_names)
-    ckpt = tiny_translocator().save_checkpoint(tmp_path / "tl.pt")
+    ckpt = tiny_translocator().save_checkpoint(tmp_path / "tl.safetensors")
     src, out = tmp_path / "p.png", tmp_path / "cam.png"
     photo(50, 70).save(src)
     assert main(["explain", str(src), "--model", "translocator", "--pretrained", str(ckpt),

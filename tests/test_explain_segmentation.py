@@ -15,7 +15,8 @@ from transformers import SegformerConfig
 
 from geocore.cli.main import main
 from geocore.errors import GeocoreError, WeightsMissingError
-from geocore.explain.segmentation import Segmenter, colorize, overlay, side_by_side
+from geocore.explain.segmentation import colorize, overlay, side_by_side
+from geocore.models.segmenter import Segmenter
 from geocore.weights.download import download_weights
 from geocore.weights.resolve import resolve_snapshot
 from geocore.weights.status import weights_status
@@ -146,7 +147,7 @@ def test_download_refuses_offline(empty_env, no_network, monkeypatch) -> None:
 
 def test_translocator_predicts_with_attached_segmenter(ade_names) -> None:
     seg = tiny_segmenter(ade_names)
-    model = seg.attach(tiny_translocator())
+    model = tiny_translocator().attach_segmenter(seg)
     assert model.segmenter is seg and not any(k.startswith("segmenter") for k in model.state_dict())
     maps = seg(torch.randn(2, 3, 32, 32))
     assert maps.shape == (2, 3, 32, 32) and float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0

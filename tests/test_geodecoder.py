@@ -42,7 +42,8 @@ def test_forward_shapes() -> None:
                       "queries": (4, 16, 3, 48)}
     assert m.decoder.queries.shape == (16, 3, 48) and m.combine == "product"
     assert torch.equal(out["selected"], out["scene"].argmax(-1))
-    assert m.reshape_transform(torch.randn(4, 5, 32)).shape == (4, 32, 2, 2) and len(m.backbone_blocks) == 2
+    layer, reshape = m.gradcam_layer()
+    assert reshape(torch.randn(4, 5, 32)).shape == (4, 32, 2, 2) and layer is m.backbone.blocks[-1]
 
 
 def test_outputs_come_from_the_selected_scene_queries() -> None:
@@ -135,7 +136,7 @@ def test_checkpoint_roundtrip(tmp_path) -> None:
     m = tiny_model(dependent_depth=1)
     with torch.no_grad():
         m.heads[2].bias.normal_()
-    path = m.save_checkpoint(tmp_path / "gd.pt")
+    path = m.save_checkpoint(tmp_path / "gd.safetensors")
     x = pixels()
     loaded = create_model("geodecoder", pretrained=str(path)).eval()
     a, b = m.predict(x, 3, full=True), loaded.predict(x, 3, full=True)

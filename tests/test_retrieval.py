@@ -26,13 +26,18 @@ def test_half_precision_scan_keeps_the_ranking():
             assert set(approx[i].topk(5).indices.tolist()) == set(exact[i].topk(5).indices.tolist())
 
 
-def test_half_copy_is_reused_and_follows_changes():
-    from geocore.models import retrieval
+def test_large_galleries_are_scanned_in_float16_made_once():
+    from geocore.models.registry import create_model
+    from geocore.models.retrieval import use_half
 
-    q, g = _unit(1), _unit(HALF_PRECISION_ABOVE + 1, seed=3)
-    first = cosine_scores(q, g)
-    copy = retrieval._last[2]
-    torch.testing.assert_close(cosine_scores(q, g), first)
-    assert retrieval._last[2] is copy  # second scan reused the float16 copy
-    g.mul_(-1)  # in place: the copy must be rebuilt
-    torch.testing.assert_close(cosine_scores(q, g), -first)
+    assert use_half(HALF_PRECISION_ABOVE + 1) and not use_half(HALF_PRECISION_ABOVE)
+    g = torch.Generator().manual_seed(0)
+    points = torch.stack([torch.rand(HALF_PRECISION_ABOVE + 1, generator=g) * 170 - 85,
+                          torch.rand(HALF_PRECISION_ABOVE + 1, generator=g) * 360 - 180], dim=1)
+    model = create_model("geoclip-tiny", gallery=points)
+    emb = model.embed_locations(torch.tensor([[48.85, 2.35], [-33.9, 151.2]]))
+    first = model.predict_embeddings(emb, 5, full=True)
+    exact = (model.logit_scale.exp() * emb @ model.gallery_embeddings().T).softmax(-1)
+    assert (first.probs_full - exact).abs().max() < 1e-4  # float16 scan, float32 answer
+    again = model.predict_embeddings(emb, 5)
+    assert torch.equal(first.indices, again.indices)

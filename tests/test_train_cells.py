@@ -23,9 +23,9 @@ from transformers import SegformerConfig, SegformerForSemanticSegmentation, Segf
 from geocore.cli.main import main
 from geocore.data.images import load_image
 from geocore.errors import WeightsMissingError
-from geocore.explain.segmentation import Segmenter
+from geocore.models.segmenter import Segmenter
 from geocore.geo.cells_build import build_partition, write_partition
-from geocore.models.attach import prepare_for_inference
+from geocore.models.registry import load_model_for_user
 from geocore.models.registry import create_model
 from geocore.train.cells_data import JointTransform, segmap_path
 from geocore.train.cells_run import fit_cell_model
@@ -132,14 +132,14 @@ def test_translocator_trains_caches_segmaps_and_reloads(synth, tmp_path) -> None
                             segmenter=seg, pretrained=None, model_kwargs={"backbone_kwargs": TINY}, epochs=6,
                             callbacks=[check], **FAST)
     assert check.checked and calls and len(list(cache.glob("*.png"))) == 120
-    assert result.checkpoint == out / "translocator.pt" and (out / "lightning" / "last.ckpt").is_file()
+    assert result.checkpoint == out / "translocator.safetensors" and (out / "lightning" / "last.ckpt").is_file()
     losses, acc = _epoch_losses(out), _val_acc(out)
     print(f"translocator train loss by epoch {np.round(losses, 3)}; val acc@2500km {np.round(acc, 2)}")
     assert losses[-1] < losses[0] - 0.3 and acc[-1] > CHANCE + 0.25
     assert result.datamodule.scene_column == "S3_Label"
 
     trained = result.module.model  # segmenter attached
-    loaded = seg.attach(create_model("translocator", pretrained=str(result.checkpoint)).eval())
+    loaded = create_model("translocator", pretrained=str(result.checkpoint), segmenter=seg).eval()
     assert loaded.config["num_cells"] == trained.config["num_cells"] and bool(loaded.cells_known)
     pixels = _pixels(loaded, synth)
     a, b = trained.predict(pixels, top_k=3), loaded.predict(pixels, top_k=3)
@@ -179,15 +179,15 @@ def test_cli_trains_both_end_to_end_and_translocator_locates(synth, tmp_path, mo
     monkeypatch.setenv("GEOCORE_WEIGHTS_DIR", str(synth.weights_dir))
     tiny = ["--from-scratch", "--model-config", json.dumps({"backbone_kwargs": TINY})]
     assert main(_cli("translocator", synth, tmp_path / "tl", *tiny)) == 0
-    ckpt = tmp_path / "tl" / "translocator.pt"
+    ckpt = tmp_path / "tl" / "translocator.safetensors"
     assert ckpt.is_file() and len(list((tmp_path / "tl" / "segmaps" / "segformer-b0-ade").glob("*.png"))) == 120
     decoder = json.dumps({"backbone_kwargs": TINY, **TINY_DECODER})
     assert main(_cli("geodecoder", synth, tmp_path / "gd", "--from-scratch", "--model-config", decoder)) == 0
-    assert create_model("geodecoder", pretrained=str(tmp_path / "gd" / "geodecoder.pt")).config["decoder_depth"] == 1
+    assert create_model("geodecoder", pretrained=str(tmp_path / "gd" / "geodecoder.safetensors")).config["decoder_depth"] == 1
 
     from geocore.locate import locate  # what `geocore locate --model translocator --pretrained CKPT` runs
 
-    model = prepare_for_inference(create_model("translocator", pretrained=str(ckpt)).eval())
+    model = load_model_for_user("translocator", pretrained=str(ckpt)).eval()  # the default segmenter attached
     assert model.segmenter is not None
     (res,) = locate(model, [("a", synth.images / "img_0_0.png")], top_k=2)
     assert res.ok and len(res.table) == 2
@@ -206,8 +206,14 @@ def test_missing_weights_exit_3_with_the_way_to_get_them(synth, tmp_path, monkey
     bad = _cli("geodecoder", synth, tmp_path / "o", "--from-scratch", *tiny)
     bad[bad.index("--partitions") + 1] = str(tmp_path / "nope.csv")
     assert main(bad) == 2 and "nope.csv: partition file not found" in capsys.readouterr().err
-    model = create_model("translocator", partitions=synth.parts, backbone_kwargs=TINY)
     with pytest.raises(WeightsMissingError, match="geocore weights download segformer-b0-ade"):
-        prepare_for_inference(model)
+        load_model_for_user("translocator", pretrained=str(ckpt_tiny(synth, tmp_path)))
     decoder = create_model("geodecoder", partitions=synth.parts, backbone_kwargs=TINY, **TINY_DECODER)
-    assert prepare_for_inference(decoder) is decoder
+    path = decoder.save_checkpoint(tmp_path / "gd.safetensors")
+    assert load_model_for_user("geodecoder", pretrained=str(path)).needs_segmentation is False
+
+
+def ckpt_tiny(synth, tmp_path):
+    """A checkpoint of a tiny random TransLocator over the synthetic partitions."""
+    model = create_model("translocator", partitions=synth.parts, backbone_kwargs=TINY)
+    return model.save_checkpoint(tmp_path / "tl_tiny.safetensors")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from geocore.errors import InputError, WeightsMissingError
 from geocore.geo.cells import CellPartition, partition_from_frame
-from geocore.models.layers.hierarchy import combine_probs, compare_hierarchy
+from geocore.models.layers.hierarchy import combine_probs
 from geocore.models.layers.seg_palette import ade20k_palette, render_segmentation
 from geocore.models.registry import create_model, list_models, model_entry
 from geocore.models.translocator import TransLocator
@@ -62,10 +62,11 @@ def test_forward_shapes() -> None:
                       "weights": (4, 2)}
     assert m.config["num_cells"] == [5, 10, 20] and m.combine == "product"
     seen = []
-    hook = m.rgb_blocks[-1].register_forward_hook(lambda mod, inp, out: seen.append(out))  # Grad-CAM target
+    layer, reshape = m.gradcam_layer()
+    hook = layer.register_forward_hook(lambda mod, inp, out: seen.append(out))  # Grad-CAM target
     m(rgb, m.prepare_seg(labels, (32, 32)))
     hook.remove()
-    assert m.reshape_transform(seen[0]).shape == (4, 32, 2, 2)  # (B, C, h, w)
+    assert reshape(seen[0]).shape == (4, 32, 2, 2)  # (B, C, h, w)
 
 
 @pytest.mark.parametrize("fusion", [True, False])
@@ -143,6 +144,8 @@ def test_training_loop_learns_colour_to_cell() -> None:
 
 
 def test_hierarchy_product_beats_fine_on_synthetic_logits() -> None:
+    from bench.hierarchy_compare import compare_hierarchy
+
     result = compare_hierarchy(signal=(3.0, 2.0, 1.0))  # coarse more reliable than fine
     print("hierarchy comparison (top-1 fine accuracy):", result)
     assert result["product"] > result["fine"] + 0.2
@@ -164,7 +167,7 @@ def test_checkpoint_roundtrip(tmp_path) -> None:
     m = tiny_model(combine="fine")
     with torch.no_grad():
         m.heads["fine"].bias.normal_()  # differ from a fresh init
-    path = m.save_checkpoint(tmp_path / "tl.pt")
+    path = m.save_checkpoint(tmp_path / "tl.safetensors")
     rgb, labels = batch()
     loaded = create_model("translocator", pretrained=str(path)).eval()  # no partitions: centroids from the file
     a, b = m.predict(rgb, 3, seg=labels, full=True), loaded.predict(rgb, 3, seg=labels, full=True)
@@ -218,7 +221,7 @@ def test_predict_needs_segmentation_or_segmenter() -> None:
     rgb, labels = batch(2)
     with pytest.raises(InputError, match="segment"):
         m.predict(rgb, 1)
-    m.segmenter = torch.nn.Conv2d(3, 3, 1)  # any callable pixels -> (B, 3, H, W); not a submodule
+    m.attach_segmenter(torch.nn.Conv2d(3, 3, 1))  # any callable pixels -> (B, 3, H, W); not a submodule
     assert m.predict(rgb, 2).coords.shape == (2, 2, 2)
     assert not any(k.startswith("segmenter") for k in m.state_dict())
 

@@ -9,7 +9,6 @@ from rich.console import Console
 
 from geocore.eval.evaluate import evaluate as run_evaluation
 from geocore.eval.report import metrics_table
-from geocore.models.attach import prepare_for_inference
 from geocore.models.registry import load_model_for_user
 
 
@@ -28,7 +27,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a benchmark; interrupted runs keep finished rows (use --resume)."""
     console = Console(stderr=True)
-    net = prepare_for_inference(load_model_for_user(model, pretrained), device=device)
+    net = load_model_for_user(model, pretrained)
     report = run_evaluation(
         net, dataset, images, output, resume=resume, overwrite=overwrite,
         batch_size=batch_size, top_k=top_k, device=device, num_workers=workers,

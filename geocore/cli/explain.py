@@ -41,7 +41,8 @@ def segment(
 ) -> None:
     """Semantic segmentation into the 150 ADE20K classes (SegFormer, offline); prints the largest classes."""
     from geocore.data.images import load_image
-    from geocore.explain.segmentation import Segmenter, overlay as blend, side_by_side
+    from geocore.explain.segmentation import overlay as blend, side_by_side
+    from geocore.models.segmenter import Segmenter
 
     _check_png(output)
     photo = load_image(image)
@@ -76,23 +77,22 @@ def explain(
     """Grad-CAM: which parts of the photo drove the model towards a location (default: its top answer)."""
     from geocore.data.images import load_image
     from geocore.explain.gradcam import gradcam
+    from geocore.models.base import GalleryModel
     from geocore.models.registry import load_model_for_user
+    from geocore.models.segmenter import load_segmenter
 
     _check_png(output)
     if target is not None and target_latlon:
         raise InputError("give either --target or --target-latlon, not both")
     photo = load_image(image)
-    net = load_model_for_user(model, pretrained)
-    if target_latlon and not hasattr(net, "embed_locations"):
+    net = load_model_for_user(model, pretrained, segmenter=segmenter)
+    if target_latlon and not isinstance(net, GalleryModel):
         raise InputError(f"--target-latlon needs a GPS-gallery model (geoclip), not {model}; use --target CELL")
     console = Console(soft_wrap=True)
-    if getattr(net, "random_backbone", False):
+    if net.random_backbone:
         console.print(f"[bold red]note:[/] {model} has a RANDOM backbone: this map means nothing")
-    seg = None
-    if hasattr(net, "rgb_blocks"):  # TransLocator: segment the whole photo once, Grad-CAM crops it like the photo
-        from geocore.explain.segmentation import Segmenter
-
-        seg = Segmenter.from_pretrained(segmenter).segment(photo)
+    # a segmentation model: segment the whole photo once, Grad-CAM crops it like the photo
+    seg = load_segmenter(segmenter).segment(photo) if net.needs_segmentation else None
     chosen = _latlon(target_latlon) if target_latlon else target
     result = gradcam(net, photo, chosen, seg=seg)
     result.overlay.save(output)

@@ -30,13 +30,12 @@ def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
 
 def _load(model: str, pretrained: str | None, gallery: Path | None, bbox: str | None, grid_km: float | None):
     from geocore.geo import gallery as galleries
+    from geocore.models.base import GalleryModel
     from geocore.models.registry import load_model_for_user
 
-    from geocore.models.attach import prepare_for_inference
-
-    net = prepare_for_inference(load_model_for_user(model, pretrained))  # TransLocator gets its segmenter
+    net = load_model_for_user(model, pretrained)
     box = _bbox(bbox)
-    if (gallery or box or grid_km) and not hasattr(net, "set_gallery"):
+    if (gallery or box or grid_km) and not isinstance(net, GalleryModel):
         raise InputError(f"--gallery/--bbox/--grid-km need a GPS-gallery model (geoclip), not {model}")
     if gallery is not None:
         net.set_gallery(galleries.gallery_from_csv(gallery))
@@ -93,7 +92,7 @@ def locate(
     paths = expand_paths(images)
     net = _load(model, pretrained, gallery, bbox, grid_km)
     console = Console(stderr=as_json or output is not None, soft_wrap=True)
-    if getattr(net, "random_backbone", False):
+    if net.random_backbone:
         console.print(f"[bold red]note:[/] {model} has a RANDOM backbone: these predictions mean nothing")
     results = run_locate(net, [(str(p), p) for p in paths], top_k=top_k, refine=refine, batch_size=batch_size)
     rows, failed = [], 0
@@ -131,7 +130,7 @@ def text(
     from geocore.locate import prediction_table
 
     net = _load(model, pretrained, None, None, None)
-    if not hasattr(net, "predict_text"):
+    if not net.supports_text:
         raise InputError(f"text queries need GeoCLIP, not {model}")
     pred = net.predict_text(list(query), top_k)
     rows = []
@@ -153,13 +152,19 @@ def embed(
 ) -> None:
     """Location embeddings of GPS coordinates: one L2-normalised 512-d row per LAT,LON row, in input order."""
     from geocore.geo.gallery import gallery_from_csv
-    from geocore.models.registry import create_model, load_model_for_user
+    from geocore.models.base import GalleryModel
+    from geocore.models.location_encoder import load_location_encoder
+    from geocore.models.registry import load_model_for_user
 
     points = gallery_from_csv(coords)
-    # The location encoder ships in the geoclip wheel: no backbone weights are needed for it.
-    net = (create_model("geoclip-tiny") if model == "geoclip" and pretrained is None
-           else load_model_for_user(model, pretrained))
-    emb = net.embed_locations(points).cpu().numpy().astype(np.float32)
+    if model == "geoclip" and pretrained is None:  # the released encoder ships in the geoclip wheel: no CLIP needed
+        emb = load_location_encoder().embed(points)
+    else:
+        net = load_model_for_user(model, pretrained)
+        if not isinstance(net, GalleryModel):
+            raise InputError(f"embed needs a GPS-gallery model (geoclip), not {model}")
+        emb = net.embed_locations(points)
+    emb = emb.cpu().numpy().astype(np.float32)
     np.save(output, emb)
     Console(stderr=True).print(f"{len(emb)} embeddings of dimension {emb.shape[1]} → {output}")
 

@@ -1,12 +1,10 @@
 """Grad-CAM (Selvaraju et al., ICCV 2017) for every geocore model, through `pytorch_grad_cam`.
 
-What is explained:
-- GeoCLIP: the image's similarity to one location (a gallery point, default the top-1, or any (lat, lon)),
-  at the input of the last CLIP block (`resblocks[-1].ln_1`: the image embedding is read from the class token
-  only, so the last block's own patch outputs get no gradient).
-- TransLocator: the logit of one fine geo-cell (default the top-1) at `rgb_blocks[-1].norm1` of the RGB branch
-  (class-token readout, as above), with the segmentation map held fixed.
-- GeoDecoder: the logit of one fine geo-cell at `backbone_blocks[-1]` (the decoder attends to every token).
+What is explained, and where, is each model's own `gradcam_spec` (target layer, reshape, score):
+- GeoCLIP: the image's similarity to one location (a gallery point, default the top-1, or any (lat, lon)).
+- TransLocator: the logit of one fine geo-cell (default the top-1) in the RGB branch, the segmentation map
+  held fixed.
+- GeoDecoder: the logit of one fine geo-cell at the encoder's last block.
 
 The map is computed on the model's own input (its preprocessing: resize + centre crop) and placed back at the
 original image's size; parts the crop cut off get 0 and are dimmed in the overlay.
@@ -25,6 +23,7 @@ from torch import nn
 from torchvision import transforms as T
 
 from geocore.errors import InputError
+from geocore.models.base import GeoLocator
 
 
 @dataclass(frozen=True)
@@ -100,31 +99,10 @@ def overlay_cam(image: Image.Image, cam: np.ndarray, box: tuple[float, float, fl
     return Image.fromarray(out)
 
 
-def _geoclip_target(model: Any, pixels: torch.Tensor,
-                    target: int | tuple[float, float] | None) -> tuple[torch.Tensor, str]:
-    if target is None or isinstance(target, (int, np.integer)):
-        if target is None:
-            with torch.no_grad():
-                target = int(model.predict(pixels, top_k=1).indices[0, 0])
-        n = int(model.gallery.shape[0])
-        if not 0 <= int(target) < n:
-            raise InputError(f"target gallery point {target} out of range 0..{n - 1}")
-        lat, lon = (float(v) for v in model.gallery[int(target)].tolist())
-        emb = model.gallery_embeddings()[int(target)][None]
-        return emb, f"similarity to gallery point #{int(target)} ({lat:.4f}, {lon:.4f})"
-    lat, lon = (float(v) for v in target)
-    emb = model.embed_locations(torch.tensor([[lat, lon]]))
-    return emb, f"similarity to ({lat:.4f}, {lon:.4f})"
-
-
-def _seg_input(model: Any, seg: Any, image: Image.Image, box: tuple[float, ...], pixels: torch.Tensor) -> torch.Tensor:
-    """TransLocator's normalised S-branch input: from `seg` (labels (H, W) / colour map at the image's or the
-    input's size), else the attached segmenter."""
-    if seg is None:
-        if getattr(model, "segmenter", None) is None:
-            raise InputError("TransLocator needs a segmentation map: pass seg= or attach a segmenter "
-                             "(geocore.explain.segmentation.Segmenter(...).attach(model))")
-        seg = model.segmenter(pixels)
+def _seg_input(model: GeoLocator, seg: Any, image: Image.Image, box: tuple[float, ...],
+               pixels: torch.Tensor) -> torch.Tensor:
+    """The fixed segmentation input of a `needs_segmentation` model: `seg` (labels (H, W) / colour map at the
+    image's or the input's size), cropped like the photo and normalised."""
     seg = torch.as_tensor(np.asarray(seg)) if not isinstance(seg, torch.Tensor) else seg
     if seg.dim() == 2 or (seg.dim() == 3 and seg.shape[0] == 3 and seg.is_floating_point()):
         seg = seg[None]
@@ -134,7 +112,7 @@ def _seg_input(model: Any, seg: Any, image: Image.Image, box: tuple[float, ...],
     return model.prepare_seg(seg, tuple(pixels.shape[-2:])).detach()
 
 
-def gradcam(model: nn.Module, image: Image.Image, target: int | tuple[float, float] | None = None, *,
+def gradcam(model: GeoLocator, image: Image.Image, target: int | tuple[float, float] | None = None, *,
             seg: Any = None) -> CamResult:
     """Grad-CAM of `model` on a PIL image. target: GeoCLIP — a gallery index or a (lat, lon) (default top-1);
     TransLocator / GeoDecoder — a fine-cell index (default top-1). seg: TransLocator's segmentation map."""
@@ -145,62 +123,25 @@ def gradcam(model: nn.Module, image: Image.Image, target: int | tuple[float, flo
     image = image.convert("RGB")
     box = crop_box(model.preprocess, image.size)
     pixels = model.preprocess(image)[None].to(model.device)
-    kind = type(model).__name__
-    if hasattr(model, "clip"):  # GeoCLIP
-        emb, desc = _geoclip_target(model, pixels, target)
-        fn = lambda x: model.image_embeddings(x) @ emb.T  # noqa: E731  (B, 1) cosine similarity
-        layer, index = model.clip.visual.transformer.resblocks[-1].ln_1, 0
-        grid, prefix = tuple(model.clip.visual.grid_size), 1
-        reshape = lambda t: _tokens_to_map(t, grid, prefix)  # noqa: E731
-    elif hasattr(model, "rgb_blocks"):  # TransLocator
-        seg_in = _seg_input(model, seg, image, box, pixels)
-        fn = lambda x: model(x, seg_in.expand(x.shape[0], -1, -1, -1))["fine"]  # noqa: E731
-        layer, reshape = model.rgb_blocks[-1].norm1, model.reshape_transform
-        index, desc = _cell_target(model, pixels, target, seg=seg_in)
-    elif hasattr(model, "backbone_blocks"):  # GeoDecoder
-        fn = lambda x: model(x)["fine"]  # noqa: E731
-        layer, reshape = model.backbone_blocks[-1], model.reshape_transform
-        index, desc = _cell_target(model, pixels, target)
-    else:
-        raise InputError(f"Grad-CAM does not know model {kind}")
+    inputs: dict[str, Any] = {}
+    if model.needs_segmentation and seg is not None:  # else the model segments its own input
+        inputs["seg"] = _seg_input(model, seg, image, box, pixels)
+    spec = model.gradcam_spec(pixels, target, **inputs)
 
     was_training, maps = model.training, None
     saved = [(prm, prm.requires_grad, prm.grad) for prm in model.parameters()]
     model.requires_grad_(False)  # gradients reach the activations through the input; no parameter grads
     try:  # the context manager removes GradCAM's hooks on exit
-        with torch.enable_grad(), GradCAM(model=_Scalar(model, fn), target_layers=[layer],
-                                          reshape_transform=reshape) as cam:
+        with torch.enable_grad(), GradCAM(model=_Scalar(model, spec.score), target_layers=[spec.target_layer],
+                                          reshape_transform=spec.reshape_transform) as cam:
             x = pixels.detach().clone().requires_grad_(True)  # the backbone is frozen: grads flow from the input
-            maps = cam(input_tensor=x, targets=[lambda out: out[index]])  # (1, h_in, w_in) in [0, 1]
+            maps = cam(input_tensor=x, targets=[lambda out: out[spec.index]])  # (1, h_in, w_in) in [0, 1]
     finally:
         model.train(was_training)
         for prm, flag, grad in saved:  # as they were (GradCAM's zero_grad would drop existing grads)
             prm.requires_grad_(flag)
             prm.grad = grad
     if maps is None:  # pytorch_grad_cam's __exit__ swallows IndexError
-        raise RuntimeError(f"Grad-CAM failed for {kind} ({desc})")
+        raise RuntimeError(f"Grad-CAM failed for {type(model).__name__} ({spec.description})")
     result = _to_original(maps[0], image, box)
-    return CamResult(result, overlay_cam(image, result, box), desc)
-
-
-def _tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int], prefix: int) -> torch.Tensor:
-    """(B, prefix + h·w, C) batch-first CLIP tokens → (B, C, h, w), class token dropped."""
-    x = tokens[:, prefix:]
-    if x.shape[1] != grid[0] * grid[1]:
-        raise InputError(f"Grad-CAM: {x.shape[1]} patch tokens do not form a {grid[0]}x{grid[1]} grid")
-    return x.reshape(x.shape[0], grid[0], grid[1], x.shape[2]).permute(0, 3, 1, 2)
-
-
-def _cell_target(model: Any, pixels: torch.Tensor, target: Any, **kw: Any) -> tuple[int, str]:
-    """The fine cell to explain: `target`, else the model's top-1 prediction (levels combined as it predicts)."""
-    n = int(model.config["num_cells"][2])
-    known = bool(model.cells_known)
-    if target is None:
-        with torch.no_grad():
-            probs = model.level_probs(pixels, **kw)
-            target = int((model.probs_to_prediction(probs, 1, False).indices[0, 0] if known
-                          else probs[2][0].argmax()))
-    if isinstance(target, (tuple, list)) or not 0 <= int(target) < n:
-        raise InputError(f"target: expected a fine-cell index 0..{n - 1}, got {target!r}")
-    where = "centroid {:.4f}, {:.4f}".format(*model.centroids[int(target)].tolist()) if known else "no centroids"
-    return int(target), f"logit of fine cell #{int(target)} ({where})"
+    return CamResult(result, overlay_cam(image, result, box), spec.description)

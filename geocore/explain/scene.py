@@ -106,7 +106,9 @@ def classify_scene(model: Any, image: Image.Image, categories: str | Path | list
                    top_k: int = 5) -> SceneResult:
     """S3 scene (and the top-k Places365 scenes when `categories` — a categories file or its parsed rows — is
     given) of a PIL image, zero-shot with the CLIP inside a GeoCLIP `model`."""
-    if not hasattr(model, "clip") or not hasattr(model, "tokenizer"):
+    from geocore.models.geoclip import GeoCLIP
+
+    if not isinstance(model, GeoCLIP):
         raise InputError("scene recognition needs a CLIP-based model (geoclip)")
     pixels = model.preprocess(image.convert("RGB"))[None].to(model.device)
     img = F.normalize(model.clip.encode_image(pixels).float(), dim=-1)  # (1, D)

@@ -269,3 +269,10 @@ def load_partition(path: str | Path) -> CellPartition:
         raise InputError(f"{path}: not a readable CSV ({str(err).strip().splitlines()[-1]}); expected columns "
                          f"{','.join(COLUMNS)}") from None
     return partition_from_frame(frame, str(path), name=path.stem)
+
+
+def load_partitions(partitions) -> list[CellPartition]:
+    """(coarse, middle, fine) partitions from CSV paths or ready `CellPartition`s."""
+    if len(partitions) != 3:
+        raise InputError(f"partitions: expected 3 (coarse, middle, fine), got {len(partitions)}")
+    return [p if isinstance(p, CellPartition) else load_partition(p) for p in partitions]

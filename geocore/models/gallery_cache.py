@@ -57,11 +57,20 @@ class GalleryEmbeddingCache:
         self.disk = disk
         self._fp: tuple | None = None
         self._emb: torch.Tensor | None = None
+        self._half: torch.Tensor | None = None
         self.last_key: str | None = None
         self.last_source: str = ""  # "memory" | "disk" | "computed" (for tests and UIs)
 
     def clear(self) -> None:
-        self._fp, self._emb = None, None
+        self._fp, self._emb, self._half = None, None, None
+
+    def half(self, encoder: nn.Module, gallery: torch.Tensor,
+             compute: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """(M, D) float16 copy of the embeddings (large galleries are scanned in float16), made once per gallery."""
+        emb = self.get(encoder, gallery, compute)
+        if self._half is None:
+            self._half = emb.half()
+        return self._half
 
     def path_for(self, key: str) -> Path:
         return cache_dir() / "gallery_embeddings" / f"{self.name}-{key[:40]}.npy"
@@ -84,7 +93,7 @@ class GalleryEmbeddingCache:
         else:
             self.last_source = "disk"
             emb = emb.to(gallery.device)
-        self._fp, self._emb, self.last_key = fp, emb, key
+        self._fp, self._emb, self._half, self.last_key = fp, emb, None, key
         return emb
 
     def _load(self, key: str, m: int) -> torch.Tensor | None:

@@ -8,7 +8,6 @@ The MLP, location encoder, logit scale and the 100K MP-16 gallery come from the 
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,17 @@ from torch import nn
 from geocore.errors import InputError
 from geocore.geo.coords import validate_latlon
 from geocore.geo.gallery import default_gallery
-from geocore.models.base import GeoLocator
+from geocore.models.base import GalleryModel, GradCamSpec
 from geocore.models.clip_backbone import build_clip, clip_image_transform, clip_tokenizer, load_state_dict_file
 from geocore.models.gallery_cache import GalleryEmbeddingCache
+from geocore.models.layers.vit import tokens_to_map
 from geocore.models.location_encoder import LocationEncoder
 from geocore.models.prediction import Prediction
-from geocore.models.retrieval import cosine_scores
 from geocore.models.registry import WeightsInfo, register_model
+from geocore.models.retrieval import cosine_scores, use_half
+from geocore.weights.checkpoint import load_checkpoint, save_checkpoint
 from geocore.weights.paths import geoclip_package_dir
-from geocore.weights.resolve import resolve_clip_checkpoint
+from geocore.weights.resolve import parse_pretrained, resolve_clip_checkpoint
 from geocore.weights.sources import SOURCES
 from geocore.weights.status import source_status
 
@@ -42,8 +43,10 @@ TINY_CLIP_CFG: dict[str, Any] = {
 }
 
 
-class GeoCLIP(GeoLocator):
+class GeoCLIP(GalleryModel):
     """GeoCLIP over a GPS gallery. `random_backbone` is True when the CLIP weights are random (tests)."""
+
+    supports_text = True
 
     def __init__(self, clip: nn.Module, *, preprocess, tokenizer, embed_dim_in: int = 768,
                  gallery: torch.Tensor | None = None, random_backbone: bool = False,
@@ -132,6 +135,13 @@ class GeoCLIP(GeoLocator):
         return self.gallery_cache.get(self.location_encoder, self.gallery,
                                       lambda g: self.location_encoder.embed(g))
 
+    def _scan_matrix(self) -> torch.Tensor:
+        """The gallery embeddings as scanned: float32, or the cache's float16 copy for large galleries."""
+        if use_half(self.num_candidates()):
+            return self.gallery_cache.half(self.location_encoder, self.gallery,
+                                           lambda g: self.location_encoder.embed(g))
+        return self.gallery_embeddings()
+
     # --- scoring --------------------------------------------------------------------------------
 
     def forward(self, pixels: torch.Tensor, locations: torch.Tensor | None = None) -> torch.Tensor:
@@ -143,7 +153,7 @@ class GeoCLIP(GeoLocator):
 
     def predict_embeddings(self, emb: torch.Tensor, top_k: int = 5, full: bool = False) -> Prediction:
         """Top-k gallery points for (B, 512) normalised embeddings (image or text)."""
-        logits = self.logit_scale.exp() * cosine_scores(emb, self.gallery_embeddings())  # (B, M)
+        logits = self.logit_scale.exp() * cosine_scores(emb, self._scan_matrix())  # (B, M)
         return Prediction.from_scores(logits, self.gallery, top_k, full=full)
 
     @torch.no_grad()
@@ -156,25 +166,41 @@ class GeoCLIP(GeoLocator):
         """Top-k gallery points for text queries ("a photo taken in Kyoto")."""
         return self.predict_embeddings(self.text_embeddings(texts), top_k, full)
 
+    # --- Grad-CAM -------------------------------------------------------------------------------
+
+    def gradcam_spec(self, pixels: torch.Tensor, target: int | tuple[float, float] | None = None,
+                     **_: Any) -> GradCamSpec:
+        """Explain the image's similarity to a gallery point (index; default the top-1) or to any (lat, lon),
+        at the input of the last CLIP block (the embedding reads the class token only, so the last block's own
+        patch outputs get no gradient)."""
+        if isinstance(target, (tuple, list)):  # any (lat, lon)
+            lat, lon = (float(v) for v in target)
+            emb = self.embed_locations(torch.tensor([[lat, lon]])).to(self.device)
+            desc = f"similarity to ({lat:.4f}, {lon:.4f})"
+        else:  # a gallery index
+            if target is None:
+                with torch.no_grad():
+                    target = int(self.predict(pixels, top_k=1).indices[0, 0])
+            n = self.num_candidates()
+            if not 0 <= int(target) < n:
+                raise InputError(f"target gallery point {target} out of range 0..{n - 1}")
+            lat, lon = (float(v) for v in self.gallery[int(target)].tolist())
+            emb = self.gallery_embeddings()[int(target)][None]
+            desc = f"similarity to gallery point #{int(target)} ({lat:.4f}, {lon:.4f})"
+        visual = self.clip.visual
+        grid = tuple(visual.grid_size)
+        return GradCamSpec(visual.transformer.resblocks[-1].ln_1, lambda t: tokens_to_map(t, grid, 1),
+                           lambda x: self.image_embeddings(x) @ emb.T, 0, desc)
+
     # --- checkpoints ----------------------------------------------------------------------------
 
-    def save_checkpoint(self, path: str | Path) -> Path:
-        """Save the full model state (.safetensors, or torch .pt) for `create_model(..., pretrained=path)`."""
-        path = Path(path)
-        sd = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        meta = {"geocore_model": "geoclip", "config": json.dumps(self.config)}
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
-            save_file(sd, str(path), metadata=meta)
-        else:
-            torch.save({"state_dict": sd, **meta}, path)
-        return path
-
-
-def _looks_like_path(pretrained: str | Path) -> bool:
-    p = str(pretrained)
-    return isinstance(pretrained, Path) or "/" in p or "\\" in p or Path(p).suffix in {".pt", ".pth", ".safetensors"}
+    def save_checkpoint(self, path: str | Path, *, gallery: torch.Tensor | None = None) -> Path:
+        """Save what training changes (MLP, location encoder, logit scale) and the backbone's name — not a
+        copy of CLIP — plus `gallery` (M, 2) when given (a training run's own points; `locate` uses them)."""
+        sd = {k: v for k, v in self.state_dict().items() if not k.startswith("clip.")}
+        if gallery is not None:
+            sd["gallery"] = torch.as_tensor(gallery, dtype=torch.float32)
+        return save_checkpoint(path, self.model_name, sd, self.config)
 
 
 def _init_heads(model: GeoCLIP, heads: str | None) -> None:
@@ -203,35 +229,56 @@ def geoclip_from_clip(clip: nn.Module, *, clip_model: str | None = None, tag: st
     return model.eval()
 
 
+def _backbone(config: dict[str, Any], clip_weights: str | None) -> tuple[nn.Module, bool]:
+    """(CLIP, random?) as `config` names it: open_clip architecture or custom dict, weights tag or random."""
+    arch = None if config["clip_cfg"] is not None else config["clip_model"]
+    tag = config.get("clip_pretrained")
+    if tag is None:
+        return build_clip(arch, config["clip_cfg"], seed=config.get("seed", 0)), True
+    path = resolve_clip_checkpoint(config["clip_model"] or "ViT-L-14", tag, clip_weights)
+    return build_clip(arch, config["clip_cfg"], state_dict=load_state_dict_file(path)), False
+
+
 def _build(pretrained: str | None, *, clip_model: str | None = "ViT-L-14", clip_cfg: dict | None = None,
            embed_dim_in: int = 768, heads: str | None = "wheel", clip_weights: str | None = None,
            gallery: torch.Tensor | None = None, seed: int = 0) -> GeoCLIP:
-    clip_cfg = copy.deepcopy(clip_cfg)  # never share the registry's dict
-    config = {"clip_model": clip_model, "clip_cfg": clip_cfg, "embed_dim_in": embed_dim_in, "heads": heads}
-    arch = None if clip_cfg is not None else clip_model  # architecture: a built-in name or the custom dict
-    common = dict(clip_model=arch, embed_dim_in=embed_dim_in, gallery=gallery, config=config, seed=seed)
-    if pretrained is None:
-        clip = build_clip(arch, clip_cfg, seed=seed)
-        return geoclip_from_clip(clip, heads=heads, random_backbone=True, **common)
-    if not _looks_like_path(pretrained):  # an open_clip tag, e.g. "openai": local weights or WeightsMissingError
-        path = resolve_clip_checkpoint(clip_model or "ViT-L-14", pretrained, clip_weights)
-        clip = build_clip(arch, clip_cfg, state_dict=load_state_dict_file(path))
-        return geoclip_from_clip(clip, tag=pretrained, heads=heads, **common)
-    # a geocore checkpoint of the whole model
-    if not Path(pretrained).is_file():
-        raise InputError(f"pretrained checkpoint {pretrained} does not exist")
-    full_sd = load_state_dict_file(pretrained)
-    clip_sd = {k[5:]: v for k, v in full_sd.items() if k.startswith("clip.")}
-    if not clip_sd:
-        raise InputError(f"{pretrained}: not a geocore GeoCLIP checkpoint (no 'clip.' tensors)")
-    model = geoclip_from_clip(build_clip(arch, clip_cfg, state_dict=clip_sd), heads=None, **common)
-    heads_sd = {k: v for k, v in full_sd.items() if not k.startswith("clip.")}
-    missing, unexpected = model.load_state_dict(heads_sd, strict=False)
+    """pretrained: None (random backbone), an open_clip tag ("openai", local weights only) or a checkpoint file
+    (heads + backbone name; its backbone weights are resolved like a tag)."""
+    ref = parse_pretrained(pretrained)
+    if ref.kind == "folder":
+        raise InputError(f"{pretrained}: a folder; pass the checkpoint file, or clip_weights=FOLDER for the backbone")
+    if ref.kind == "file":
+        return _from_checkpoint(ref.path, clip_weights, gallery)
+    config = {"clip_model": clip_model, "clip_cfg": copy.deepcopy(clip_cfg), "embed_dim_in": embed_dim_in,
+              "heads": heads, "clip_pretrained": ref.value, "seed": seed}
+    clip, random_backbone = _backbone(config, clip_weights)
+    arch = None if clip_cfg is not None else clip_model
+    return geoclip_from_clip(clip, clip_model=arch, tag=ref.value, embed_dim_in=embed_dim_in, heads=heads,
+                             gallery=gallery, random_backbone=random_backbone, config=config, seed=seed)
+
+
+def _from_checkpoint(path: Path, clip_weights: str | None, gallery: torch.Tensor | None) -> GeoCLIP:
+    ckpt = load_checkpoint(path)
+    config = ckpt.config
+    if ckpt.model not in GALLERY_MODELS or "clip_cfg" not in config:
+        raise InputError(f"{path}: a {ckpt.model} checkpoint, not a GeoCLIP one")
+    clip, random_backbone = _backbone(config, clip_weights)
+    arch = None if config["clip_cfg"] is not None else config["clip_model"]
+    tensors = dict(ckpt.tensors)
+    saved_gallery = tensors.pop("gallery", None)
+    model = geoclip_from_clip(clip, clip_model=arch, tag=config.get("clip_pretrained"),
+                              embed_dim_in=config["embed_dim_in"], heads=None,
+                              gallery=gallery if gallery is not None else saved_gallery,
+                              random_backbone=random_backbone, config=config, seed=config.get("seed", 0))
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if not k.startswith("clip.")]
     if missing or unexpected:
-        raise InputError(f"{pretrained}: checkpoint does not match GeoCLIP (missing {missing[:3]}, "
+        raise InputError(f"{path}: checkpoint does not match GeoCLIP (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
     return model
+
+
+GALLERY_MODELS = ("geoclip", "geoclip-tiny")
 
 
 def geoclip_weights_info() -> WeightsInfo:
@@ -269,7 +316,7 @@ def geoclip(pretrained: str | None = None, **kwargs: Any) -> GeoCLIP:
 )
 def geoclip_tiny(pretrained: str | None = None, **kwargs: Any) -> GeoCLIP:
     """pretrained: None (random tiny backbone) or a geocore checkpoint path of this architecture."""
-    if pretrained is not None and not _looks_like_path(pretrained):
+    if parse_pretrained(pretrained).kind == "tag":
         raise InputError(f"geoclip-tiny has a random backbone; pretrained must be None or a checkpoint path, "
                          f"got {pretrained!r}")
     return _build(pretrained, **kwargs)

@@ -17,19 +17,20 @@ so each scene's queries learn from its own images. No public weights: train with
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from geocore.models.cell_classifier import (CellClassifier, Probs, average_crops, build_cell_model, create_vit,
-                                            ten_crop, vit_preprocess, vit_reshape_transform)
+from geocore.models.cell_classifier import CellClassifier, Probs, build_cell_model
 from geocore.models.layers.decoder import SceneHierarchyDecoder
 from geocore.models.layers.hierarchy import LEVELS, weighted_loss
+from geocore.models.layers.vit import average_crops, ten_crop, tokens_to_map
 from geocore.models.prediction import Prediction
 from geocore.models.registry import WeightsInfo, register_model
+from geocore.models.vit_backbone import create_vit, vit_grid, vit_preprocess
 
 
 class GeoDecoder(CellClassifier):
@@ -63,19 +64,19 @@ class GeoDecoder(CellClassifier):
             heads=cfg["decoder_heads"], mlp_dim=cfg["decoder_mlp"], dependent_depth=cfg["dependent_depth"],
             scope=cfg["query_attention"], dropout=cfg["decoder_dropout"])
         self.heads = nn.ModuleList(nn.Linear(dim, n) for n in cfg["num_cells"])  # coarse, middle, fine
+        self.image_size = int(self.backbone.patch_embed.img_size[0])  # square network input
         self.preprocess, mean, std = vit_preprocess(self.backbone)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
 
-    @property
-    def backbone_blocks(self) -> nn.Sequential:
-        """The encoder's transformer blocks (Grad-CAM target: `backbone_blocks[-1]`)."""
-        return self.backbone.blocks
+    def gradcam_layer(self) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+        """The encoder's last block (the decoder attends to every token)."""
+        grid, prefix = vit_grid(self.backbone)
+        return self.backbone.blocks[-1], lambda t: tokens_to_map(t, grid, prefix)
 
-    def reshape_transform(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Block output (B, prefix + h·w, C) -> (B, C, h, w), for Grad-CAM."""
-        return vit_reshape_transform(tokens, tuple(self.backbone.patch_embed.grid_size),
-                                     self.backbone.num_prefix_tokens)
+    def fine_logits(self, pixels: torch.Tensor, **_: Any) -> torch.Tensor:
+        """(B, n_fine) logits from the predicted scene's queries."""
+        return self(pixels)["fine"]
 
     def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> decoded queries (B, S, 3, D)."""
@@ -137,4 +138,4 @@ def geodecoder(pretrained: str | None = None, partitions: Sequence[str | Path] |
     else `GeoDecoder.DEFAULTS` (combine="product")."""
     given = dict(num_cells=num_cells, scene_classes=scene_classes, backbone=backbone,
                  backbone_kwargs=backbone_kwargs, combine=combine, **cfg)
-    return build_cell_model(GeoDecoder, pretrained=pretrained, partitions=partitions, given=given)
+    return build_cell_model(GeoDecoder, "geodecoder", pretrained=pretrained, partitions=partitions, given=given)

@@ -91,3 +91,11 @@ class LocationEncoder(nn.Module):
         enc = cls(DEFAULT_SIGMAS)
         enc.load_state_dict(cls.convert_geoclip_state_dict(sd), strict=True)
         return enc
+
+
+def load_location_encoder() -> LocationEncoder:
+    """GeoCLIP's released location encoder (from the installed `geoclip` wheel), in eval mode; no CLIP needed."""
+    from geocore.weights.paths import geoclip_package_dir
+
+    return LocationEncoder.from_geoclip_file(geoclip_package_dir() / "model" / "weights" /
+                                             "location_encoder_weights.pth").eval()

@@ -40,6 +40,7 @@ class ModelEntry:
     weights_info: Callable[[], WeightsInfo] | None = None
     default_pretrained: str | None = None  # what users get when they name no weights
     random_ok: bool = False  # True only for models that are labelled random (tests, demos)
+    user_defaults: dict[str, Any] = field(default_factory=dict)  # what user-facing loads add (e.g. a segmenter)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -53,13 +54,14 @@ def register_model(
     weights_info: Callable[[], WeightsInfo] | None = None,
     default_pretrained: str | None = None,
     random_ok: bool = False,
+    user_defaults: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., GeoLocator]], Callable[..., GeoLocator]]:
     """Decorator registering `builder(pretrained=None, **kwargs) -> GeoLocator` under `name`."""
 
     def wrap(builder: Callable[..., GeoLocator]) -> Callable[..., GeoLocator]:
         _REGISTRY[name] = ModelEntry(
-            name, builder, description, dict(config or {}), weights_info, default_pretrained, random_ok
-        )
+            name, builder, description, dict(config or {}), weights_info, default_pretrained, random_ok,
+            dict(user_defaults or {}))
         return builder
 
     return wrap
@@ -98,11 +100,14 @@ def create_model(name: str, pretrained: str | None = None, **kwargs: Any) -> Geo
     return model
 
 
-def load_model_for_user(name: str, pretrained: str | None = None, **kwargs: Any) -> GeoLocator:
-    """`create_model` for user-facing paths: never silently random weights.
+def load_model_for_user(name: str, pretrained: str | None = None, *, segmenter: Any = None,
+                        **kwargs: Any) -> GeoLocator:
+    """`create_model` for user-facing paths: never silently random weights, and ready to predict from RGB.
 
     With no `pretrained`, the model's default weights are used; a model with none (no public
     weights) raises WeightsMissingError saying how to get some, unless it is labelled random.
+    The entry's `user_defaults` (TransLocator: its segmenter) apply unless given; `segmenter` replaces the
+    default segmenter of a model that has one and is ignored by the others.
     """
     entry = model_entry(name)
     chosen = pretrained if pretrained not in (None, "") else entry.default_pretrained
@@ -110,4 +115,7 @@ def load_model_for_user(name: str, pretrained: str | None = None, **kwargs: Any)
         info = entry.weights_info() if entry.weights_info else None
         how = f"; {info.how_to_get}" if info and info.how_to_get else ""
         raise WeightsMissingError(f"{name} has no default weights: pass --pretrained PATH to a checkpoint{how}")
-    return create_model(name, pretrained=chosen, **kwargs)
+    defaults = dict(entry.user_defaults)
+    if segmenter is not None and "segmenter" in defaults:
+        defaults["segmenter"] = segmenter
+    return create_model(name, pretrained=chosen, **{**defaults, **kwargs})

@@ -22,15 +22,17 @@ import torch
 from torch import nn
 
 from geocore.errors import InputError
-from geocore.models.cell_classifier import (CellClassifier, Probs, average_crops, build_cell_model, create_vit,
-                                            ten_crop, vit_preprocess, vit_reshape_transform)
+from geocore.models.cell_classifier import CellClassifier, Probs, build_cell_model
 from geocore.models.layers.fusion import AttentiveFusion, CLSFusion
 from geocore.models.layers.hierarchy import weighted_loss
 from geocore.models.layers.seg_palette import render_segmentation
+from geocore.models.layers.vit import average_crops, ten_crop, tokens_to_map
 from geocore.models.prediction import Prediction
 from geocore.models.registry import WeightsInfo, register_model
+from geocore.models.segmenter import DEFAULT_SEGMENTER, Segmenter, load_segmenter
+from geocore.models.vit_backbone import create_vit, vit_grid, vit_preprocess
 
-Segmenter = Callable[[torch.Tensor], torch.Tensor]  # pixels (B, 3, H, W) -> colour map (B, 3, H, W) or labels
+SegmentFn = Callable[[torch.Tensor], torch.Tensor]  # pixels (B, 3, H, W) -> colour map (B, 3, H, W) or labels
 
 
 class TransLocator(CellClassifier):
@@ -48,7 +50,13 @@ class TransLocator(CellClassifier):
         "alpha": 0.3, "beta": 0.2, "gamma": 1.0,
     }
     FREE_KEYS = CellClassifier.FREE_KEYS | {"alpha", "beta", "gamma"}
-    segmenter: Segmenter | None = None  # attach one to predict from RGB alone
+    needs_segmentation = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "segmenter":  # a plain reference: never a submodule, never in the state dict
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def __init__(self, config: Mapping[str, Any] | None = None, *, imagenet: bool = False) -> None:
         super().__init__(config or {})
@@ -63,24 +71,43 @@ class TransLocator(CellClassifier):
         self.heads = nn.ModuleDict({
             "coarse": nn.Linear(2 * dim, n[0]), "middle": nn.Linear(2 * dim, n[1]),
             "fine": nn.Linear(2 * dim, n[2]), "scene": nn.Linear(2 * dim, cfg["scene_classes"])})
+        self.image_size = int(self.rgb.patch_embed.img_size[0])  # square network input
         self.preprocess, mean, std = vit_preprocess(self.rgb)
         self.register_buffer("mean", mean, persistent=False)  # (1, 3, 1, 1)
         self.register_buffer("std", std, persistent=False)
+        self.segmenter: SegmentFn | None = None  # attach_segmenter() one to predict from RGB alone
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> "TransLocator":
+        """`.to(device)` and friends move an attached `Segmenter` along with the model."""
+        super()._apply(fn, recurse)
+        if isinstance(self.segmenter, Segmenter):
+            self.segmenter.model._apply(fn, recurse)
+        return self
+
+    def attach_segmenter(self, segmenter: Any) -> "TransLocator":
+        """Use `segmenter` (a weights name, a transformers folder, a `Segmenter`, or any callable
+        pixels → map) for the segmentation branch when no map is given; returns the model."""
+        if isinstance(segmenter, (str, Path)) or isinstance(segmenter, Segmenter):
+            self.segmenter = load_segmenter(segmenter).set_input_stats(self.mean, self.std)
+        elif callable(segmenter):
+            self.segmenter = segmenter
+        else:
+            raise InputError(f"segmenter: expected a weights name, a folder or a callable, got {segmenter!r}")
+        return self
 
     # ---- network ------------------------------------------------------------------------------------------
 
-    @property
-    def rgb_blocks(self) -> nn.Sequential:
-        """The R branch's transformer blocks (Grad-CAM target: `rgb_blocks[-1]`)."""
-        return self.rgb.blocks
+    def gradcam_layer(self) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]]:
+        """The input of the RGB branch's last block (its output reaches the heads only through the class token,
+        so the last block's own patch outputs get no gradient)."""
+        grid, prefix = vit_grid(self.rgb)
+        return self.rgb.blocks[-1].norm1, lambda t: tokens_to_map(t, grid, prefix)
 
-    @property
-    def seg_blocks(self) -> nn.Sequential:
-        return self.seg.blocks
-
-    def reshape_transform(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Block output (B, 1 + h·w, C) -> (B, C, h, w), for Grad-CAM on `rgb_blocks[-1]`."""
-        return vit_reshape_transform(tokens, tuple(self.rgb.patch_embed.grid_size), self.rgb.num_prefix_tokens)
+    def fine_logits(self, pixels: torch.Tensor, seg: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+        """(B, n_fine) logits; `seg` is the normalised S-branch input for one image (held fixed), or None to
+        segment `pixels` with the attached segmenter."""
+        seg_in = self._seg_for(pixels.detach(), None) if seg is None else seg
+        return self(pixels, seg_in.expand(pixels.shape[0], -1, -1, -1))["fine"]
 
     @staticmethod
     def _embed(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +161,7 @@ class TransLocator(CellClassifier):
         if seg is None:
             if self.segmenter is None:
                 raise InputError("TransLocator needs a semantic segmentation map: pass seg= (labels or colour "
-                                 "map) or attach a segmenter (model.segmenter = callable(pixels) -> map)")
+                                 "map) or build it with create_model('translocator', ..., segmenter=NAME)")
             seg = self.segmenter(pixels)
         if seg.shape[0] != pixels.shape[0]:
             raise InputError(f"segmentation batch {seg.shape[0]} != image batch {pixels.shape[0]}")
@@ -169,14 +196,18 @@ def translocator_weights_info() -> WeightsInfo:
     "translocator",
     description="TransLocator (ECCV 2022): RGB + segmentation dual-branch ViT-B/16, S2 geo-cell classification",
     weights_info=translocator_weights_info,
+    user_defaults={"segmenter": DEFAULT_SEGMENTER},
 )
 def translocator(pretrained: str | None = None, partitions: Sequence[str | Path] | None = None,
                  num_cells: Sequence[int] | None = None, scene_classes: int | None = None,
                  backbone: str | None = None, backbone_kwargs: Mapping[str, Any] | None = None,
-                 combine: str | None = None, **cfg: Any) -> TransLocator:
+                 combine: str | None = None, segmenter: Any = None, **cfg: Any) -> TransLocator:
     """pretrained: None (random init), "imagenet" (timm backbone weights from the local HF cache) or a
-    checkpoint path. partitions: (coarse, middle, fine) cell CSVs, e.g. cells_50_{5000,2000,1000}.csv.
+    checkpoint file. partitions: (coarse, middle, fine) cell CSVs, e.g. cells_50_{5000,2000,1000}.csv.
+    segmenter: the segmentation model that feeds the second branch (a weights name such as
+    "segformer-b0-ade", a transformers folder or a `Segmenter`); None attaches none (maps passed as `seg=`).
     Unset options come from the checkpoint, else `TransLocator.DEFAULTS` (combine="product")."""
     given = dict(num_cells=num_cells, scene_classes=scene_classes, backbone=backbone,
                  backbone_kwargs=backbone_kwargs, combine=combine, **cfg)
-    return build_cell_model(TransLocator, pretrained=pretrained, partitions=partitions, given=given)
+    model = build_cell_model(TransLocator, "translocator", pretrained=pretrained, partitions=partitions, given=given)
+    return model.attach_segmenter(segmenter) if segmenter is not None else model

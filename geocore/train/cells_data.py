@@ -181,8 +181,7 @@ class CellDataset(Dataset):
 
 def model_geometry(model: Any) -> tuple[int, list[float], list[float]]:
     """(input size, mean, std) of a TransLocator or GeoDecoder."""
-    vit = model.rgb if hasattr(model, "rgb") else model.backbone
-    return int(vit.patch_embed.img_size[0]), model.mean.flatten().tolist(), model.std.flatten().tolist()
+    return model.image_size, model.mean.flatten().tolist(), model.std.flatten().tolist()
 
 
 class CellDataModule(SplitDataModule):

@@ -26,7 +26,7 @@ SCHEDULES = ("cosine", "step", "none")
 
 def is_translocator(model: Any) -> bool:
     """True for a TransLocator-like model: it takes a segmentation map next to the image."""
-    return hasattr(model, "prepare_seg")
+    return bool(model.needs_segmentation)
 
 
 class CellModule(L.LightningModule):

@@ -27,10 +27,9 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from geocore.errors import InputError
-from geocore.explain.segmentation import DEFAULT_SEGMENTER
-from geocore.models.attach import load_segmenter, prepare_for_inference
+from geocore.geo.cells import load_partitions
 from geocore.models.cell_classifier import CellClassifier
-from geocore.models.layers.hierarchy import load_partitions
+from geocore.models.segmenter import DEFAULT_SEGMENTER, load_segmenter
 from geocore.models.registry import create_model
 from geocore.train.cells_data import CellDataModule
 from geocore.train.cells_module import CellModule
@@ -39,7 +38,6 @@ from geocore.train.run import default_precision
 
 CELL_MODELS = ("translocator", "geodecoder")
 
-__all__ = ["CELL_MODELS", "CellFitResult", "fit_cell_model", "prepare_for_inference", "train_cell_model"]
 
 
 @dataclass
@@ -116,13 +114,13 @@ def fit_cell_model(name: str, csv: str | Path, images: str | Path, *, partitions
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.is_file() else None)
-    final = out / f"{name}.pt"
+    final = out / f"{name}.safetensors"
     model = module.model.cpu().eval()
     if trainer.is_global_zero:
         model.save_checkpoint(final)
     trainer.strategy.barrier()
     if seg is not None:
-        seg.attach(model)
+        model.attach_segmenter(seg)
     return CellFitResult(final, module, trainer, dm)
 
 

@@ -150,7 +150,7 @@ def fit_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path,
         trainer.fit(module, datamodule=dm, ckpt_path=str(last) if cfg.resume and last.is_file() else None)
     final = out / CHECKPOINT_NAME
     if trainer.is_global_zero:
-        net.save_checkpoint(final)
+        net.save_checkpoint(final, gallery=dm.gallery)  # locate scores the run's own points
         g = dm.gallery.numpy()
         pd.DataFrame({"LAT": g[:, 0], "LON": g[:, 1]}).to_csv(out / "gallery.csv", index=False)
     trainer.strategy.barrier()

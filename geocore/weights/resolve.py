@@ -6,6 +6,7 @@ Order: an explicit file or folder → `$GEOCORE_WEIGHTS_DIR` → the Hugging Fac
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from geocore.errors import InputError, WeightsMissingError
@@ -13,6 +14,37 @@ from geocore.weights.paths import hf_hub_cache, weights_dir
 from geocore.weights.sources import SOURCES, WeightsSource, download_command, source_for_open_clip
 
 _SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class PretrainedRef:
+    """What a `pretrained=` value names. kind: "none" (random init), "tag" (named weights such as
+    "openai" or "imagenet", found locally by name), "file" (a checkpoint file) or "folder" (a weights folder)."""
+
+    kind: str
+    value: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(str(self.value)).expanduser()
+
+
+def parse_pretrained(pretrained: str | Path | None) -> PretrainedRef:
+    """The one place that decides whether `pretrained` is nothing, a tag, a file or a folder.
+
+    A value that looks like a path (a separator, or a checkpoint suffix) but does not exist is an InputError.
+    """
+    if pretrained is None or str(pretrained).strip() == "":
+        return PretrainedRef("none")
+    text = str(pretrained)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return PretrainedRef("folder", text)
+    if path.is_file():
+        return PretrainedRef("file", text)
+    if isinstance(pretrained, Path) or "/" in text or "\\" in text or path.suffix in _SUFFIXES:
+        raise InputError(f"pretrained checkpoint {text} does not exist")
+    return PretrainedRef("tag", text)
 
 
 def _in_folder(folder: Path, filenames: tuple[str, ...]) -> Path | None:
@@ -140,3 +172,26 @@ def resolve_clip_checkpoint(model_name: str, tag: str, weights: str | Path | Non
         f"CLIP backbone weights {src.name!r} (open_clip {model_name}/{tag}{size}) not found; looked in "
         f"{looked_in(src)}; get them with: {download_command(src.name)}"
     )
+
+
+def resolve_timm_weights(name: str) -> Path:
+    """Local file of timm's pretrained weights for backbone `name`, from the HF cache only; WeightsMissingError
+    naming the download command if absent."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache  # reads the cache folder only
+
+    try:
+        cfg = timm.models.get_pretrained_cfg(name)
+    except RuntimeError as err:
+        raise InputError(f"backbone {name!r}: {err}") from None
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo:
+        raise WeightsMissingError(f"timm has no Hugging Face weights for backbone {name!r}; use pretrained=None")
+    cache = hf_hub_cache()
+    names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+    for fn in names if cache.is_dir() else []:
+        hit = try_to_load_from_cache(repo, fn, cache_dir=cache)
+        if isinstance(hit, str) and Path(hit).is_file():
+            return Path(hit)
+    raise WeightsMissingError(f"ImageNet weights for backbone {name} are not in the Hugging Face cache {cache}; "
+                              f"get them with `hf download {repo}`, or use pretrained=None")
