@@ -26,7 +26,8 @@ from geocore.models.registry import create_model
 from geocore.train.data import split_ids
 from geocore.train.features import FeatureDataModule, load_features
 from geocore.train.geoclip_module import GeoCLIPModule, GPSQueue, add_gps_noise
-from geocore.train.run import default_precision, fit_geoclip
+from geocore.train.fit import default_precision
+from geocore.train.run import fit_geoclip
 
 REGIONS = [(48.86, 2.35), (40.71, -74.01), (35.68, 139.69), (-33.87, 151.21)]
 COLOURS = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (230, 220, 40)]
@@ -154,8 +155,9 @@ def test_training_learns_regions_and_checkpoint_reloads(synth, tmp_path):
 
     gallery = gallery_from_csv(out / "gallery.csv")  # the training points, 1/4 per region
     assert len(gallery) == 96
+    assert torch.equal(loaded.gallery, gallery)  # the checkpoint carries the run's gallery: no --gallery needed
     trained = result.module.model.eval()
-    for m in (trained, loaded, initial):
+    for m in (trained, initial):
         m.set_gallery(gallery)
     p_trained, p_loaded = trained.predict(pixels, top_k=3), loaded.predict(pixels, top_k=3)
     assert torch.equal(p_trained.indices, p_loaded.indices)

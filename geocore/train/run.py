@@ -2,8 +2,9 @@
 
 One GPU, many GPUs (`devices > 1` → DDP) and many nodes (`num_nodes > 1`, launched once per node by
 your scheduler, e.g. `srun`) are the same call. Writes into `output_dir`:
-  geoclip.safetensors   the trained model: `create_model("geoclip", pretrained=PATH)` loads it
-  gallery.csv           LAT,LON of the training points (a gallery for the new region)
+  geoclip.safetensors   the trained heads, the backbone's name and the run's gallery (the training points):
+                        `create_model("geoclip", pretrained=PATH)` loads it and scores that gallery
+  gallery.csv           LAT,LON of the same training points, for reading
   lightning/last.ckpt   Lightning's checkpoint, to resume (`resume=True`)
   logs/.../metrics.csv  losses and validation accuracy per step and epoch
   features.pt           the backbone feature cache (`cache_features=True`)
@@ -11,17 +12,13 @@ your scheduler, e.g. `srun`) are the same call. Writes into `output_dir`:
 
 from __future__ import annotations
 
-import math
-import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import pandas as pd
-import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 from geocore.errors import InputError
@@ -29,10 +26,11 @@ from geocore.models.geoclip import GeoCLIP
 from geocore.models.registry import load_model_for_user
 from geocore.train.data import GeoImageDataModule, open_training_csv, train_transform_for
 from geocore.train.features import FeatureDataModule
+from geocore.train.fit import RunConfig, fit, run_precision, start_run, with_overrides
 from geocore.train.geoclip_module import GeoCLIPModule
+from geocore.weights.resolve import parse_pretrained
 
 CHECKPOINT_NAME = "geoclip.safetensors"
-CKPT_SUFFIXES = {".pt", ".pth", ".safetensors"}
 
 
 @dataclass
@@ -42,12 +40,6 @@ class FitResult:
     trainer: L.Trainer
 
 
-def default_precision(accelerator: str = "auto") -> str:
-    """`bf16-mixed` on a CUDA GPU that supports it, else `32-true`."""
-    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    return "bf16-mixed" if gpu and torch.cuda.is_bf16_supported() else "32-true"
-
-
 def build_geoclip(model: str = "geoclip", pretrained: str | None = None, *, from_scratch: bool = False,
                   seed: int = 0, **model_kwargs: Any) -> GeoCLIP:
     """The model to train: GeoCLIP's released heads (fine-tuning) or random heads (`from_scratch`).
@@ -55,10 +47,8 @@ def build_geoclip(model: str = "geoclip", pretrained: str | None = None, *, from
     `pretrained=None` takes the model's default weights ("openai" for geoclip); a missing backbone is a
     WeightsMissingError saying how to get it.
     """
-    import geocore.models.geoclip  # noqa: F401  (registers the geoclip models)
-
     if from_scratch:
-        if pretrained is not None and (Path(pretrained).is_file() or Path(pretrained).suffix in CKPT_SUFFIXES):
+        if parse_pretrained(pretrained).kind == "file":
             raise InputError(f"from_scratch starts from random heads, not from the checkpoint {pretrained}; "
                              "leave one of them out")
         model_kwargs["heads"] = None
@@ -69,51 +59,29 @@ def build_geoclip(model: str = "geoclip", pretrained: str | None = None, *, from
 
 
 @dataclass(frozen=True)
-class GeoCLIPTrainConfig:
-    """Training options as plain data. Defaults follow the paper (see `train_geoclip`)."""
+class GeoCLIPTrainConfig(RunConfig):
+    """GeoCLIP training options as plain data; the defaults follow the paper (see `train_geoclip`)."""
 
-    epochs: int = 10
     batch_size: int = 512
     lr: float = 3e-5
     weight_decay: float = 1e-6
+    schedule: str = "step"
     queue_size: int = 4096
     queue_noise_m: float = 0.0
-    schedule: str = "step"
-    val_fraction: float = 0.05
-    devices: int | str = 1
-    num_nodes: int = 1
-    strategy: str | None = None
-    precision: str | None = None
-    accelerator: str = "auto"
     cache_features: bool = False
     feature_views: int = 0
     pretrained: str | None = None
     from_scratch: bool = False
     model: str = "geoclip"
     model_kwargs: dict[str, Any] | None = None
-    seed: int = 0
-    num_workers: int = 4
-    resume: bool = False
-    log_every_n_steps: int = 50
-    progress: bool = True
-
-
-def _config(config: GeoCLIPTrainConfig | None, overrides: dict[str, Any]) -> GeoCLIPTrainConfig:
-    unknown = set(overrides) - set(GeoCLIPTrainConfig.__dataclass_fields__)
-    if unknown:
-        raise InputError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-    return replace(config or GeoCLIPTrainConfig(), **overrides)
 
 
 def fit_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path,
                 config: GeoCLIPTrainConfig | None = None, callbacks: list[Callback] | None = None,
                 **overrides: Any) -> FitResult:
     """`train_geoclip`, returning the trained module and trainer too (for notebooks and tests)."""
-    cfg = _config(config, overrides)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    precision = cfg.precision or default_precision(cfg.accelerator)
+    cfg = with_overrides(config or GeoCLIPTrainConfig(), overrides)
+    out = start_run(cfg, output_dir)
     dataset = open_training_csv(csv, images)  # bad paths fail before the backbone loads
     net = build_geoclip(cfg.model, cfg.pretrained, from_scratch=cfg.from_scratch, seed=cfg.seed,
                         **(cfg.model_kwargs or {}))
@@ -121,8 +89,8 @@ def fit_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path,
                   num_workers=cfg.num_workers, dataset=dataset)
     if cfg.cache_features:
         dm: GeoImageDataModule | FeatureDataModule = FeatureDataModule(
-            net, csv, images, out / "features.pt", views=cfg.feature_views, bf16=precision.startswith("bf16"),
-            progress=cfg.progress, **common)
+            net, csv, images, out / "features.pt", views=cfg.feature_views,
+            bf16=run_precision(cfg).startswith("bf16"), progress=cfg.progress, **common)
         has_val, n_train = bool(dm.val_ids), len(dm.train_ids)
     else:
         dm = GeoImageDataModule(csv, images, val_transform=net.preprocess,
@@ -132,28 +100,14 @@ def fit_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path,
         rank_zero_info(f"{dm.n_missing} image(s) listed in {csv} are missing from {images}: skipped")
     module = GeoCLIPModule(net, lr=cfg.lr, weight_decay=cfg.weight_decay, queue_size=cfg.queue_size,
                            queue_noise_m=cfg.queue_noise_m, schedule=cfg.schedule, gallery=dm.gallery)
-    multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and (cfg.devices > 1 or cfg.devices == -1))
-    world = cfg.num_nodes * (cfg.devices if isinstance(cfg.devices, int) and cfg.devices > 0 else 1)
-    ckpt_dir = out / "lightning"
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy or ("ddp" if multi else "auto"), precision=precision, default_root_dir=out,
-        logger=CSVLogger(out, name="logs"),
-        log_every_n_steps=max(1, min(cfg.log_every_n_steps, math.ceil(n_train / (cfg.batch_size * world)))),
-        callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0), *(callbacks or [])],
-        limit_val_batches=None if has_val else 0, num_sanity_val_steps=0,
-        enable_progress_bar=cfg.progress, enable_model_summary=cfg.progress,
-    )
-    last = ckpt_dir / "last.ckpt"
-    with warnings.catch_warnings():  # the frozen backbone is in eval mode on purpose
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if cfg.resume and last.is_file() else None)
     final = out / CHECKPOINT_NAME
-    if trainer.is_global_zero:
-        net.save_checkpoint(final, gallery=dm.gallery)  # locate scores the run's own points
+
+    def save() -> None:
+        net.save_checkpoint(final, gallery=dm.gallery)  # `locate` scores the run's own points
         g = dm.gallery.numpy()
         pd.DataFrame({"LAT": g[:, 0], "LON": g[:, 1]}).to_csv(out / "gallery.csv", index=False)
-    trainer.strategy.barrier()
+
+    trainer = fit(module, dm, cfg, out, n_train=n_train, has_val=has_val, save=save, callbacks=callbacks)
     return FitResult(final, module, trainer)
 
 
