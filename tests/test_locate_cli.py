@@ -90,8 +90,9 @@ def test_locate_cli_json_bbox_grid(tmp_path, capsys):
     photo = _photo(tmp_path / "p.jpg")
     assert main(["locate", str(photo), "--model", "geoclip-tiny", "--grid-km", "200", "--bbox", "40,-5,50,10",
                  "--json", "--top-k", "4"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == 4
+    [image] = json.loads(capsys.readouterr().out)
+    rows = image["topk"]
+    assert len(rows) == 4 and image["image"].endswith("p.jpg") and image["regions"] == []
     assert all(40 <= r["lat"] <= 50 and -5 <= r["lon"] <= 10 for r in rows)
     assert main(["locate", str(photo), "--model", "geoclip-tiny", "--bbox", "oops"]) == 2
     assert "SOUTH,WEST,NORTH,EAST" in capsys.readouterr().err
@@ -144,3 +145,31 @@ def test_models_and_weights_status(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["weights", "download", "clip-vit-l-14"]) != 0
     assert "HF_HUB_OFFLINE=1 is set" in capsys.readouterr().err
+
+
+def test_text_hint_combines_photo_and_text_distributions(tiny, tmp_path, capsys):
+    photo = _photo(tmp_path / "h.jpg", 5)
+    [plain] = locate(tiny, [("h", photo)], top_k=3, full=True)
+    [hinted] = locate(tiny, [("h", photo)], top_k=3, hint="coastal city in South America", hint_weight=0.7)
+    text = tiny.predict_text(["coastal city in South America"], top_k=1, full=True).probs_full[0]
+    want = plain.prediction.probs_full[0] * text ** 0.7
+    torch.testing.assert_close(hinted.prediction.probs_full[0], want / want.sum(), rtol=1e-4, atol=1e-6)
+    assert hinted.extras["hint"] == {"text": "coastal city in South America", "weight": 0.7}
+    [off] = locate(tiny, [("h", photo)], top_k=3, full=True, hint="anything", hint_weight=0.0)
+    torch.testing.assert_close(off.prediction.probs_full, plain.prediction.probs_full)
+    assert main(["locate", str(photo), "--model", "geoclip-tiny", "--hint", "  ", "--json"]) == 2
+    assert "--hint: the text is empty" in capsys.readouterr().err
+    assert main(["locate", str(photo), "--model", "geoclip-tiny", "--hint", "desert", "--hint-weight", "-1"]) == 2
+    assert "--hint-weight" in capsys.readouterr().err
+    assert main(["locate", str(photo), "--model", "geoclip-tiny", "--hint", "desert", "--json"]) == 0
+    [rec] = json.loads(capsys.readouterr().out)
+    assert rec["hint"] == {"text": "desert", "weight": 0.5}
+
+
+def test_hints_on_a_cell_model_need_a_text_model(tmp_path):
+    from geocore.errors import InputError
+
+    tiny_cells = create_model("geodecoder", num_cells=[2, 3, 4], backbone_kwargs={"embed_dim": 32, "depth": 1,
+                              "num_heads": 2, "img_size": 32}, decoder_depth=1, decoder_heads=2, decoder_mlp=32)
+    with pytest.raises(InputError, match="text hints need a text model"):
+        locate(tiny_cells, [("h", _photo(tmp_path / "c.jpg"))], top_k=2, hint="desert")

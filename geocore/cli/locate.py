@@ -50,17 +50,71 @@ def _rows(name: str, table: pd.DataFrame, extra: dict | None = None) -> list[dic
     return [{"image": name, **(extra or {}), **row} for row in table.to_dict("records")]
 
 
-def _write(rows: list[dict], output: Path) -> None:
-    df = pd.DataFrame(rows)
+def parse_levels(text: str | None) -> tuple[float, ...] | None:
+    """`--regions 0.5,0.9` → (0.5, 0.9); InputError naming the bad value."""
+    from geocore.uncertainty.calibration import validate_levels
+
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--regions {text!r}: expected levels in (0, 1) separated by commas, e.g. 0.5,0.9") from None
+    return validate_levels(values, "--regions")
+
+
+def load_calibration(path: Path | None):
+    from geocore.uncertainty.calibration import Calibration
+
+    return Calibration.load(path) if path is not None else None
+
+
+def _image_record(res) -> dict:
+    """One located photo as plain data: top-k rows, EXIF, hint, search regions as GeoJSON features."""
+    records = json.loads(res.table.to_json(orient="records"))
+    exif = None
+    if res.exif_gps:
+        exif = {"lat": res.exif_gps[0], "lon": res.exif_gps[1], "error_km": res.exif_error_km,
+                "inside_90": res.exif_in_region(0.9)}
+    return {"image": res.name, "topk": records, "exif": exif, "hint": res.extras.get("hint"),
+            "calibrated": res.calibrated, "regions": [r.to_feature() for r in res.regions]}
+
+
+def _write(results: list, output: Path) -> None:
+    """CSV: one row per top-k answer (+ region areas); GeoJSON: top-k Points and one Feature per region."""
     if output.suffix.lower() in (".geojson", ".json"):
-        feats = [{
-            "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
-            "properties": {k: v for k, v in r.items() if k not in ("lat", "lon")},
-        } for r in json.loads(df.to_json(orient="records"))]
-        output.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
-    else:
-        df.to_csv(output, index=False)
+        feats = []
+        for rec in map(_image_record, results):
+            for r in rec["topk"]:
+                props = {k: v for k, v in r.items() if k not in ("lat", "lon")}
+                feats.append({"type": "Feature", "geometry": {"type": "Point", "coordinates": [r["lon"], r["lat"]]},
+                              "properties": {"image": rec["image"], "kind": "candidate", **props}})
+            for f in rec["regions"]:
+                feats.append({**f, "properties": {"image": rec["image"], "kind": "search_region", **f["properties"]}})
+        write_text_atomic(output, json.dumps({"type": "FeatureCollection", "features": feats}))
+        return
+    rows = []
+    for res in results:
+        extra = {f"region_{round(100 * r.level)}_km2": r.area_km2 for r in res.regions}
+        if res.regions:
+            extra["calibrated"] = res.calibrated
+        if res.exif_gps:
+            extra.update(exif_lat=res.exif_gps[0], exif_lon=res.exif_gps[1], exif_error_km=res.exif_error_km)
+        rows += _rows(res.name, res.table, extra)
+    write_text_atomic(output, pd.DataFrame(rows).to_csv(index=False))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: a kill leaves the old file or none."""
+    import os
+    import uuid
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _print_table(title: str, table: pd.DataFrame, console: Console) -> None:
@@ -73,49 +127,67 @@ def _print_table(title: str, table: pd.DataFrame, console: Console) -> None:
     console.print(t)
 
 
+def region_line(region) -> str:
+    """"90 % search region: 1,234,567 km² in 3 areas (FRA, ESP, …) — calibrated" for the console."""
+    countries = ", ".join(region.countries[:6]) + (", …" if len(region.countries) > 6 else "")
+    status = "calibrated" if region.calibrated else "not calibrated (raw probability mass)"
+    return (f"{100 * region.level:g} % search region: {region.area_km2:,.0f} km² in {region.n_areas} "
+            f"area{'s' if region.n_areas != 1 else ''}" + (f" ({countries})" if countries else "") + f" — {status}")
+
+
 def locate(
     images: list[Path] = typer.Argument(..., help="Image files or folders."),
     model: str = MODEL_OPT,
     pretrained: str = PRETRAINED_OPT,
     top_k: int = TOPK_OPT,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON list."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list, one object per image."),
     output: Path = typer.Option(None, "--output", help="Write all results to .csv or .geojson."),
     gallery: Path = typer.Option(None, "--gallery", help="CSV of candidate points (LAT,LON)."),
     bbox: str = typer.Option(None, "--bbox", help="Restrict answers to SOUTH,WEST,NORTH,EAST."),
     grid_km: float = typer.Option(None, "--grid-km", help="Score a regular grid of this spacing instead."),
     refine: bool = typer.Option(False, "--refine", help="Zoom in: re-rank dense local points around the top-k."),
+    regions: str = typer.Option(None, "--regions", help="Search regions holding these shares of the probability, "
+                                "e.g. 0.5,0.9: area in km², separate areas, countries."),
+    calibration: Path = typer.Option(None, "--calibration", help="Calibration from `geocore calibrate`: the regions "
+                                     "then hold the truth for that share of photos."),
+    hint: str = typer.Option(None, "--hint", help='Text hint combined with the photo, e.g. "coastal city in South America".'),
+    hint_weight: float = typer.Option(None, "--hint-weight", help="w in p ∝ p_image · p_text^w (default 0.5)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
 ) -> None:
-    """Where was each photo taken? Top-k locations with probabilities, place and country (offline)."""
+    """Where was each photo taken? Top-k locations with probabilities, place and country (offline), and how
+    large an area to search."""
     from geocore.locate import expand_paths, locate as run_locate
 
+    levels = parse_levels(regions)
+    cal = load_calibration(calibration)
+    if cal is not None and levels is None:
+        levels = cal.levels if set(cal.levels) >= {0.5, 0.9} else (cal.levels[0], cal.levels[-1])
     paths = expand_paths(images)
     net = _load(model, pretrained, gallery, bbox, grid_km)
     console = Console(stderr=as_json or output is not None, soft_wrap=True)
     if net.random_backbone:
         console.print(f"[bold red]note:[/] {model} has a RANDOM backbone: these predictions mean nothing")
-    results = run_locate(net, [(str(p), p) for p in paths], top_k=top_k, refine=refine, batch_size=batch_size)
-    rows, failed = [], 0
+    results = run_locate(net, [(str(p), p) for p in paths], top_k=top_k, refine=refine, batch_size=batch_size,
+                         regions=levels, calibration=cal, hint=hint, hint_weight=hint_weight)
+    ok = [res for res in results if res.ok]
     for res in results:
         if not res.ok:
-            failed += 1
             Console(stderr=True, soft_wrap=True).print(f"[red]skipped[/] {res.error}")
-            continue
-        extra = {}
-        if res.exif_gps:
-            extra = {"exif_lat": res.exif_gps[0], "exif_lon": res.exif_gps[1], "exif_error_km": res.exif_error_km}
-        rows += _rows(res.name, res.table, extra)
-        if not as_json and not output:
+        elif not as_json and not output:
             _print_table(res.name, res.table, console)
             if res.exif_gps:
+                inside = res.exif_in_region(0.9)
                 console.print(f"EXIF GPS {res.exif_gps[0]:.4f}, {res.exif_gps[1]:.4f}: top-1 is "
-                              f"{res.exif_error_km:,.1f} km away")
+                              f"{res.exif_error_km:,.1f} km away"
+                              + ("" if inside is None else f"; {'inside' if inside else 'outside'} the 90 % region"))
+            for reg in res.regions:
+                console.print(region_line(reg))
     if output:
-        _write(rows, output)
-        console.print(f"{len(results) - failed} image(s) located, {failed} skipped → {output}")
+        _write(ok, output)
+        console.print(f"{len(ok)} image(s) located, {len(results) - len(ok)} skipped → {output}")
     if as_json:
-        typer.echo(pd.DataFrame(rows).to_json(orient="records"))
-    if failed == len(results):
+        typer.echo(json.dumps([_image_record(res) for res in ok]))
+    if not ok:
         raise InputError("none of the images could be read")
 
 

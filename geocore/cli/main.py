@@ -21,11 +21,13 @@ app = typer.Typer(
 SUBCOMMAND_MODULES = [
     "geocore.cli.score",
     "geocore.cli.evaluate",
+    "geocore.cli.calibrate",
     "geocore.cli.cells",
     "geocore.cli.train",
     "geocore.cli.weights",
     "geocore.cli.locate",
     "geocore.cli.explain",
+    "geocore.cli.report",
 ]
 
 for _name in SUBCOMMAND_MODULES:

@@ -8,17 +8,27 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from geocore.errors import InputError
 from geocore.eval.report import metrics_table
 from geocore.eval.score import score_files
 
 
 def score(
-    pred: Path = typer.Option(..., "--pred", help="Predictions CSV with IMG_ID,LAT,LON."),
-    truth: Path = typer.Option(..., "--truth", help="Ground-truth CSV (IMG_ID or IMG_FILE, LAT, LON)."),
+    pred: Path = typer.Option(None, "--pred", help="Predictions CSV with IMG_ID,LAT,LON."),
+    truth: Path = typer.Option(None, "--truth", help="Ground-truth CSV (IMG_ID or IMG_FILE, LAT, LON)."),
+    results: Path = typer.Option(None, "--results", help="Or: a results file of `geocore evaluate` (metrics, "
+                                 "search-region coverage, abstention curve, recall against area)."),
+    calibration: Path = typer.Option(None, "--calibration", help="With --results: judge calibrated regions."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Drop bad rows and report how many, instead of failing."),
 ) -> None:
     """Score predictions against ground truth: accuracy at 1/25/200/750/2500 km, median km, GeoScore."""
+    if results is not None:
+        if pred is not None or truth is not None:
+            raise InputError("give either --results, or --pred and --truth")
+        return _score_results(results, calibration, as_json)
+    if pred is None or truth is None:
+        raise InputError("give --pred and --truth (or --results from `geocore evaluate`)")
     result = score_files(pred, truth, skip_bad=skip_bad)
     if as_json:
         typer.echo(json.dumps(result.metrics.to_dict()))
@@ -29,6 +39,29 @@ def score(
     console.print(metrics_table(result.metrics, title=f"{pred.name} vs {truth.name}"))
     for what, count in result.skipped.items():
         console.print(f"skipped {count} row(s): {what}")
+
+
+def _score_results(path: Path, calibration: Path | None, as_json: bool) -> None:
+    from geocore.eval.metrics import compute_metrics
+    from geocore.eval.report import uncertainty_report
+    from geocore.eval.results import read_results
+    from geocore.eval.uncertainty import has_uncertainty, uncertainty_tables
+    from geocore.uncertainty.calibration import Calibration
+
+    frame = read_results(path)
+    ok = frame[frame["status"] == "ok"]
+    metrics = compute_metrics(ok[["PRED_LAT", "PRED_LON"]].to_numpy(float), ok[["LAT", "LON"]].to_numpy(float))
+    cal = Calibration.load(calibration) if calibration is not None else None
+    tables = uncertainty_tables(frame, cal) if has_uncertainty(frame) else {}
+    if as_json:
+        typer.echo(json.dumps({**metrics.to_dict(), **{k: v.to_dict("records") for k, v in tables.items()}}))
+        return
+    console = Console()
+    console.print(metrics_table(metrics, title=path.name))
+    if not tables:
+        console.print("(no search-region columns in this file: re-run `geocore evaluate` to get coverage tables)")
+    for table in uncertainty_report(tables, calibrated=cal is not None) if tables else []:
+        console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,8 +16,10 @@ from geocore.data.datasets import BenchmarkDataset, collate_skip_errors
 from geocore.errors import InputError
 from geocore.eval.metrics import GeoMetrics, compute_metrics
 from geocore.eval.results import collect_rows, merge_parts, parts_dir, write_part
+from geocore.eval.uncertainty import uncertainty_columns
 from geocore.geo.distance import haversine_km
 from geocore.models.base import GeoLocator
+from geocore.uncertainty.candidates import CandidateCells
 
 SCENE_COLUMNS = ("S3_Label", "S16_Label", "S365_Label")
 
@@ -40,8 +42,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _batch_rows(batch: dict, pred, model_name: str) -> list[dict]:
+def _batch_rows(batch: dict, pred, model_name: str, cells: CandidateCells) -> list[dict]:
     true = torch.stack([torch.as_tensor(batch["lat"]), torch.as_tensor(batch["lon"])], dim=1).double()
+    extra = uncertainty_columns(pred.probs_full, cells, true.numpy())
     top1 = pred.top1.detach().cpu().double()
     errors = haversine_km(top1, true).numpy()
     coords, probs = pred.coords.detach().cpu().numpy(), pred.probs.detach().cpu().float().numpy()
@@ -59,6 +62,7 @@ def _batch_rows(batch: dict, pred, model_name: str) -> list[dict]:
             "topk_prob": probs[i].astype(float).tolist(),
             "model": model_name,
             "status": "ok",
+            **{k: v[i] for k, v in extra.items()},
         }
         for col in SCENE_COLUMNS:
             if col in batch:
@@ -98,6 +102,8 @@ def evaluate(
 ) -> EvaluationReport:
     """Evaluate `model` on a benchmark, writing per-image rows to `output` as batches finish.
 
+    Each row also holds what search-region calibration needs (`geocore.eval.uncertainty`).
+
     With `resume`, images already in `output` (or its parts) are skipped. Missing image files
     are counted and reported; images that fail to load get a row with an error status.
     """
@@ -117,12 +123,14 @@ def evaluate(
     truth = dataset.frame.set_index("IMG_ID")
     loader = DataLoader(todo, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_errors)
     n_parts = len(list(parts_dir(output).glob("part-*.parquet")))
+    cells: CandidateCells | None = None  # the candidates' areas, for search-region statistics (made once)
     try:
         for step, batch in enumerate(tqdm(loader, desc=f"evaluate {model.model_name}", disable=not progress)):
             rows = _error_rows(batch, model.model_name, truth)
             if len(batch["img_id"]):
-                pred = model.predict(batch["image"].to(model.device), top_k)
-                rows = _batch_rows(batch, pred, model.model_name) + rows
+                pred = model.predict(batch["image"].to(model.device), top_k, full=True)
+                cells = cells if cells is not None else model.candidate_cells()
+                rows = _batch_rows(batch, pred, model.model_name, cells) + rows
             if rows:
                 write_part(pd.DataFrame(rows), output, n_parts + step)
             if on_batch is not None:

@@ -12,6 +12,10 @@ Schema (one row per image; Parquet, or CSV when the path ends in .csv):
 | model | str | registry name of the model |
 | S3_Label, S16_Label, S365_Label | int | scene labels, when the benchmark has them |
 | status | str | "ok", or "error: <why the image could not be used>" |
+| truth_mass, truth_area_km2 | float | mass and area of the smallest search region holding the truth |
+| area_50_km2 … area_95_km2, area_curve_km2 | float, list[float] | search-region areas (`geocore.eval.uncertainty`) |
+| localizability, entropy | float | log10 km² of the 90 % region (lower = more localizable); entropy in nats |
+| candidates | str | fingerprint of the gallery / cells the model scored |
 
 Rows are written in parts as batches finish (`<output>.parts/part-NNNNNN.parquet`, each
 written atomically) and merged into `<output>` at the end or on interruption, so a killed run
@@ -30,7 +34,7 @@ import pandas as pd
 
 from geocore.errors import InputError
 
-LIST_COLUMNS = ("topk_lat", "topk_lon", "topk_prob")
+LIST_COLUMNS = ("topk_lat", "topk_lon", "topk_prob", "area_curve_km2")
 REQUIRED_COLUMNS = ("IMG_ID", "LAT", "LON", "PRED_LAT", "PRED_LON", "error_km", "model", "status")
 
 
@@ -44,11 +48,15 @@ def _write_table(df: pd.DataFrame, path: Path) -> None:
         out = df.copy()
         for col in LIST_COLUMNS:
             if col in out:
-                out[col] = out[col].map(lambda v: json.dumps([float(x) for x in v]))
+                out[col] = out[col].map(lambda v: json.dumps([float(x) for x in v]) if _is_list(v) else "[]")
         out.to_csv(tmp, index=False)
     else:
         df.to_parquet(tmp, index=False)
     os.replace(tmp, path)
+
+
+def _is_list(value: object) -> bool:
+    return isinstance(value, (list, tuple)) or hasattr(value, "__array__")
 
 
 def write_part(df: pd.DataFrame, output: Path, index: int) -> None:

@@ -65,8 +65,11 @@ class GeoLocator(nn.Module):
         raise NotImplementedError
 
     def candidate_cells(self) -> CandidateCells:
-        """The area each candidate of `predict` stands for (search regions, calibration)."""
-        raise NotImplementedError
+        """The area each candidate of `predict` stands for (search regions, calibration): by default the
+        candidates' spherical Voronoi cells (`geocore.uncertainty.candidates.GalleryCells`)."""
+        from geocore.uncertainty.candidates import gallery_cells
+
+        return gallery_cells(self.candidate_points())
 
     def prepare_seg(self, seg: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """`needs_segmentation` models: a label or colour map → the normalised segmentation input at `size`."""
@@ -74,6 +77,10 @@ class GeoLocator(nn.Module):
 
     def num_candidates(self) -> int:
         """How many candidates `predict` ranks (top-k can be at most this)."""
+        return int(self.candidate_points().shape[0])
+
+    def candidate_points(self) -> torch.Tensor:
+        """(M, 2) (lat, lon) of the candidates `predict` ranks: a gallery, or the fine cells' centroids."""
         raise NotImplementedError
 
     @property
@@ -100,13 +107,8 @@ class GalleryModel(GeoLocator):
 
     gallery: torch.Tensor
 
-    def num_candidates(self) -> int:
-        return int(self.gallery.shape[0])
-
-    def candidate_cells(self) -> CandidateCells:
-        from geocore.uncertainty.candidates import gallery_cells
-
-        return gallery_cells(self.gallery)
+    def candidate_points(self) -> torch.Tensor:
+        return self.gallery
 
     def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -122,6 +124,16 @@ class GalleryModel(GeoLocator):
 
     def with_gallery(self, coords: torch.Tensor) -> GalleryModel:
         raise NotImplementedError
+
+    def gallery_embeddings(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def similarity_logits(self, queries: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
+        """(B, D) query embeddings × (M, D) location embeddings → (B, M) logits."""
+        raise NotImplementedError
+
+    def text_embeddings(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} takes no text queries")
 
     def predict_text(self, texts: list[str], top_k: int = 5, *, full: bool = False) -> Prediction:
         raise NotImplementedError(f"{type(self).__name__} takes no text queries")

@@ -90,15 +90,15 @@ class CellClassifier(GeoLocator):
         return Prediction.from_scores(p.clamp_min(torch.finfo(p.dtype).tiny).log(), self.centroids, top_k,
                                       full=full)
 
-    def num_candidates(self) -> int:
-        return int(self.centroids.shape[0])
+    def candidate_points(self) -> torch.Tensor:
+        return self.centroids
 
     def candidate_cells(self) -> CandidateCells:
         """The fine cells as real S2 cell polygons."""
-        from geocore.uncertainty.candidates import s2_cells
+        from geocore.uncertainty.candidates import S2Cells
 
         self._require_cells()
-        return s2_cells(self.cell_ids.cpu().numpy().view(np.uint64))
+        return S2Cells(self.cell_ids.cpu().numpy().view(np.uint64))
 
     def _require_cells(self) -> None:
         if not bool(self.cells_known):

@@ -151,9 +151,13 @@ class GeoCLIP(GalleryModel):
                else F.normalize(self.location_encoder(locations), dim=-1))  # (M, 512)
         return self.logit_scale.exp() * img @ loc.T
 
+    def similarity_logits(self, queries: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
+        """(B, 512) normalised queries × (M, 512) normalised location embeddings → (B, M) logits."""
+        return self.logit_scale.exp() * cosine_scores(queries, locations)
+
     def predict_embeddings(self, emb: torch.Tensor, top_k: int = 5, full: bool = False) -> Prediction:
         """Top-k gallery points for (B, 512) normalised embeddings (image or text)."""
-        logits = self.logit_scale.exp() * cosine_scores(emb, self._scan_matrix())  # (B, M)
+        logits = self.similarity_logits(emb, self._scan_matrix())  # (B, M)
         return Prediction.from_scores(logits, self.gallery, top_k, full=full)
 
     @torch.no_grad()

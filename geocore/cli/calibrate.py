@@ -1,0 +1,36 @@
+"""`geocore calibrate`: fit how much probability a search region needs to hold the truth as often as it says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+
+def calibrate(
+    results: Path = typer.Option(..., "--results", help="Results of `geocore evaluate` on labelled photos the model "
+                                 "was not trained on (.parquet or .csv)."),
+    output: Path = typer.Option(..., "--output", help="Calibration file to write (.json)."),
+    levels: str = typer.Option("0.5,0.8,0.9,0.95", "--levels", help="Nominal coverage levels to calibrate."),
+) -> None:
+    """Split-conformal calibration of search regions: at level p, the region holds the truth for ≥ p of photos."""
+    from geocore.cli.locate import parse_levels
+    from geocore.eval.report import uncertainty_report
+    from geocore.eval.results import read_results
+    from geocore.eval.uncertainty import calibrate_results, uncertainty_tables
+
+    frame = read_results(results)
+    chosen = parse_levels(levels)
+    cal = calibrate_results(frame, chosen)
+    cal.save(output)
+    console = Console()
+    for table in uncertainty_report(uncertainty_tables(frame, None, chosen), calibrated=False)[:1]:
+        console.print(table)
+    console.print(f"calibrated on {cal.n} images of {cal.model}: masses "
+                  + ", ".join(f"{100 * p:g} % → {q:.3f}" for p, q in zip(cal.levels, cal.masses)) + f" → {output}")
+    console.print("Coverage holds for new photos like these (same model, same gallery or cells, similar images).")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate)

@@ -1,0 +1,110 @@
+"""What `evaluate` stores per image so that search regions can be calibrated and judged, and the tables made
+from it: coverage per level, the abstention curve, recall against searched area, and the calibration itself.
+
+Per image (columns of the results file):
+- `truth_mass`: the mass of the smallest search region (HPD set) that contains the true location — the
+  nonconformity score split-conformal calibration needs (1.0 when the truth lies in no candidate's area);
+- `truth_area_km2`: that region's area (inf when the truth lies in no candidate's area);
+- `area_curve_km2`: the area of the region holding each mass of `MASS_GRID` (a list), and `area_50_km2`,
+  `area_80_km2`, `area_90_km2`, `area_95_km2` taken from it; calibrated areas are read off this curve
+  (log-area interpolated between grid masses);
+- `localizability`: log10 of the 90 % region's area (lower = more localizable; `geocore.uncertainty.localizability`),
+  `entropy` (nats) beside it;
+- `candidates`: the fingerprint of the candidates (gallery or cells), so a calibration is never applied to
+  another gallery.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from geocore.errors import InputError
+from geocore.uncertainty.calibration import DEFAULT_LEVELS, Calibration, fit_calibration, validate_levels
+from geocore.uncertainty.candidates import CandidateCells
+from geocore.uncertainty.localizability import abstention_curve, coverage_table, entropy, recall_vs_area
+from geocore.uncertainty.regions import region_areas, truth_stats
+
+MASS_GRID: tuple[float, ...] = (*(round(0.05 * k, 2) for k in range(1, 20)), 0.99)
+NAMED_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
+AREA_GRID_KM2: tuple[float, ...] = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
+UNCERTAINTY_COLUMNS = ("truth_mass", "truth_area_km2", "area_curve_km2", "localizability", "entropy", "candidates")
+
+
+def area_column(level: float) -> str:
+    return f"area_{round(100 * level)}_km2"
+
+
+def uncertainty_columns(probs, cells: CandidateCells, truth_latlon) -> dict[str, object]:
+    """The per-image uncertainty columns for a batch: probs (B, M) over `cells`, truth (B, 2)."""
+    mass, area = truth_stats(probs, cells, truth_latlon)
+    curve = region_areas(probs, cells, MASS_GRID)  # (B, G)
+    out: dict[str, object] = {"truth_mass": mass, "truth_area_km2": area,
+                              "area_curve_km2": [row.tolist() for row in curve]}
+    for level in NAMED_LEVELS:
+        out[area_column(level)] = curve[:, MASS_GRID.index(level)]
+    out["localizability"] = np.log10(curve[:, MASS_GRID.index(0.9)])
+    out["entropy"] = entropy(probs, len(cells))
+    out["candidates"] = [cells.fingerprint] * len(mass)
+    return out
+
+
+def has_uncertainty(results: pd.DataFrame) -> bool:
+    return all(c in results.columns for c in UNCERTAINTY_COLUMNS)
+
+
+def _ok(results: pd.DataFrame, what: str) -> pd.DataFrame:
+    if not has_uncertainty(results):
+        missing = [c for c in UNCERTAINTY_COLUMNS if c not in results.columns]
+        raise InputError(f"results: {what} needs the columns {', '.join(missing)}, which `geocore evaluate` writes "
+                         "(re-run evaluate with this version of geocore)")
+    ok = results[(results["status"] == "ok") & results["truth_mass"].notna()]
+    if ok.empty:
+        raise InputError(f"results: no image with status ok to {what}")
+    return ok
+
+
+def _one(ok: pd.DataFrame, column: str, what: str) -> str:
+    values = ok[column].astype(str).unique()
+    if len(values) != 1:
+        raise InputError(f"results: {what} needs one {column}, found {len(values)} ({', '.join(values[:3])})")
+    return str(values[0])
+
+
+def calibrate_results(results: pd.DataFrame, levels=DEFAULT_LEVELS) -> Calibration:
+    """Split-conformal calibration from an `evaluate` run on labelled photos the model was not trained on."""
+    ok = _ok(results, "calibrate")
+    return fit_calibration(ok["truth_mass"].to_numpy(np.float64), validate_levels(levels),
+                           model=_one(ok, "model", "calibration"), fingerprint=_one(ok, "candidates", "calibration"))
+
+
+def areas_at_masses(results: pd.DataFrame, masses) -> np.ndarray:
+    """(N, L) region areas at any masses, read off each image's stored area curve (log-area interpolation)."""
+    curve = np.log(np.asarray(results["area_curve_km2"].tolist(), np.float64))  # (N, G)
+    grid = np.asarray(MASS_GRID)
+    out = np.empty((len(results), len(masses)))
+    for j, q in enumerate(masses):
+        q = min(max(float(q), grid[0]), grid[-1])
+        hi = int(np.searchsorted(grid, q))
+        lo = max(hi - 1, 0)
+        t = 0.0 if hi == lo else (q - grid[lo]) / (grid[hi] - grid[lo])
+        out[:, j] = np.exp((1 - t) * curve[:, lo] + t * curve[:, min(hi, len(grid) - 1)])
+    return out
+
+
+def uncertainty_tables(results: pd.DataFrame, calibration: Calibration | None = None,
+                       levels=NAMED_LEVELS) -> dict[str, pd.DataFrame]:
+    """`coverage` (per level: nominal, mass, coverage, median/mean area; calibrated when given), `abstention`
+    (accuracy when answering only the most localizable x %), `recall_vs_area`."""
+    ok = _ok(results, "judge search regions")
+    levels = validate_levels(levels)
+    if calibration is not None:
+        calibration.check_compatible(_one(ok, "model", "a calibration"), _one(ok, "candidates", "a calibration"))
+    masses = [calibration.mass_for(p) for p in levels] if calibration is not None else list(levels)
+    tm = ok["truth_mass"].to_numpy(np.float64)
+    coverage = coverage_table(tm, areas_at_masses(ok, masses), levels, calibration)
+    return {
+        "coverage": coverage,
+        "abstention": abstention_curve(ok["error_km"].to_numpy(np.float64), ok["localizability"].to_numpy(np.float64)),
+        "recall_vs_area": recall_vs_area(ok["truth_area_km2"].to_numpy(np.float64), AREA_GRID_KM2),
+    }
