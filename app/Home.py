@@ -3,14 +3,17 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+APP_DIR = str(Path(__file__).resolve().parent)
+if APP_DIR not in sys.path:  # the `ui` package beside this file
+    sys.path.insert(0, APP_DIR)
 
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-import components as ui  # noqa: E402
+from ui.models import download_command, model_rows  # noqa: E402
+from ui.page import RESPONSIBLE_USE, setup_page  # noqa: E402
 
-ui.setup_page("Home")
+setup_page("Home")
 st.title("geocore")
 st.write(
     "Worldwide image geo-localization you can see into: upload a photo and see where on Earth "
@@ -27,23 +30,23 @@ st.markdown(
 )
 
 st.header("Models on this machine")
-rows = ui.model_rows()
+rows = model_rows()
 table = pd.DataFrame({
-    "model": [r["name"] for r in rows],
-    "weights": ["random (demo only)" if r["random"] and r["present"] else ("present" if r["present"] else "missing")
+    "model": [r.name for r in rows],
+    "weights": ["random (demo only)" if r.random and r.present else ("present" if r.present else "missing")
                 for r in rows],
-    "what": [r["description"] for r in rows],
-    "how to get the weights": [r["how_to_get"] or "—" for r in rows],
+    "what": [r.description for r in rows],
+    "how to get the weights": [r.how_to_get or "—" for r in rows],
 })
 st.dataframe(table, hide_index=True, width="stretch")
-if not any(r["present"] and not r["random"] for r in rows):
-    cmds = sorted({r["how_to_get"] for r in rows if r["how_to_get"].startswith("geocore weights download")})
+if not any(r.present and not r.random for r in rows):
+    cmd = download_command(rows)
     st.info("No pretrained weights here yet: the model pages run only with random-backbone demo models. "
-            + (f"Get GeoCLIP's backbone with `{cmds[0]}`. " if cmds else "")
+            + (f"Get GeoCLIP's backbone with `{cmd}`. " if cmd else "")
             + "Failures and Location embeddings work without them.", icon="ℹ️")
 with st.expander("Where each model's weights were looked for"):
     for r in rows:
-        st.markdown(f"**{r['name']}**: {r['detail']}")
+        st.markdown(f"**{r.name}**: {r.detail}")
 
 st.header("Responsible use")
-st.markdown(ui.RESPONSIBLE_USE)
+st.markdown(RESPONSIBLE_USE)

@@ -37,7 +37,7 @@ from bench.timing import Timing
 REPO = Path(__file__).resolve().parents[1]
 BROWSER_TEST = REPO / "tests" / "browser" / "test_app_browser.py"
 MODEL = "geoclip-tiny"
-GALLERY_KM = 1000.0  # what GEOCORE_APP_TEST_GALLERY=small gives the test model (app/components.py)
+GALLERY_KM = 1000.0  # what GEOCORE_APP_TEST_GALLERY=small gives the test model (app/ui/models.py)
 TOP_K = 5  # the Locate page's default top-k slider value
 TIMEOUT_S = 180.0
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")

@@ -10,6 +10,7 @@ draws on `ax` when given one (for grids of maps), else on a new figure, and retu
 - `latlon_grid`, `pca_rgb`, `plot_world_image`: a (rows, cols, D) field over the globe (e.g. location
   embeddings) shown as an image, D = 3 → RGB via PCA, D = 1 → colour map.
 - `plot_choropleth`, `plot_accuracy_choropleth`: a value per country or per continent as colours.
+- `plot_error_histogram`: the distribution of top-1 errors (log km) with the accuracy radii marked.
 """
 
 from __future__ import annotations
@@ -223,6 +224,30 @@ def plot_accuracy_choropleth(results: pd.DataFrame, *, radius_km: float = 2500.0
     table = table.assign(accuracy=lambda t: (100 * t["accuracy"]).round(1)).rename(
         columns={"accuracy": f"accuracy ≤ {radius_km:g} km (%)"})
     return ax, table
+
+
+def plot_error_histogram(errors_km: Any, *, ax=None, title: str | None = None, bins: int = 40,
+                         figsize: tuple[float, float] = (7.0, 3.2)):
+    """Histogram of top-1 errors (km) on a log axis from 0.1 km to half the Earth's circumference, with the
+    accuracy radii (`geocore.eval.metrics.THRESHOLDS_KM`) dashed and named by level. NaN errors are left out;
+    errors under 0.1 km count in the first bin."""
+    from geocore.eval.metrics import LEVEL_NAMES, THRESHOLDS_KM
+
+    err = _np(errors_km).reshape(-1)
+    err = err[~np.isnan(err)]
+    ax = _new_axes(ax, figsize)
+    ax.hist(np.clip(err, 0.1, None), bins=np.logspace(-1, np.log10(20040), bins + 1), color="#4f8ef7",
+            edgecolor="white")
+    ax.set_xscale("log")
+    top = ax.get_ylim()[1]
+    for r in THRESHOLDS_KM:
+        ax.axvline(r, color="#888888", linestyle="--", linewidth=0.8)
+        ax.text(r, top * 0.95, f" {LEVEL_NAMES[r]}", fontsize=7, color="#555555", va="top")
+    ax.set_xlabel("error of the top-1 (km, log scale)")
+    ax.set_ylabel("images")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
 
 
 def plot_images(images: Sequence[Any], titles: Sequence[str] | None = None, *, ncols: int = 4,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,11 @@ CITIES = torch.tensor([[48.8566, 2.3522], [40.7128, -74.006], [35.6762, 139.6503
 CITY_NAMES = {"Paris", "New York City", "Tokyo", "Sydney", "Cairo", "Rio de Janeiro"}
 DOWNLOAD = "geocore weights download clip-vit-l-14"
 TIMEOUT = 120
+
+sys.path.insert(0, str(APP))  # the app's `ui` package, as the pages find it
+from ui import deck, maps  # noqa: E402
+from ui.models import RANDOM_LABEL  # noqa: E402
+from ui.page import RESPONSIBLE_USE  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -87,14 +94,24 @@ def _texts(elements) -> list[str]:
     return [str(e.value) for e in elements]
 
 
+def _numbers(text: str) -> list[float]:
+    return [float(x.replace(",", "")) for x in re.findall(r"\d[\d,]*(?:\.\d+)?", text)]
+
+
+def _line_with(at: AppTest, word: str) -> str:
+    """The one markdown line of the page that mentions `word`."""
+    lines = [t for t in _texts(at.markdown) if word in t]
+    assert len(lines) == 1, (word, lines)
+    return lines[0]
+
+
 def test_home_lists_weights_and_responsible_use():
     at = _run("home")
     table = at.dataframe[0].value
     row = table.set_index("model").loc["geoclip"]
     assert row["weights"] == "missing" and row["how to get the weights"] == DOWNLOAD
     assert table.set_index("model").loc["geoclip-tiny", "weights"] == "random (demo only)"
-    md = " ".join(_texts(at.markdown))
-    assert "Responsible use" in md and "GeoEstimation" in md and "in memory only" in md
+    assert RESPONSIBLE_USE in _texts(at.markdown)
     assert any(DOWNLOAD in t for t in _texts(at.info))
 
 
@@ -105,7 +122,7 @@ def test_locate_good_photo_renders_and_bad_uploads_get_messages():
     # one notice with the command that gets the weights
     assert sum(DOWNLOAD in t for t in _texts(at.info)) == 1
     # the random-backbone label on the result
-    assert any("random backbone, predictions mean nothing" in t for t in _texts(at.warning))
+    assert any(RANDOM_LABEL in t for t in _texts(at.warning))
     # the bad files each get their message, the good one its top-k table
     errors = _texts(at.error)
     assert any("empty.jpg" in e and "empty" in e for e in errors)
@@ -119,8 +136,8 @@ def test_locate_good_photo_renders_and_bad_uploads_get_messages():
     top = table.iloc[0]
     km = float(haversine_km(np.array([48.8566, 2.3522]), np.array([top["lat"], top["lon"]])))
     success = " ".join(_texts(at.success))
-    assert "EXIF GPS 48.8566, 2.3522" in success and f"{km:,.1f} km" in success
-    assert "1 photo(s) located, 2 could not be read." in _texts(at.markdown)
+    assert "48.8566" in success and "2.3522" in success and f"{km:,.1f} km" in success
+    assert _numbers(_line_with(at, "located")) == [1, 2]  # located, could not be read
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -137,7 +154,7 @@ def test_locate_awkward_uploads_render_and_huge_one_is_refused():
     huge = _encode(Image.new("1", (10_000, 10_000)), "PNG")  # 100 Mpx declared: refused before decoding
     at = _run("locate", {"_test_uploads": [("cmyk.jpg", cmyk), ("deep.png", deep), ("anim.gif", anim),
                                            ("huge.png", huge)]})
-    assert "3 photo(s) located, 1 could not be read." in _texts(at.markdown)
+    assert _numbers(_line_with(at, "located")) == [3, 1]
     assert len(at.dataframe) == 3
     assert any("huge.png" in e and "too large" in e for e in _texts(at.error))
 
@@ -156,7 +173,7 @@ def test_text_query_two_queries_side_by_side():
     assert len(at.dataframe) == 2  # query A and query B
     for df in at.dataframe:
         assert len(df.value) == 5 and {p.split(",")[0] for p in df.value["place"]} <= CITY_NAMES
-    assert sum("random backbone, predictions mean nothing" in t for t in _texts(at.warning)) == 2
+    assert sum(RANDOM_LABEL in t for t in _texts(at.warning)) == 2
     at.button(key="ex_2").click().run()  # "Great Wall of China" → query B (A is already set)
     assert at.text_input(key="query_b").value == "Great Wall of China"
     assert any("Great Wall of China" in t for t in _texts(at.markdown))
@@ -186,18 +203,21 @@ def test_failures_metrics_filters_and_comparison(tmp_path, monkeypatch):
     assert metrics["Street 1 km"] == "25.0" and metrics["City 25 km"] == "50.0"
     assert metrics["Region 200 km"] == "75.0" and metrics["Continent 2500 km"] == "100.0"
     assert metrics["Country acc"] == "75.0"  # up to 100 km north of Paris is still France; 1000 km is sea
-    assert "**4** of 4 images match the filters." in _texts(at.markdown)
+    assert _numbers(_line_with(at, "filters")) == [4, 4]
     worst = next(d.value for d in at.dataframe if "IMG_ID" in d.value.columns and "band" in d.value.columns)
     assert list(worst["IMG_ID"]) == ["img3.jpg", "img2.jpg", "img1.jpg", "img0.jpg"]  # worst first
 
     at.multiselect(key="f_band").set_value(["≤ 1 km", "1–25 km"]).run()
     assert not at.exception
-    assert "**2** of 4 images match the filters." in _texts(at.markdown)
+    assert _numbers(_line_with(at, "filters")) == [2, 4]
 
     at.selectbox(key="b_file").set_value("b.parquet").run()
     assert not at.exception
-    line = next(t for t in _texts(at.markdown) if "images in both" in t)
-    assert "**1** only by a.parquet" in line and "**1** only by b.parquet" in line and "1 by both" in line
+    # within 25 km: a gets img0 and img1 right, b img1 and img2
+    assert _numbers(_line_with(at, "both"))[-3:] == [1, 1, 1]  # only by a, only by b, by both
+    only = [list(d.value["IMG_ID"]) for d in at.dataframe
+            if {"error_km_a", "error_km_b"} <= set(d.value.columns)]
+    assert only == [["img0.jpg"], ["img2.jpg"]]  # right only in a, right only in b
 
 
 def test_failures_drilldown_image_heatmap_gradcam_and_missing_image(tmp_path, monkeypatch, one_thread):
@@ -212,32 +232,34 @@ def test_failures_drilldown_image_heatmap_gradcam_and_missing_image(tmp_path, mo
     at.text_input(key="f_img_dir").set_value(str(images)).run()
     assert not at.exception, [e.value for e in at.exception]
     rows = at.selectbox(key="f_row")
-    assert rows.options[:2] == ["img3.jpg — 1,000 km", "img2.jpg — 100 km"]  # worst first
+    assert [o.split()[0] for o in rows.options] == ["img3.jpg", "img2.jpg", "img1.jpg", "img0.jpg"]  # worst first
+    assert _numbers(rows.options[0])[-1] == 1000 and _numbers(rows.options[1])[-1] == 100  # with its error (km)
     rows.set_value("img2.jpg").run()
     assert not at.exception, [e.value for e in at.exception]
-    captions = [str(i.proto) for i in at.get("image")]
-    assert any('caption: "img2.jpg"' in c for c in captions)  # the photo
-    assert any("Grad-CAM" in c and "looked for" in c for c in captions)  # the Grad-CAM overlay
-    assert any("random backbone, predictions mean nothing" in t for t in _texts(at.warning))
+    shown = len(at.get("image"))  # the charts of the other tabs, the photo and its Grad-CAM overlay
+    assert any('caption: "img2.jpg"' in str(i.proto) for i in at.get("image"))
+    assert any(RANDOM_LABEL in t for t in _texts(at.warning))
     assert sum(DOWNLOAD in t for t in _texts(at.info)) == 1  # the one missing-weights notice, with the command
     srcdoc = at.get("iframe")[0].proto.srcdoc  # the heatmap map, Leaflet inlined
-    if "Map scripts are missing" not in " ".join(_texts(at.warning)):
+    if maps.leaflet_assets() is not None:
         assert "L.map(" in srcdoc and "data:image/png;base64," in srcdoc
-        assert "truth of img2.jpg" in srcdoc and "prediction in the results file" in srcdoc
-        assert "error 100.0 km" in srcdoc  # the error line: truth → the file's prediction
-    assert any("img2.jpg" in t and "**100.0 km** away" in t for t in _texts(at.markdown))
+        assert "img2.jpg" in srcdoc  # the truth's marker
+        assert srcdoc.count("L.circleMarker(") == 5 + 2  # the top-5, the truth and the file's prediction
+        assert "100.0 km" in srcdoc  # the error line: truth → the file's prediction
+    assert any("img2.jpg" in t and "100.0 km" in t for t in _texts(at.markdown))
 
     at.selectbox(key="f_row").set_value("img1.jpg").run()
     assert not at.exception, [e.value for e in at.exception]
-    assert any("img1.jpg is not in the folder" in t for t in _texts(at.info))
-    assert not any("Grad-CAM" in str(i.proto) for i in at.get("image"))
+    assert any("img1.jpg" in t and str(images) in t for t in _texts(at.info))  # not in the folder
+    assert len(at.get("image")) == shown - 2  # no photo, so no Grad-CAM either
 
 
 def test_failures_bad_file_is_a_notice(tmp_path, monkeypatch):
     (tmp_path / "broken.csv").write_text("a,b\n1,2\n")
     monkeypatch.setenv("GEOCORE_RESULTS_DIR", str(tmp_path))
     at = _run("failures")
-    assert any("not a geocore results file" in e for e in _texts(at.error))
+    errors = _texts(at.error)
+    assert len(errors) == 1 and "broken.csv" in errors[0]  # one notice naming the file, no traceback
 
 
 def test_location_embeddings_pca_and_similarity():
@@ -245,7 +267,7 @@ def test_location_embeddings_pca_and_similarity():
     at.number_input(key="sim_lat").set_value(35.6762)
     at.number_input(key="sim_lon").set_value(139.6503).run()
     assert not at.exception
-    assert any(t.startswith("Point: **Tokyo") for t in _texts(at.markdown))
+    assert "Tokyo" in _line_with(at, "Point")
     assert len(at.get("image")) >= 2  # the PCA colours and the similarity map
 
 
@@ -267,47 +289,38 @@ def test_location_embeddings_clickable_similarity_map():
 
 def test_selected_point_from_a_pydeck_selection(monkeypatch):
     """What a click on the similarity map returns (Streamlit's selection dict) → the number inputs."""
-    import sys
     import types
 
-    sys.path.insert(0, str(APP))
-    import components as ui
-
     sel = {"indices": {"grid": [7]}, "objects": {"grid": [{"lat": 35.5, "lon": 139.5, "s": "0.9"}]}}
-    assert ui.selected_point(sel, "grid") == (35.5, 139.5)
+    assert deck.selected_point(sel, "grid") == (35.5, 139.5)
     for bad in (None, {}, {"objects": {}}, {"objects": {"grid": []}}, {"objects": {"other": [{"lat": 1, "lon": 2}]}},
                 {"objects": {"grid": [{"lat": "x", "lon": 2}]}}, {"objects": {"grid": [{"lat": 95.0, "lon": 2}]}}):
-        assert ui.selected_point(bad, "grid") is None, bad
+        assert deck.selected_point(bad, "grid") is None, bad
     state = {"pick": {"selection": sel}, "lat": 0.0, "lon": 0.0}
-    monkeypatch.setattr(ui, "st", types.SimpleNamespace(session_state=state))
-    assert ui.apply_selected_point("pick", "grid", "lat", "lon") == (35.5, 139.5)
+    monkeypatch.setattr(deck, "st", types.SimpleNamespace(session_state=state))
+    assert deck.apply_selected_point("pick", "grid", "lat", "lon") == (35.5, 139.5)
     assert (state["lat"], state["lon"]) == (35.5, 139.5)
     state.update({"pick": {"selection": {"indices": {}, "objects": {}}}, "lat": 1.0})  # a deselect keeps the point
-    assert ui.apply_selected_point("pick", "grid", "lat", "lon") is None and state["lat"] == 1.0
+    assert deck.apply_selected_point("pick", "grid", "lat", "lon") is None and state["lat"] == 1.0
 
 
 def test_explain_page_shows_pieces_or_notices():
     at = _run("explain", {"_test_uploads": [("a.jpg", _jpeg(3))]})
     assert sum(DOWNLOAD in t for t in _texts(at.info)) == 1
-    assert any("random backbone, predictions mean nothing" in t for t in _texts(at.warning))
+    assert any(RANDOM_LABEL in t for t in _texts(at.warning))
     shown = [s.value for s in at.subheader]
     assert {"Grad-CAM", "Segmentation", "Scene"} <= set(shown)
-    assert any("where the model looked" in str(i.proto) for i in at.get("image"))  # the Grad-CAM overlay
-    # without SegFormer weights: a notice with the command (never a traceback); with them, a second image
-    assert any("Segmentation is not available" in t and "geocore weights download segformer" in t
-               for t in _texts(at.info)) or len(at.get("image")) >= 2
-    assert any(t.startswith("**indoor**") or t.startswith("**natural**") or t.startswith("**urban**")
-               for t in _texts(at.markdown))  # the S3 scene
+    # the Grad-CAM overlay; without SegFormer weights a notice with the command that gets them (never a
+    # traceback), with them a second image, the segmentation overlay
+    segformer_missing = any("geocore weights download segformer" in t for t in _texts(at.info))
+    assert len(at.get("image")) == (1 if segformer_missing else 2)
+    scene = next(t for t in _texts(at.markdown) if re.match(r"\*\*(indoor|natural|urban)\*\*", t))
+    assert _numbers(scene)  # the S3 scene with its probabilities
 
 
 def test_maps_are_self_contained_offline():
     """The map HTML inlines Leaflet (no CDN), draws the offline basemap, and survives backticks in names."""
-    import sys
-
-    sys.path.insert(0, str(APP))
-    import components as ui
-
-    if ui.leaflet_assets() is None:
+    if maps.leaflet_assets() is None:
         pytest.skip("Leaflet is not installed in app/static/vendor (run `make setup`)")
     model = create_model("geoclip-tiny")
     model.set_gallery(CITIES)
@@ -316,11 +329,27 @@ def test_maps_are_self_contained_offline():
 
     table = prediction_table(pred)
     table.loc[0, "place"] = "Sha`biyat ${x}"
-    html = ui.map_html(ui.prediction_map(pred, table, truth=(48.85, 2.35), truth_km=12.0))
-    import re
-
+    html = maps.map_html(maps.prediction_map(pred, table, truth=(48.85, 2.35), truth_km=12.0))
     # nothing fetched from the network: no external script, stylesheet or image
     assert not re.findall(r"""<(?:script|link|img)[^>]+(?:src|href)=["']?(?:https?:)?//""", html)
     assert "L.map(" in html and "Sha&#96;biyat &#36;{x}" in html and "Sha`biyat" not in html
     assert "data:image/png;base64," in html  # the heatmap overlay
     assert '"iso_a3": "FRA"' in html or '"iso_a3":"FRA"' in html  # the Natural Earth basemap
+
+
+def test_gallery_view_scores_a_region_without_touching_the_shared_model():
+    """A region or grid is a view of the cached model (weights shared, gallery its own); no region: the model."""
+    from geocore.errors import InputError
+    from ui.models import GalleryChoice, gallery_view
+
+    model = create_model("geoclip-tiny")
+    model.set_gallery(CITIES)
+    assert gallery_view(model, GalleryChoice()) is model
+    europe = gallery_view(model, GalleryChoice("bbox", (35.0, -10.0, 60.0, 30.0)))
+    assert europe.num_candidates() == 1 and model.num_candidates() == len(CITIES)  # Paris only; the model as it was
+    assert europe.mlp is model.mlp  # the same weights
+    grid = gallery_view(model, GalleryChoice("grid", (35.0, -10.0, 60.0, 30.0), 500.0))
+    lat, lon = grid.gallery[:, 0], grid.gallery[:, 1]
+    assert grid.num_candidates() > 1 and bool(((lat >= 35) & (lat <= 60) & (lon >= -10) & (lon <= 30)).all())
+    with pytest.raises(InputError):
+        gallery_view(model, GalleryChoice("bbox", (-5.0, -30.0, 5.0, -20.0)))  # open Atlantic: no city inside

@@ -3,24 +3,29 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+APP_DIR = str(Path(__file__).resolve().parents[1])
+if APP_DIR not in sys.path:  # the `ui` package in app/
+    sys.path.insert(0, APP_DIR)
 
 import streamlit as st  # noqa: E402
 
-import components as ui  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
+from geocore.models.base import GalleryModel  # noqa: E402
+from ui.models import gallery_controls, gallery_view, load_model, model_picker  # noqa: E402
+from ui.page import setup_page, show_error  # noqa: E402
+from ui.results import render_locate_result  # noqa: E402
 
-ui.setup_page("Locate", "📍")
+setup_page("Locate", "📍")
 st.title("Locate photos")
 st.caption("JPEG, PNG, WebP or HEIC; one or many. Processed in memory only, never stored.")
 
-name = ui.model_picker()
-model = ui.load_model(name) if name else None
+name = model_picker()
+model = load_model(name) if name else None
 if model is not None:
     top_k = st.sidebar.slider("Top-k", 1, 20, 5, key="top_k")
-    mode, box, spacing = ui.gallery_controls(model)
+    choice = gallery_controls(model)
     refine = st.sidebar.toggle("Refine (zoom in around the top-k)", value=False, key="refine",
-                               disabled=not hasattr(model, "embed_locations"))
+                               disabled=not isinstance(model, GalleryModel))
 
     uploads = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "heic", "heif", "gif", "bmp",
                                                "tif", "tiff"], accept_multiple_files=True, key="uploads")
@@ -34,18 +39,17 @@ if model is not None:
         from geocore.data.images import image_bytes_digest
         from geocore.locate import locate
 
-        key = (name, top_k, mode, box, spacing, bool(refine), tuple(image_bytes_digest(b) + n for n, b in files))
+        key = (name, top_k, choice, bool(refine), tuple(image_bytes_digest(b) + n for n, b in files))
         cached = st.session_state.get("_locate_cache")
         results = cached[1] if cached and cached[0] == key else None
         if results is None:
             try:
-                with st.spinner(f"Locating {len(files)} photo(s)…"), \
-                        ui.gallery_applied(model, mode, box, spacing) as net:
-                    top = min(top_k, len(net.gallery)) if hasattr(net, "gallery") else top_k
-                    results = locate(net, files, top_k=top, full=True, refine=bool(refine))
+                with st.spinner(f"Locating {len(files)} photo(s)…"):
+                    net = gallery_view(model, choice)
+                    results = locate(net, files, top_k=min(top_k, net.num_candidates()), full=True,
+                                     refine=bool(refine))
             except GeocoreError as err:
-                ui.show_error(err)
-                results = None
+                show_error(err)
             else:
                 st.session_state["_locate_cache"] = (key, results)
         if results is not None:
@@ -54,4 +58,4 @@ if model is not None:
             data = dict(files)
             for res in results:
                 with st.container(border=True):
-                    ui.render_locate_result(res, model, image_bytes=data.get(res.name))
+                    render_locate_result(res, model, image_bytes=data.get(res.name))

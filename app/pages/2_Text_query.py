@@ -3,22 +3,27 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+APP_DIR = str(Path(__file__).resolve().parents[1])
+if APP_DIR not in sys.path:  # the `ui` package in app/
+    sys.path.insert(0, APP_DIR)
 
 import streamlit as st  # noqa: E402
 
-import components as ui  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
+from ui.maps import prediction_map, show_map  # noqa: E402
+from ui.models import load_model, model_picker, random_label  # noqa: E402
+from ui.page import setup_page, show_error  # noqa: E402
+from ui.results import place_text, topk_display  # noqa: E402
 
 EXAMPLES = ["Pyramids of Giza", "Burj Khalifa", "Great Wall of China", "desert", "Boston, Massachusetts"]
 
-ui.setup_page("Text query", "💬")
+setup_page("Text query", "💬")
 st.title("Text query")
 st.caption("GeoCLIP maps text into the same space as photos: type a place or a kind of landscape.")
 
-name = ui.model_picker(need="predict_text")
-model = ui.load_model(name) if name else None
-if model is not None and not hasattr(model, "predict_text"):
+name = model_picker()
+model = load_model(name) if name else None
+if model is not None and not model.supports_text:
     st.info(f"{name} has no text tower: text queries need a GeoCLIP model.")
     model = None
 if model is not None:
@@ -36,30 +41,24 @@ if model is not None:
             st.session_state["query_a"] = ex
 
     st.write("Examples from the GeoCLIP paper (one click):")
-    cols = st.columns(len(EXAMPLES))
-    for i, (col, ex) in enumerate(zip(cols, EXAMPLES)):
+    for i, (col, ex) in enumerate(zip(st.columns(len(EXAMPLES)), EXAMPLES)):
         col.button(ex, key=f"ex_{i}", on_click=use_example, args=(ex,))
     panes = st.columns(2) if compare else [st.container()]
-    keys = ["query_a", "query_b"][: len(panes)]
-    for pane, key in zip(panes, keys):
+    for pane, key in zip(panes, ["query_a", "query_b"]):
         with pane:
-            query = st.text_input("Query " + key[-1].upper(), key=key)
-            if not query.strip():
+            query = st.text_input("Query " + key[-1].upper(), key=key).strip()
+            if not query:
                 st.info("Type a query.")
                 continue
             try:
-                top = min(top_k, len(model.gallery))
-                pred = model.predict_text([query.strip()], top, full=True)
                 from geocore.locate import prediction_table
 
+                pred = model.predict_text([query], min(top_k, model.num_candidates()), full=True)
                 table = prediction_table(pred)
             except GeocoreError as err:
-                ui.show_error(err)
+                show_error(err)
                 continue
-            random_label = ui.is_random(model)
-            if random_label:
-                ui.random_label(model)
-            st.markdown(f"**“{query.strip()}”** → top-1: {ui.place_label(table.iloc[0])}, "
-                        f"{table.iloc[0]['country'] or '(sea)'}")
-            ui.show_map(ui.prediction_map(pred, table), height=360)
-            st.dataframe(ui.topk_display(table), hide_index=True, width="stretch")
+            random_label(model)
+            st.markdown(f"**“{query}”** → top-1: {place_text(table.iloc[0])}")
+            show_map(prediction_map(pred, table), height=360)
+            st.dataframe(topk_display(table), hide_index=True, width="stretch")

@@ -1,74 +1,50 @@
-"""Failures: open an evaluation results file and see where and how the model goes wrong."""
+"""Failures: open an evaluation results file and see where and how the model goes wrong.
+
+The analysis is `geocore.eval.analysis` (annotation, error bands, metrics, per-region accuracy, comparison)
+and its figures `geocore.viz`; this page lays them out.
+"""
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+APP_DIR = str(Path(__file__).resolve().parents[1])
+if APP_DIR not in sys.path:  # the `ui` package in app/
+    sys.path.insert(0, APP_DIR)
 
 import hashlib  # noqa: E402
 import os  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-import components as ui  # noqa: E402
+from geocore import viz  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
-from geocore.eval.metrics import LEVEL_NAMES, THRESHOLDS_KM  # noqa: E402
+from geocore.eval.analysis import (  # noqa: E402
+    BAND_COLORS, BAND_NAMES, FAILED, accuracy_by_true_region, annotate_results, compare_results, metrics_row,
+)
+from geocore.eval.regions import SEA  # noqa: E402
 from geocore.eval.results import read_results  # noqa: E402
+from ui.deck import hex_rgba, world_deck  # noqa: E402
+from ui.maps import prediction_map, show_map  # noqa: E402
+from ui.models import load_model, model_picker, random_label  # noqa: E402
+from ui.page import setup_page, show_error, show_unavailable  # noqa: E402
+from ui.results import show_photo  # noqa: E402
 
-BANDS = [(0, 1), (1, 25), (25, 200), (200, 750), (750, 2500), (2500, np.inf)]
-BAND_NAMES = ["≤ 1 km", "1–25 km", "25–200 km", "200–750 km", "750–2500 km", "> 2500 km"]
-BAND_COLORS = ["#1a9850", "#66bd63", "#a6d96a", "#fdae61", "#f46d43", "#a50026"]
 SCENES = ("S3_Label", "S16_Label", "S365_Label")
 
-ui.setup_page("Failures", "🔎")
+setup_page("Failures", "🔎")
 st.title("Failures")
 st.caption("Open a results file written by `geocore evaluate` (Parquet or CSV).")
 
 
 @st.cache_data(show_spinner="Reading results…", max_entries=8)
-def enrich(_df: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Add ok flag, error band, true/predicted country and continent (cached by `key`: file digest or path+mtime)."""
-    from geocore.geo.countries import country_of
-
-    df = _df.reset_index(drop=True).copy()
-    df["IMG_ID"] = df["IMG_ID"].astype(str)
-    df["ok"] = df["status"].astype(str).eq("ok") & df["error_km"].notna()
-    true = country_of(df[["LAT", "LON"]].to_numpy(np.float64))
-    df["country"] = true["country"].replace("", "(sea)").to_numpy()
-    df["iso_a3"] = true["iso_a3"].to_numpy()
-    df["continent"] = true["continent"].replace("", "(sea)").to_numpy()
-    pred = pd.DataFrame({"iso_a3": [""] * len(df), "country": [""] * len(df)})
-    if df["ok"].any():
-        p = country_of(df.loc[df["ok"], ["PRED_LAT", "PRED_LON"]].to_numpy(np.float64))
-        pred.loc[df["ok"].to_numpy(), ["iso_a3", "country"]] = p[["iso_a3", "country"]].to_numpy()
-    df["pred_country"] = pred["country"].replace("", "(sea)").to_numpy()
-    df["country_hit"] = np.where(df["iso_a3"].eq(""), np.nan, (pred["iso_a3"] == df["iso_a3"]).astype(float))
-    err = df["error_km"].to_numpy(np.float64)
-    band = np.full(len(df), "failed", dtype=object)
-    for (lo, hi), nm in zip(BANDS, BAND_NAMES):
-        band[(err > lo if lo > 0 else err >= lo) & (err <= hi)] = nm
-    df["band"] = band
-    return df
-
-
-def metrics_row(df: pd.DataFrame, label: str) -> dict:
-    from geocore.eval.metrics import metrics_from_errors
-
-    ok = df[df["ok"]]
-    m = metrics_from_errors(ok["error_km"].to_numpy(np.float64), ok["country_hit"].to_numpy(np.float64)).to_dict()
-    row = {"results": label, "n": m["n"]}
-    row.update({f"{LEVEL_NAMES[r]} {r} km": ui.fmt_pct(m[f"acc_{r}km"]) for r in THRESHOLDS_KM})
-    row.update({"Median km": f"{m['median_km']:.1f}", "Mean km": f"{m['mean_km']:.1f}",
-                "GeoScore": f"{m['geoscore']:.0f}", "Country acc": ui.fmt_pct(m["country_acc"])})
-    if (~df["ok"]).any():
-        row["failed images"] = int((~df["ok"]).sum())
-    return row
+def annotated(_df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """`annotate_results`, cached by `key` (file digest, or path + mtime + size)."""
+    return annotate_results(_df)
 
 
 def pick_results(label: str, key: str) -> tuple[str, pd.DataFrame] | None:
-    """Upload or choose from a folder; returns (name, enriched frame) or None."""
+    """Upload or choose from a folder; returns (name, annotated frame) or None."""
     src = st.radio(f"{label}: source", ["Pick from a folder", "Upload"], horizontal=True, key=f"{key}_src")
     try:
         if src == "Upload":
@@ -76,7 +52,7 @@ def pick_results(label: str, key: str) -> tuple[str, pd.DataFrame] | None:
             if up is None:
                 return None
             data = up.getvalue()
-            return up.name, enrich(read_results(up.name, data), hashlib.sha256(data).hexdigest())
+            return up.name, annotated(read_results(up.name, data), hashlib.sha256(data).hexdigest())
         folder = st.text_input(f"{label}: folder", value=os.environ.get("GEOCORE_RESULTS_DIR", "results"),
                                key=f"{key}_dir")
         path = Path(folder).expanduser()
@@ -87,30 +63,16 @@ def pick_results(label: str, key: str) -> tuple[str, pd.DataFrame] | None:
         if not files:
             st.info(f"No .parquet or .csv results files in {folder}.")
             return None
-        choice = st.selectbox(f"{label}: file", files, key=f"{key}_file")
-
-        stat = (path / choice).stat()
-        return choice, enrich(read_results(path / choice), f"{(path / choice).resolve()}:{stat.st_mtime_ns}:{stat.st_size}")
+        choice = path / st.selectbox(f"{label}: file", files, key=f"{key}_file")
+        stat = choice.stat()
+        return choice.name, annotated(read_results(choice), f"{choice.resolve()}:{stat.st_mtime_ns}:{stat.st_size}")
     except GeocoreError as err:
-        ui.show_error(err)
+        show_error(err)
         return None
 
 
-def error_histogram(df: pd.DataFrame):
-    import matplotlib.pyplot as plt
-
-    err = df.loc[df["ok"], "error_km"].to_numpy(np.float64)
-    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
-    bins = np.logspace(-1, np.log10(20040), 40)
-    ax.hist(np.clip(err, 0.1, None), bins=bins, color="#4f8ef7", edgecolor="white")
-    ax.set_xscale("log")
-    for r in THRESHOLDS_KM:
-        ax.axvline(r, color="#888", linestyle="--", linewidth=0.8)
-        ax.text(r, ax.get_ylim()[1] * 0.95, f" {LEVEL_NAMES[r]}", fontsize=7, color="#555", va="top")
-    ax.set_xlabel("error of the top-1 (km, log scale)")
-    ax.set_ylabel("images")
-    fig.tight_layout()
-    return fig
+def metrics_table(*frames: tuple[pd.DataFrame, str]) -> None:
+    st.dataframe(pd.DataFrame([metrics_row(df, label) for df, label in frames]), hide_index=True, width="stretch")
 
 
 def lines_deck(df: pd.DataFrame, limit: int = 5000):
@@ -118,14 +80,13 @@ def lines_deck(df: pd.DataFrame, limit: int = 5000):
     import pydeck as pdk
 
     rows = df[df["ok"]].nlargest(limit, "error_km")
-    colors = dict(zip(BAND_NAMES, BAND_COLORS))
     data = pd.DataFrame({
-        "IMG_ID": rows["IMG_ID"].astype(str).to_numpy(),
+        "IMG_ID": rows["IMG_ID"].to_numpy(),
         "km": [f"{v:,.0f}" for v in rows["error_km"]],
-        "band": rows["band"].astype(str).to_numpy(),
+        "band": rows["band"].to_numpy(),
         "src": [[float(a), float(b)] for a, b in zip(rows["LON"], rows["LAT"])],
         "dst": [[float(a), float(b)] for a, b in zip(rows["PRED_LON"], rows["PRED_LAT"])],
-        "color": [ui.hex_rgb(colors.get(b, "#555555"), 210) for b in rows["band"]],
+        "color": [hex_rgba(BAND_COLORS.get(b, "#555555"), 210) for b in rows["band"]],
     })
     arcs = pdk.Layer("ArcLayer", data, id="errors", get_source_position="src", get_target_position="dst",
                      get_source_color="color", get_target_color="color", get_width=1.6, width_min_pixels=1,
@@ -133,12 +94,19 @@ def lines_deck(df: pd.DataFrame, limit: int = 5000):
     truths = pdk.Layer("ScatterplotLayer", data, id="truths", get_position="src", get_fill_color="color",
                        get_radius=3, radius_units="'pixels'", stroked=True, get_line_color=[40, 40, 40, 255],
                        line_width_min_pixels=0.5, pickable=True)
-    return ui.world_deck([arcs, truths], tooltip={"html": "<b>{IMG_ID}</b>: {km} km ({band})"})
+    return world_deck([arcs, truths], tooltip={"html": "<b>{IMG_ID}</b>: {km} km ({band})"})
 
 
-def image_path(folder: Path, img_id: str) -> Path:
-    """Where an IMG_ID's image is, as `geocore evaluate` found it: the folder joined with the ID."""
-    return folder / str(img_id).strip()
+def region_maps(df: pd.DataFrame, radius: float) -> None:
+    """Accuracy within `radius` per country and per continent of the true location: two maps, one table."""
+    tables = {by: accuracy_by_true_region(df, radius, by) for by in ("country", "continent")}
+    for by, table in tables.items():
+        ax = viz.plot_choropleth(table["accuracy"], by=by, label=f"accuracy ≤ {radius:g} km",
+                                 title=f"Accuracy per {by} (true location), grey = no images")
+        st.pyplot(ax.figure, clear_figure=True)
+    countries = tables["country"]
+    st.dataframe(countries.assign(accuracy=(100 * countries["accuracy"]).round(1))
+                 .rename(columns={"accuracy": f"acc ≤ {radius:g} km (%)"}), hide_index=True, width="stretch")
 
 
 def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
@@ -165,13 +133,14 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
     truth = (float(row["LAT"]), float(row["LON"]))
     ok = bool(row["ok"])
     recorded = (float(row["PRED_LAT"]), float(row["PRED_LON"])) if ok else None
+
     def paren(c: str) -> str:
-        return c if c.startswith("(") else f"({c})"
+        return c if c == SEA else f"({c})"
 
     st.markdown(f"**{img_id}** — truth {truth[0]:.4f}, {truth[1]:.4f} {paren(row['country'])}; "
                 + (f"recorded prediction {recorded[0]:.4f}, {recorded[1]:.4f} {paren(row['pred_country'])}, "
                    f"**{row['error_km']:,.1f} km** away" if ok else f"no prediction ({row['status']})"))
-    path = image_path(root, img_id)
+    path = root / img_id.strip()  # as `geocore evaluate` reads it: the folder joined with the IMG_ID
     if not path.is_file():
         st.info(f"{img_id} is not in the folder {folder}.", icon="ℹ️")
         return
@@ -180,15 +149,13 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
     try:
         image = load_image(path, name=img_id)
     except GeocoreError as err:
-        ui.show_error(err)
+        show_error(err)
         return
-    name = ui.model_picker(key="model_failures", prefer=results_model)  # its notice (if any) above the image
-    model = ui.load_model(name) if name else None
+    name = model_picker(key="model_failures", prefer=results_model)  # its notice (if any) above the image
+    model = load_model(name) if name else None
     left, right = st.columns([1, 2])
     with left:
-        thumb = image.copy()
-        thumb.thumbnail((640, 640))
-        st.image(thumb, caption=img_id, width="stretch")
+        show_photo(image, img_id)
     if model is None:
         right.info("The heatmap and Grad-CAM need a model with weights (see above).", icon="ℹ️")
         return
@@ -203,27 +170,26 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
         out: dict = {}
         try:
             with st.spinner(f"Running {name} on {img_id}…"):
-                top = min(5, len(model.gallery)) if hasattr(model, "gallery") else 5
-                out["res"] = locate(model, [(img_id, path)], top_k=top, full=True)[0]
+                out["res"] = locate(model, [(img_id, path)], top_k=min(5, model.num_candidates()), full=True)[0]
         except GeocoreError as err:
             out["res_error"] = str(err)
         try:
             with st.spinner("Computing Grad-CAM…"):
-                out["cam"] = gradcam(model, image, target=None)
+                out["cam"] = gradcam(model, image)
         except (ImportError, GeocoreError) as err:
-            out["cam_error"] = f"{err.name or err} is not installed" if isinstance(err, ImportError) else str(err)
+            out["cam_error"] = err
         cache[key] = out
     out = cache[key]
     with right:
-        ui.random_label(model)
+        random_label(model)
         res = out.get("res")
         if res is None or not res.ok:
             st.error(f"{img_id}: {out.get('res_error') or res.error}")
         else:
-            m = ui.prediction_map(res.prediction, res.table, truth=truth, truth_km=row["error_km"] if ok else None,
-                                  truth_label=f"truth of {img_id}", recorded=recorded,
-                                  recorded_label=f"prediction in the results file ({results_model or '?'})")
-            ui.show_map(m, height=420)
+            m = prediction_map(res.prediction, res.table, truth=truth, truth_km=row["error_km"] if ok else None,
+                               truth_label=f"truth of {img_id}", recorded=recorded,
+                               recorded_label=f"prediction in the results file ({results_model or '?'})")
+            show_map(m, height=420)
             st.caption(f"Shading: {name}'s probabilities now. Blue dots: its top-k. Green: truth. Orange ring: the "
                        "results file's prediction; red dashes: its error.")
     with left:
@@ -231,34 +197,24 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
             st.image(out["cam"].overlay, caption=f"Grad-CAM — where {name} looked for: {out['cam'].target_desc}",
                      width="stretch")
         else:
-            st.info(f"Grad-CAM is not available: {out.get('cam_error')}", icon="ℹ️")
+            show_unavailable("Grad-CAM", out["cam_error"])
 
 
-def choropleths(df: pd.DataFrame, radius: float):
-    import matplotlib.pyplot as plt
-
-    from geocore.geo.countries import countries
-
-    ok = df[df["ok"]].assign(hit=lambda d: (d["error_km"] <= radius).astype(float))
-    world = countries()
-    by_country = ok[ok["iso_a3"] != ""].groupby("iso_a3").agg(acc=("hit", "mean"), n=("hit", "size"))
-    by_cont = ok.groupby("continent").agg(acc=("hit", "mean"), n=("hit", "size"))
-    figs = []
-    for title, frame, key in (("per country", world, "iso_a3"),
-                              ("per continent", world.dissolve(by="continent").reset_index(), "continent")):
-        stats = by_country if key == "iso_a3" else by_cont
-        g = frame.merge(stats, left_on=key, right_index=True, how="left")
-        fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
-        g.plot(column="acc", ax=ax, cmap="RdYlGn", vmin=0, vmax=1, legend=True, edgecolor="#555", linewidth=0.2,
-               missing_kwds={"color": "#e6e6e6", "label": "no images"},
-               legend_kwds={"label": f"accuracy ≤ {radius:g} km", "shrink": 0.6})
-        ax.set_title(f"Accuracy {title} (true location), grey = no images", fontsize=9)
-        ax.set_axis_off()
-        fig.tight_layout()
-        figs.append(fig)
-    table = by_country.join(world.set_index("iso_a3")["name"]).sort_values("n", ascending=False)
-    table = table.assign(acc=lambda t: (100 * t["acc"]).round(1)).rename(columns={"acc": f"acc ≤ {radius:g} km (%)"})
-    return figs, table[["name", "n", f"acc ≤ {radius:g} km (%)"]]
+def comparison(df: pd.DataFrame, name: str) -> None:
+    """A second results file against the first: metrics side by side, images only one of them gets right."""
+    other = pick_results("Second results file", "b")
+    if other is None:
+        return
+    name_b, df_b = other
+    r = st.number_input("Right within (km)", 0.1, 20000.0, 25.0, key="cmp_radius")
+    metrics_table((df, name), (df_b, name_b))
+    both = compare_results(df, df_b, r)
+    n = both["right"].value_counts()
+    st.write(f"{len(both)} images in both. Within {r:g} km: **{n.get('only a', 0)}** only by {name}, "
+             f"**{n.get('only b', 0)}** only by {name_b}, {n.get('both', 0)} by both.")
+    for col, which, good, bad in zip(st.columns(2), ("only a", "only b"), (name, name_b), (name_b, name)):
+        col.markdown(f"Right in **{good}**, wrong in **{bad}**")
+        col.dataframe(both[both["right"] == which].drop(columns="right").round(1), hide_index=True, width="stretch")
 
 
 picked = pick_results("Results", "a")
@@ -268,11 +224,11 @@ if picked is not None:
     st.subheader("Metrics")
     st.caption(f"{name} — model {model_names}. Accuracy (%) within each radius of the true location, as "
                "the papers print it; failed images are left out and counted.")
-    st.dataframe(pd.DataFrame([metrics_row(df, name)]), hide_index=True, width="stretch")
+    metrics_table((df, name))
 
     with st.sidebar:
         st.header("Filters")
-        bands = st.multiselect("Error band", BAND_NAMES + ["failed"], default=BAND_NAMES, key="f_band")
+        bands = st.multiselect("Error band", [*BAND_NAMES, FAILED], default=list(BAND_NAMES), key="f_band")
         countries_sel = st.multiselect("Country (true)", sorted(df["country"].unique()), key="f_country")
         scene_cols = [c for c in SCENES if c in df.columns]
         scene_col = st.selectbox("Scene labels", ["(any)"] + scene_cols, key="f_scene_col")
@@ -287,53 +243,33 @@ if picked is not None:
         view = view[view[scene_col].isin(scene_vals)]
     st.write(f"**{len(view)}** of {len(df)} images match the filters.")
     if len(view) and view["ok"].any() and len(view) < len(df):
-        st.dataframe(pd.DataFrame([metrics_row(view, "filtered")]), hide_index=True, width="stretch")
+        metrics_table((view, "filtered"))
 
     tab_dist, tab_map, tab_geo, tab_worst, tab_cmp = st.tabs(
         ["Error distribution", "Truth → prediction", "Per country / continent", "Worst first", "Compare two files"])
     with tab_dist:
         if view["ok"].any():
-            st.pyplot(error_histogram(view), clear_figure=True)
+            st.pyplot(viz.plot_error_histogram(view.loc[view["ok"], "error_km"]).figure, clear_figure=True)
         else:
             st.info("No located images under these filters.")
     with tab_map:
         st.caption("Arcs from each true location (dot) to its top-1 prediction, coloured by error band "
                    "(the 5000 largest errors under the filters). Drag to pan, scroll to zoom, hover for the image.")
-        st.markdown(" ".join(f"<span style='color:{c}'>■</span> {n}" for n, c in zip(BAND_NAMES, BAND_COLORS)),
+        st.markdown(" ".join(f"<span style='color:{c}'>■</span> {n}" for n, c in BAND_COLORS.items()),
                     unsafe_allow_html=True)
         st.pydeck_chart(lines_deck(view), height=480, key="lines_deck")
     with tab_geo:
         if view["ok"].any():
-            figs, table = choropleths(view, radius)
-            for fig in figs:
-                st.pyplot(fig, clear_figure=True)
-            st.dataframe(table, hide_index=True, width="stretch")
+            region_maps(view, radius)
         else:
             st.info("No located images under these filters.")
     with tab_worst:
         cols = ["IMG_ID", "error_km", "country", "pred_country", "LAT", "LON", "PRED_LAT", "PRED_LON", "band"]
         cols += [c for c in SCENES if c in view.columns] + ["status"]
         ordered = view.sort_values("error_km", ascending=False, na_position="first")
-        worst = ordered[cols]
-        st.dataframe(worst.round({"error_km": 1, "LAT": 4, "LON": 4, "PRED_LAT": 4, "PRED_LON": 4}),
+        st.dataframe(ordered[cols].round({"error_km": 1, "LAT": 4, "LON": 4, "PRED_LAT": 4, "PRED_LON": 4}),
                      hide_index=True, width="stretch")
         models = df["model"].dropna().astype(str).unique()
         drilldown(ordered, models[0] if len(models) == 1 else None)
     with tab_cmp:
-        other = pick_results("Second results file", "b")
-        if other is not None:
-            name_b, df_b = other
-            r = st.number_input("Right within (km)", 0.1, 20000.0, 25.0, key="cmp_radius")
-            st.dataframe(pd.DataFrame([metrics_row(df, name), metrics_row(df_b, name_b)]),
-                         hide_index=True, width="stretch")
-            both = df[["IMG_ID", "error_km", "country"]].merge(df_b[["IMG_ID", "error_km"]], on="IMG_ID",
-                                                               suffixes=("_a", "_b"))
-            right_a, right_b = both["error_km_a"] <= r, both["error_km_b"] <= r
-            st.write(f"{len(both)} images in both. Within {r:g} km: **{int((right_a & ~right_b).sum())}** only by "
-                     f"{name}, **{int((~right_a & right_b).sum())}** only by {name_b}, "
-                     f"{int((right_a & right_b).sum())} by both.")
-            c1, c2 = st.columns(2)
-            c1.markdown(f"Right in **{name}**, wrong in **{name_b}**")
-            c1.dataframe(both[right_a & ~right_b].round(1), hide_index=True, width="stretch")
-            c2.markdown(f"Right in **{name_b}**, wrong in **{name}**")
-            c2.dataframe(both[~right_a & right_b].round(1), hide_index=True, width="stretch")
+        comparison(df, name)

@@ -1,20 +1,28 @@
 """Location embeddings: what GeoCLIP's location encoder has learned, over the whole globe.
 
-Needs only the heads that ship in the `geoclip` wheel (no backbone weights), so it works everywhere.
+Needs only the location encoder that ships in the `geoclip` wheel (no backbone weights), so it works everywhere.
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+APP_DIR = str(Path(__file__).resolve().parents[1])
+if APP_DIR not in sys.path:  # the `ui` package in app/
+    sys.path.insert(0, APP_DIR)
 
 import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
+import torch  # noqa: E402
 
-import components as ui  # noqa: E402
+from geocore import viz  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
+from ui.deck import apply_selected_point, world_deck  # noqa: E402
+from ui.page import setup_page, show_error  # noqa: E402
+from ui.results import place_text  # noqa: E402
 
-ui.setup_page("Location embeddings", "🧭")
+PICK_LAYER = "grid"
+
+setup_page("Location embeddings", "🧭")
 st.title("Location embeddings")
 st.caption("GeoCLIP encodes a (lat, lon) as a 512-d vector (Equal Earth projection → random Fourier features "
            "at three scales → MLPs). Here: those vectors over a lat/lon grid.")
@@ -22,50 +30,40 @@ st.caption("GeoCLIP encodes a (lat, lon) as a 512-d vector (Equal Earth projecti
 
 @st.cache_resource(show_spinner="Loading the location encoder…")
 def encoder():
-    from geocore.models.location_encoder import LocationEncoder
-    from geocore.weights.paths import geoclip_package_dir
+    from geocore.models.location_encoder import load_location_encoder
 
-    return LocationEncoder.from_geoclip_file(
-        geoclip_package_dir() / "model" / "weights" / "location_encoder_weights.pth").eval()
+    return load_location_encoder()
+
+
+def embed(points: np.ndarray) -> np.ndarray:
+    """(N, 2) (lat, lon) → (N, 512) location embeddings."""
+    return encoder().embed(torch.as_tensor(points, dtype=torch.float32)).numpy()
 
 
 @st.cache_data(show_spinner="Encoding the globe…", max_entries=4)
 def grid_embeddings(step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lats (R,), lons (C,), embeddings (R, C, 512)) on cell centres `step` degrees apart."""
-    import torch
-
-    lats = np.arange(90 - step / 2, -90, -step)
-    lons = np.arange(-180 + step / 2, 180, step)
-    grid = np.stack(np.meshgrid(lats, lons, indexing="ij"), -1).reshape(-1, 2)
-    emb = encoder().embed(torch.as_tensor(grid, dtype=torch.float32)).numpy()
-    return lats, lons, emb.reshape(len(lats), len(lons), -1)
+    lats, lons, points = viz.latlon_grid(step)
+    return lats, lons, embed(points).reshape(len(lats), len(lons), -1)
 
 
-def pca_rgb(emb: np.ndarray) -> np.ndarray:
-    flat = emb.reshape(-1, emb.shape[-1]).astype(np.float64)
-    flat = flat - flat.mean(0)
-    _, _, vt = np.linalg.svd(flat, full_matrices=False)
-    comp = flat @ vt[:3].T
-    lo, hi = np.percentile(comp, 1, axis=0), np.percentile(comp, 99, axis=0)
-    return np.clip((comp - lo) / (hi - lo + 1e-12), 0, 1).reshape(*emb.shape[:2], 3)
+def png(ax) -> bytes:
+    import io
 
-
-def world_image(img: np.ndarray, title: str, cmap=None, point=None, colorbar: str | None = None):
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.6), dpi=90)
-    im = ax.imshow(img, extent=(-180, 180, -90, 90), cmap=cmap, interpolation="bilinear", aspect="auto")
-    ui.world_outline_axes(ax)
-    if point is not None:
-        ax.plot(point[1], point[0], marker="*", color="white", markersize=14, markeredgecolor="black")
-    if colorbar:
-        fig.colorbar(im, ax=ax, shrink=0.7, label=colorbar)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    buf = io.BytesIO()
+    ax.figure.savefig(buf, format="png")
+    plt.close(ax.figure)
+    return buf.getvalue()
 
 
-PICK_LAYER = "grid"
+@st.cache_data(show_spinner=False, max_entries=4)
+def pca_png(step: float) -> bytes:
+    lats, lons, emb = grid_embeddings(step)
+    title = (f"First 3 principal components of {emb.shape[-1]}-d location features "
+             f"({len(lats)}×{len(lons)} grid) as RGB")
+    return png(viz.plot_world_image(viz.pca_rgb(emb), title=title))
 
 
 def similarity_deck(step: float, q: np.ndarray, point: tuple[float, float]):
@@ -74,10 +72,9 @@ def similarity_deck(step: float, q: np.ndarray, point: tuple[float, float]):
     from matplotlib import colormaps
 
     lats, lons, emb = grid_embeddings(step)
-    grid = np.stack(np.meshgrid(lats, lons, indexing="ij"), -1).reshape(-1, 2)
+    grid = viz.latlon_grid(step)[2]
     sim = emb.reshape(len(grid), -1) @ q
-    norm = (sim - sim.min()) / (np.ptp(sim) + 1e-12)
-    rgb = (colormaps["magma"](norm)[:, :3] * 255).astype(int)
+    rgb = (colormaps["magma"]((sim - sim.min()) / (np.ptp(sim) + 1e-12))[:, :3] * 255).astype(int)
     keep = np.abs(grid[:, 0]) < 85.0  # Web Mercator stops at ±85°
     data = [{"lat": round(float(a), 3), "lon": round(float(b), 3), "s": f"{v:.3f}", "c": [*map(int, c), 225]}
             for (a, b), v, c in zip(grid[keep], sim[keep], rgb[keep])]
@@ -88,33 +85,15 @@ def similarity_deck(step: float, q: np.ndarray, point: tuple[float, float]):
     star = pdk.Layer("ScatterplotLayer", [{"lat": point[0], "lon": point[1]}], id="point",
                      get_position=["lon", "lat"], get_fill_color=[255, 255, 255, 255], get_line_color=[0, 0, 0, 255],
                      stroked=True, get_radius=7, radius_units="'pixels'", line_width_min_pixels=2, pickable=False)
-    return ui.world_deck([cells, star], outlines_on_top=True,
-                         tooltip={"text": "{lat}, {lon}: similarity {s} (click to choose)"})
-
-
-def png(fig) -> bytes:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def pca_png(step: float) -> bytes:
-    lats, lons, emb = grid_embeddings(step)
-    return png(world_image(pca_rgb(emb), f"First 3 principal components of {emb.shape[-1]}-d location features "
-                                         f"({len(lats)}×{len(lons)} grid) as RGB"))
+    return world_deck([cells, star], outlines_on_top=True,
+                      tooltip={"text": "{lat}, {lon}: similarity {s} (click to choose)"})
 
 
 step = st.sidebar.select_slider("Grid spacing (degrees)", [1.0, 2.0, 3.0, 4.0], value=3.0, key="emb_step")
 try:
     lats, lons, emb = grid_embeddings(step)
 except GeocoreError as err:
-    ui.show_error(err)
+    show_error(err)
     st.stop()
 
 tab_pca, tab_sim = st.tabs(["Embeddings as colours (PCA)", "Similarity to a point"])
@@ -126,21 +105,20 @@ with tab_sim:
     c1, c2 = st.columns(2)
     lat = c1.number_input("Latitude", -90.0, 90.0, 48.8566, format="%.4f", key="sim_lat")
     lon = c2.number_input("Longitude", -180.0, 180.0, 2.3522, format="%.4f", key="sim_lon")
-    import torch
-
-    q = encoder().embed(torch.tensor([[lat, lon]], dtype=torch.float32)).numpy()[0]
+    q = embed(np.array([[lat, lon]]))[0]
     sim = emb @ q
-    st.caption("Click the map to choose the point (or type it above). Cells: a "
-               f"{max(step, 3.0):g}° grid, bright = similar.")
+    deck_step = max(step, 3.0)
+    st.caption(f"Click the map to choose the point (or type it above). Cells: a {deck_step:g}° grid, "
+               "bright = similar.")
     # a new key per point: each map starts unselected (Streamlit dims the unpicked dots of a selection)
     pick_key = f"sim_pick_{lat:.4f}_{lon:.4f}"
-    st.pydeck_chart(similarity_deck(max(step, 3.0), q, (lat, lon)), height=420, key=pick_key,
-                    on_select=lambda k=pick_key: ui.apply_selected_point(k, PICK_LAYER, "sim_lat", "sim_lon"),
+    st.pydeck_chart(similarity_deck(deck_step, q, (lat, lon)), height=420, key=pick_key,
+                    on_select=lambda k=pick_key: apply_selected_point(k, PICK_LAYER, "sim_lat", "sim_lon"),
                     selection_mode="single-object")
-    st.pyplot(world_image(sim, f"Cosine similarity to ({lat:.2f}, {lon:.2f})", cmap="magma", point=(lat, lon),
-                          colorbar="cosine similarity"), clear_figure=True)
+    ax = viz.plot_world_image(sim, title=f"Cosine similarity to ({lat:.2f}, {lon:.2f})", cmap="magma",
+                              colorbar="cosine similarity", points={f"{lat:.2f}, {lon:.2f}": (lat, lon)})
+    st.pyplot(ax.figure, clear_figure=True)
     from geocore.geo.countries import describe
 
-    where = describe(np.array([[lat, lon]]))
-    st.markdown(f"Point: **{ui.place_label(where.iloc[0])}**, {where.iloc[0]['country'] or '(sea)'} · "
+    st.markdown(f"Point: **{place_text(describe(np.array([[lat, lon]])).iloc[0])}** · "
                 f"similarity range {sim.min():.2f} … {sim.max():.2f}")

@@ -7,34 +7,32 @@ says so and shows the rest.
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+APP_DIR = str(Path(__file__).resolve().parents[1])
+if APP_DIR not in sys.path:  # the `ui` package in app/
+    sys.path.insert(0, APP_DIR)
 
 import streamlit as st  # noqa: E402
 
-import components as ui  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
+from geocore.models.base import GalleryModel  # noqa: E402
+from ui.models import load_model, model_picker, random_label  # noqa: E402
+from ui.page import setup_page, show_error, show_unavailable  # noqa: E402
+from ui.results import place_text  # noqa: E402
 
-ui.setup_page("Explain", "🔬")
+setup_page("Explain", "🔬")
 st.title("Explain a prediction")
 st.caption("Grad-CAM of the model's answer, semantic segmentation (ADE20K classes) and the scene type.")
 
 
 @st.cache_resource(show_spinner="Loading the segmenter…")
-def segmenter(name: str):
-    from geocore.explain.segmentation import Segmenter
+def segmenter():
+    from geocore.models.segmenter import DEFAULT_SEGMENTER, load_segmenter
 
-    return Segmenter.from_pretrained(name)
-
-
-def unavailable(what: str, err: BaseException) -> None:
-    if isinstance(err, ImportError):
-        st.info(f"{what} is not available in this installation ({err.name or err}).", icon="ℹ️")
-    else:
-        st.info(f"{what} is not available: {err}", icon="ℹ️")
+    return load_segmenter(DEFAULT_SEGMENTER)
 
 
-name = ui.model_picker(key="model_explain")
-model = ui.load_model(name) if name else None
+name = model_picker(key="model_explain")
+model = load_model(name) if name else None
 if model is not None:
     up = st.file_uploader("Photo", type=["jpg", "jpeg", "png", "webp", "heic", "heif"], key="explain_upload")
     files = list(st.session_state.get("_test_uploads") or [])[:1]  # test seam (AppTest cannot upload)
@@ -42,56 +40,61 @@ if model is not None:
         files = [(up.name, up.getvalue())]
     if not files:
         st.info("Upload a photo to explain the model's answer.")
-    else:
-        from geocore.data.images import load_image
-        from geocore.locate import locate
+        st.stop()
+    from geocore.data.images import load_image
+    from geocore.locate import locate
 
-        photo_name, data = files[0]
+    photo_name, data = files[0]
+    try:
+        image = load_image(data, name=photo_name)
+        res = locate(model, [(photo_name, data)], top_k=min(5, model.num_candidates()))[0]
+    except GeocoreError as err:
+        show_error(err)
+        st.stop()
+    if not res.ok:
+        st.error(res.error)
+        st.stop()
+    random_label(model)
+    table = res.table
+    choice = st.selectbox("Explain the answer", list(range(len(table))), key="explain_target",
+                          format_func=lambda i: f"#{i + 1} {place_text(table.iloc[i])} (p={table.iloc[i]['prob']:.3f})")
+    # the chosen answer: a location for a gallery model, the candidate (fine cell) index for a cell classifier
+    target = ((float(table.iloc[choice]["lat"]), float(table.iloc[choice]["lon"])) if isinstance(model, GalleryModel)
+              else int(res.prediction.indices[0, choice]))
+
+    labels, seg_error = None, None
+    try:
+        seg = segmenter()
+        labels = seg.segment(image)
+    except (ImportError, GeocoreError) as err:  # WeightsMissingError included: a notice with the command
+        seg_error = err
+
+    col_cam, col_seg = st.columns(2)
+    with col_cam:
+        st.subheader("Grad-CAM")
         try:
-            image = load_image(data, name=photo_name)
-            res = locate(model, [(photo_name, data)], top_k=min(5, len(getattr(model, "gallery", [0] * 5))))[0]
-        except GeocoreError as err:
-            ui.show_error(err)
-            st.stop()
-        if not res.ok:
-            st.error(res.error)
-            st.stop()
-        ui.random_label(model)
-        table = res.table
-        choice = st.selectbox("Explain the answer", list(range(len(table))), key="explain_target",
-                              format_func=lambda i: f"#{i + 1} {ui.place_label(table.iloc[i])}, "
-                                                    f"{table.iloc[i]['country'] or '(sea)'} "
-                                                    f"(p={table.iloc[i]['prob']:.3f})")
-        col_cam, col_seg = st.columns(2)
-        with col_cam:
-            st.subheader("Grad-CAM")
-            try:
-                from geocore.explain.gradcam import gradcam
+            from geocore.explain.gradcam import gradcam
 
-                target = (float(table.iloc[choice]["lat"]), float(table.iloc[choice]["lon"])) \
-                    if hasattr(model, "embed_locations") else None
-                with st.spinner("Computing Grad-CAM…"):
-                    cam = gradcam(model, image, target)
-                st.image(cam.overlay, caption=f"where the model looked for: {cam.target_desc}", width="stretch")
-            except (ImportError, GeocoreError) as err:
-                unavailable("Grad-CAM", err)
-        with col_seg:
-            st.subheader("Segmentation")
-            try:
-                from geocore.explain.segmentation import DEFAULT_SEGMENTER, overlay
-
-                seg = segmenter(DEFAULT_SEGMENTER)
-                labels = seg.segment(image)
-                st.image(overlay(image, labels), caption=f"{seg.name}: ADE20K classes", width="stretch")
-                st.dataframe(seg.legend(labels).head(10).assign(share=lambda d: (100 * d["share"]).round(1)),
-                             hide_index=True, width="stretch")
-            except (ImportError, GeocoreError) as err:  # WeightsMissingError included: a notice with the command
-                unavailable("Segmentation", err)
-        st.subheader("Scene")
-        try:
-            from geocore.explain.scene import classify_scene
-
-            scene = classify_scene(model, image)
-            st.write(f"**{scene.s3_name}** — " + ", ".join(f"{k} {v:.0%}" for k, v in scene.s3_probs.items()))
+            with st.spinner("Computing Grad-CAM…"):  # a TransLocator reuses the segmentation shown beside it
+                cam = gradcam(model, image, target, seg=labels if model.needs_segmentation else None)
+            st.image(cam.overlay, caption=f"where the model looked for: {cam.target_desc}", width="stretch")
         except (ImportError, GeocoreError) as err:
-            unavailable("Scene recognition", err)
+            show_unavailable("Grad-CAM", err)
+    with col_seg:
+        st.subheader("Segmentation")
+        if labels is None:
+            show_unavailable("Segmentation", seg_error)
+        else:
+            from geocore.explain.segmentation import overlay
+
+            st.image(overlay(image, labels), caption=f"{seg.name}: ADE20K classes", width="stretch")
+            st.dataframe(seg.legend(labels).head(10).assign(share=lambda d: (100 * d["share"]).round(1)),
+                         hide_index=True, width="stretch")
+    st.subheader("Scene")
+    try:
+        from geocore.explain.scene import classify_scene
+
+        scene = classify_scene(model, image)
+        st.write(f"**{scene.s3_name}** — " + ", ".join(f"{k} {v:.0%}" for k, v in scene.s3_probs.items()))
+    except (ImportError, GeocoreError) as err:
+        show_unavailable("Scene recognition", err)

@@ -26,3 +26,13 @@ def accuracy_by_region(results: pd.DataFrame, radius_km: float = 2500.0, by: str
     return (pd.DataFrame({by: region, "hit": hit}).groupby(by)
             .agg(images=("hit", "size"), accuracy=("hit", "mean"))
             .sort_values("images", ascending=False))
+
+
+def region_label(name: str | None) -> str:
+    """A country, continent or region name for display: `SEA` when there is none (the point is at sea)."""
+    return name if name else SEA
+
+
+def place_label(place: str | None, admin1: str | None = "") -> str:
+    """A nearest place and its first-level region ("Paris, Île-de-France") for display; `SEA` when both are empty."""
+    return region_label(", ".join(x for x in (place, admin1) if x))

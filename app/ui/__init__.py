@@ -1,0 +1,16 @@
+"""The app's shared pieces, one module per concern; pages import the ones they use.
+
+- `page`: page setup, error notices, the responsible-use text.
+- `models`: the model picker, cached model loading, the random-backbone label, gallery (region) choice.
+- `maps`: offline folium/Leaflet maps (basemap, probability heatmap, prediction map).
+- `deck`: offline deck.gl (pydeck) maps and their click selection.
+- `results`: photos and located results (top-k table, map, EXIF error).
+
+Pages find this package by putting the `app/` folder first on `sys.path` (see `app/Home.py`), which works for
+`streamlit run app/Home.py` and for `streamlit.testing.v1.AppTest` alike.
+
+Test-only environment variables (never set them for real use):
+- GEOCORE_APP_TEST_MODEL=<registry name>: preselect this (random, labelled) model.
+- GEOCORE_APP_TEST_GALLERY=small: give that model a small 1000 km grid gallery (fast on CPU).
+- GEOCORE_APP_OFFLINE=1: skip the tile reachability check (always offline basemap).
+"""

@@ -1,0 +1,71 @@
+"""Photos and located results: a photo thumbnail, the top-k table as users read it, one photo's answer."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from geocore.data.images import ImageSource, load_image
+from geocore.errors import GeocoreError
+from geocore.eval.regions import place_label, region_label
+from geocore.locate import LocateResult
+from geocore.models.base import GeoLocator
+
+from ui.maps import prediction_map, show_map
+from ui.models import random_label
+
+THUMBNAIL_PX = 640
+
+
+def show_photo(image: Image.Image | ImageSource, caption: str) -> None:
+    """A photo (PIL image, path or bytes) as a thumbnail of at most 640 px; an unreadable one is skipped
+    (its error is reported where it was located)."""
+    try:
+        img = image.copy() if isinstance(image, Image.Image) else load_image(image, name=caption)
+    except GeocoreError:
+        return
+    img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
+    st.image(img, caption=caption, width="stretch")
+
+
+def topk_display(table: pd.DataFrame) -> pd.DataFrame:
+    """A `prediction_table` as users read it: rank, place, country, probability, lat, lon."""
+    return pd.DataFrame({
+        "rank": table["rank"].astype(int),
+        "place": [place_label(p, a) for p, a in zip(table["place"], table["admin1"])],
+        "country": [region_label(c) for c in table["country"]],
+        "probability": table["prob"].round(4),
+        "lat": table["lat"].round(4),
+        "lon": table["lon"].round(4),
+    })
+
+
+def place_text(row: pd.Series) -> str:
+    """A row of a `prediction_table` (or of `geocore.geo.countries.describe`) in words: "place, region, country"."""
+    return f"{place_label(row['place'], row['admin1'])}, {region_label(row['country'])}"
+
+
+def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: bytes | None = None,
+                         map_height: int = 420) -> None:
+    """One photo's answer: photo, top-k table, heatmap map, EXIF truth and error (or its error notice)."""
+    st.subheader(res.name)
+    if not res.ok:
+        st.error(f"{res.name}: {res.error}")
+        return
+    random_label(model)
+    left, right = st.columns([1, 2])
+    with left:
+        if image_bytes is not None:
+            show_photo(image_bytes, res.name)
+        st.dataframe(topk_display(res.table), hide_index=True, width="stretch")
+        if res.exif_gps is not None:
+            st.success(f"EXIF GPS {res.exif_gps[0]:.4f}, {res.exif_gps[1]:.4f}: top-1 is "
+                       f"**{res.exif_error_km:,.1f} km** away")
+        else:
+            st.caption("No GPS position in this photo's EXIF, so no error to show.")
+    with right:
+        show_map(prediction_map(res.prediction, res.table, truth=res.exif_gps, truth_km=res.exif_error_km),
+                 height=map_height)
+        st.caption("Shading: probability over the candidate points. Dots: top-k (dark = top-1)."
+                   + (" Green: EXIF GPS; red dashes: error of the top-1." if res.exif_gps else ""))
