@@ -74,7 +74,7 @@ def section_scaling(runs: int, quick: bool) -> list[str]:
         "float32). The cost is linear in the gallery size and bound by memory bandwidth; 10M points fit on this "
         "24 GB machine only in float16 (10.2 GB). Past that, or for many queries per second, an approximate index "
         "(IVF/HNSW, e.g. FAISS) or a coarse-to-fine search (score a coarse grid, then refine locally, as `--refine` "
-        "does) takes over. Today the on-disk gallery cache keeps float32 embeddings, so a 10M gallery would also need "
+        "does) would be needed; geocore has no approximate index yet (an open issue). Today the on-disk gallery cache keeps float32 embeddings, so a 10M gallery would also need "
         "a float16-only cache (20.5 GB in float32).",
         "",
         "![Retrieval time and memory against gallery size](scaling.png)",
