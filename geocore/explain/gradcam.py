@@ -24,6 +24,7 @@ from torchvision import transforms as T
 
 from geocore.errors import InputError
 from geocore.models.base import GeoLocator
+from geocore.models.clip_backbone import FloorCenterCrop
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ def crop_box(preprocess: Any, size: tuple[int, int]) -> tuple[float, float, floa
             ch, cw = (t.size, t.size) if isinstance(t.size, int) else (t.size[0], t.size[-1])
             fx, fy = (box[2] - box[0]) / cur_w, (box[3] - box[1]) / cur_h  # original px per current px
             left, top = (cur_w - cw) / 2.0, (cur_h - ch) / 2.0
+            if isinstance(t, FloorCenterCrop):  # whole pixels, rounded down
+                left, top = float(int(left)), float(int(top))
             box = [box[0] + left * fx, box[1] + top * fy, box[0] + (left + cw) * fx, box[1] + (top + ch) * fy]
             cur_w, cur_h = float(cw), float(ch)
     return box[0], box[1], box[2], box[3]

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
+from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from geocore.errors import InputError
 from geocore.models.convert_hf_clip import hf_clip_to_open_clip, is_hf_clip_state_dict
@@ -105,10 +107,27 @@ def _causal_mask(n: int) -> torch.Tensor:
     return torch.full((n, n), float("-inf")).triu_(1)  # as open_clip's build_causal_mask
 
 
+class FloorCenterCrop(T.CenterCrop):
+    """Centre crop whose offset is floor((L − size) / 2), as CLIP's reference preprocessing (transformers'
+    `CLIPImageProcessor`) crops. torchvision rounds half to even instead, which lands one pixel off whenever the
+    resized side L satisfies L mod 4 == 3 (640×427, 1024×683, 227×224, …)."""
+
+    def forward(self, img: Image.Image | torch.Tensor) -> Image.Image | torch.Tensor:
+        ch, cw = self.size
+        if isinstance(img, Image.Image):
+            w, h = img.size
+        else:
+            h, w = img.shape[-2:]
+        if w < cw or h < ch:  # smaller than the crop: torchvision pads; keep its behaviour
+            return super().forward(img)
+        return TF.crop(img, (h - ch) // 2, (w - cw) // 2, ch, cw)
+
+
 def clip_image_transform(
     model: open_clip.CLIP, clip_model: str | None = None, tag: str | None = None
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """open_clip's eval transform for the backbone (openai: resize 224 bicubic, center crop, OPENAI mean/std)."""
+    """open_clip's eval transform for the backbone (openai: resize 224 bicubic, centre crop, OPENAI mean/std),
+    with the reference's floor-rounded centre crop (`FloorCenterCrop`)."""
     import open_clip
 
     cfg = asdict(open_clip.transform.PreprocessCfg())
@@ -116,10 +135,12 @@ def clip_image_transform(
         pre = open_clip.get_pretrained_cfg(clip_model, tag) or {}
         cfg.update({k: pre[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in pre})
     size = model.visual.image_size
-    return open_clip.image_transform(
+    pipeline = open_clip.image_transform(
         size, is_train=False, mean=cfg["mean"], std=cfg["std"], resize_mode=cfg["resize_mode"],
         interpolation=cfg["interpolation"], fill_color=cfg["fill_color"],
     )
+    pipeline.transforms = [FloorCenterCrop(t.size) if type(t) is T.CenterCrop else t for t in pipeline.transforms]
+    return pipeline
 
 
 def clip_tokenizer(model: open_clip.CLIP, clip_model: str | None = None) -> Callable[[list[str]], torch.Tensor]:
