@@ -246,3 +246,46 @@ def read_exif_gps(source: ImageSource, *, name: str | None = None) -> tuple[floa
     if lat is None or lon is None or (lat == 0.0 and lon == 0.0):
         return None
     return lat, lon
+
+
+_EXIF_IFD = 0x8769
+_EXIF_TEXT_TAGS = {  # key → (IFD or None for IFD0, tag)
+    "datetime_original": (_EXIF_IFD, 0x9003),
+    "offset_time_original": (_EXIF_IFD, 0x9011),
+    "datetime": (None, 0x0132),
+    "make": (None, 0x010F),
+    "model": (None, 0x0110),
+}
+
+
+def _exif_text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    text = value.replace("\x00", "").strip()
+    return text[:200] or None  # EXIF strings are short; a malformed one must not flood a report
+
+
+def read_exif_info(source: ImageSource, *, name: str | None = None) -> dict[str, str | None]:
+    """The photo's EXIF capture time and camera as text: keys `datetime_original` (DateTimeOriginal,
+    "YYYY:MM:DD HH:MM:SS"), `offset_time_original` (its UTC offset, e.g. "+02:00"), `datetime` (the file's
+    DateTime), `make` and `model`; each None when absent or malformed.
+
+    Like `read_exif_gps`, bad EXIF never raises; only input that cannot be opened as an image raises ImageError.
+    """
+    label = _source_name(source, name)
+    img = _open(source, label, max_pixels=None)  # header only
+    out: dict[str, str | None] = dict.fromkeys(_EXIF_TEXT_TAGS)
+    try:
+        exif = img.getexif()
+        for key, (ifd, tag) in _EXIF_TEXT_TAGS.items():
+            try:
+                out[key] = _exif_text((exif.get_ifd(ifd) if ifd is not None else exif).get(tag))
+            except Exception:  # one malformed IFD leaves the other fields readable
+                out[key] = None
+    except Exception:
+        pass
+    finally:
+        img.close()
+    return out

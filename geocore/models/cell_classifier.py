@@ -181,6 +181,7 @@ def build_cell_model(cls: type[M], name: str, *, pretrained: str | Path | None, 
         given = {**saved, **given}
     model = cls(given, imagenet=imagenet)
     model.model_name = name
+    model.random_backbone = ref.kind != "file"  # not trained here: its cell predictions mean nothing
     if state is not None:
         try:
             result = model.load_state_dict(state, strict=False)

@@ -1,0 +1,615 @@
+"""The case report: one self-contained HTML file that records an analysis of one or more photos.
+
+For each photo it holds the photo itself (a thumbnail re-encoded from the pixels, so no EXIF, GPS or camera
+serial travels with it), the file's SHA-256, its EXIF time, camera and GPS, the top-k places, a static map
+with the probability heat map and the search regions, a zoomed map when the widest region is small, the
+Grad-CAM overlay of the top-1, and whether the answer agrees with the EXIF GPS. The header records what
+produced the answers (model, geocore version, weights SHA-256 or a loud RANDOM BACKBONE warning, hint,
+calibration, time of the analysis in UTC) and the responsible-use note.
+
+The file opens offline and never makes a request: styles are inline, images are `data:` URIs, there are no
+scripts, fonts or tiles, and a Content-Security-Policy forbids any other source. Photos are read in memory;
+nothing is written to disk except the report asked for (`write_report`, atomically).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geocore.data.images import ImageSource, load_image, read_exif_info
+from geocore.errors import GeocoreError, ImageError, InputError
+from geocore.locate import LocateResult, locate
+from geocore.models.base import GalleryModel, GeoLocator
+from geocore.uncertainty.calibration import Calibration, validate_levels
+
+RANDOM_WARNING = "RANDOM BACKBONE — predictions mean nothing"
+RESPONSIBLE_USE = (
+    "Locating someone else's private photos can endanger people (stalking, doxxing). The authors of "
+    "GeoEstimation withdrew their public demo for this reason. Use geocore on your own photos or on public "
+    "benchmarks. This report contains the photos it analyses: share it only with people entitled to see them."
+)
+THUMB_SIDE = 480  # px, longer side of the photo and Grad-CAM thumbnails
+ZOOM_MAX_DEG = (60.0, 40.0)  # a zoomed map is drawn when the widest region fits in this many degrees (lon, lat)
+MAX_COUNTRIES = 15  # countries listed per region; the rest are counted
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+_REGION_STYLES = [("#1f4e9c", "-"), ("#00a0a0", "--"), ("#7b3294", ":"), ("#e66101", "-.")]
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+@dataclass
+class PhotoCase:
+    """Everything the report shows about one photo (thumbnails and maps as data: URIs)."""
+
+    index: int
+    name: str
+    sha256: str | None = None
+    n_bytes: int | None = None
+    result: LocateResult | None = None
+    regions: list = field(default_factory=list)  # SearchRegion per level, ascending
+    exif: dict = field(default_factory=dict)
+    size: tuple[int, int] | None = None
+    thumbnail: str | None = None
+    gradcam: str | None = None
+    gradcam_note: str | None = None
+    world_map: str | None = None
+    zoom_map: str | None = None
+    inside: dict = field(default_factory=dict)  # level → EXIF GPS inside that region
+    region_note: str | None = None  # why the regions' polygons (maps, separate areas, countries) are missing
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (cached per path, size and modification time)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def weights_record(model: GeoLocator, weights_file: str | Path | None = None) -> dict:
+    """What the model's weights were: {"file", "sha256", "note"} (file and sha256 None when unknown).
+
+    `weights_file`: the checkpoint the model was loaded from, when it was one; otherwise, for GeoCLIP with a
+    pretrained tag, the CLIP backbone file found locally."""
+    out: dict[str, Any] = {"file": None, "sha256": None, "note": None}
+    path: Path | None = Path(weights_file) if weights_file is not None else None
+    config = getattr(model, "config", None) or {}
+    if path is None and isinstance(model, GalleryModel) and not model.random_backbone and config.get("clip_pretrained"):
+        from geocore.weights.resolve import resolve_clip_checkpoint
+
+        try:
+            path = resolve_clip_checkpoint(config.get("clip_model") or "ViT-L-14", config["clip_pretrained"])
+        except GeocoreError as err:
+            out["note"] = f"backbone file not found: {err}"
+    if path is not None:
+        try:
+            out.update(file=str(path), sha256=file_sha256(path))
+        except OSError as err:
+            out["note"] = f"{path}: cannot be read ({err.strerror or err})"
+    elif out["note"] is None:
+        out["note"] = "not recorded (the model was not loaded from a weights file geocore knows)"
+    return out
+
+
+def _read(source: ImageSource) -> tuple[bytes | None, ImageSource]:
+    """The photo's bytes when they can be read (for the SHA-256 and everything after), else the source as given
+    (the loader then names what is wrong with it)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return data, data
+    if isinstance(source, (str, Path)):
+        try:
+            path = Path(source)
+            data = path.read_bytes() if path.is_file() else None
+        except OSError:
+            data = None
+        return data, (data if data else source)
+    if hasattr(source, "read"):  # an upload or an open binary file: read once, leave it where it was
+        pos = source.tell() if getattr(source, "seekable", lambda: False)() else None
+        data = source.read()
+        if pos is not None:
+            source.seek(pos)
+        if isinstance(data, (bytes, bytearray)) and data:
+            return bytes(data), bytes(data)
+        return None, source
+    return None, source
+
+
+def _check_options(levels, calibration, top_k: int) -> tuple[tuple[float, ...], Calibration | None]:
+    """The cheap checks, before any photo is read (locate() checks the hint and the calibration's fit)."""
+    levels = validate_levels(levels, "regions")
+    if int(top_k) < 1:
+        raise InputError(f"top_k: expected at least 1, got {top_k}")
+    if isinstance(calibration, (str, Path)):
+        calibration = Calibration.load(calibration)
+    return levels, calibration
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def _jpeg_uri(image, side: int = THUMB_SIDE) -> str:
+    """A JPEG data: URI of the image's pixels only (no EXIF, ICC or XMP is carried over)."""
+    from PIL import Image
+
+    rgb = image.convert("RGB")
+    rgb = Image.frombytes("RGB", rgb.size, rgb.tobytes())  # a fresh image: the pixels and nothing else
+    rgb.thumbnail((side, side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", quality=85, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _png_uri(fig) -> str:
+    """A PNG data: URI of a matplotlib figure, palette-compressed (a map is ~80 KB instead of ~260 KB)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})  # no tool URL in the file
+    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(size: tuple[float, float]):
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+
+    return Figure(figsize=size, dpi=100, layout="constrained")
+
+
+def _draw_regions(ax, regions, *, fill: bool = False) -> list:
+    """Each region's outline (one collection per region: thousands of Voronoi pieces draw fast); legend handles."""
+    import shapely
+    from matplotlib.collections import LineCollection, PolyCollection
+    from matplotlib.lines import Line2D
+
+    handles = []
+    for region, (color, style) in zip(regions, _REGION_STYLES):
+        polys = [g for g in shapely.get_parts(region.geometry) if g.geom_type == "Polygon" and not g.is_empty]
+        rings = [np.asarray(r.coords)[:, :2] for g in polys for r in (g.exterior, *g.interiors)]
+        if fill and polys:
+            ax.add_collection(PolyCollection([np.asarray(g.exterior.coords)[:, :2] for g in polys], facecolors=color,
+                                             alpha=0.12, linewidths=0, zorder=2.5))
+        if rings:
+            ax.add_collection(LineCollection(rings, colors=color, linestyles=style, linewidths=1.2, zorder=4.5))
+        handles.append(Line2D([], [], color=color, linestyle=style, linewidth=1.4,
+                              label=f"{_pct(region.level)} region, {_km2(region.area_km2)}"))
+    return handles
+
+
+def _draw_points(ax, table, exif_gps) -> None:
+    for row in reversed(list(table.itertuples())):  # the top-1 drawn last, on top
+        ax.plot(row.lon, row.lat, "o", ms=11, mfc="white", mec="#1f4e9c", mew=1.5, zorder=6)
+        ax.annotate(str(row.rank), (row.lon, row.lat), ha="center", va="center", fontsize=7, color="#1f4e9c",
+                    zorder=7)
+    if exif_gps is not None:
+        ax.plot(exif_gps[1], exif_gps[0], "*", ms=15, color="#2ca02c", mec="black", zorder=8, label="EXIF GPS")
+
+
+def world_map(res: LocateResult, regions) -> str:
+    """The world map: probability heat map, numbered top-k, region outlines, EXIF GPS (green star)."""
+    from geocore.viz import WORLD_FIGSIZE, plot_probability_map
+
+    fig = _figure(WORLD_FIGSIZE)
+    ax = fig.add_subplot()
+    pred = res.prediction
+    plot_probability_map(pred.candidates, pred.probs_full[0], ax=ax, top_k=0)
+    handles = _draw_regions(ax, regions)
+    _draw_points(ax, res.table, res.exif_gps)
+    if res.exif_gps is not None:
+        handles += ax.get_legend_handles_labels()[0][-1:]
+    if handles:
+        ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.85)
+    return _png_uri(fig)
+
+
+def zoom_box(region) -> tuple[float, float, float, float] | None:
+    """(west, south, east, north) around a region that fits in `ZOOM_MAX_DEG`, else None (the world map will do)."""
+    west, south, east, north = region.geometry.bounds
+    if east - west > ZOOM_MAX_DEG[0] or north - south > ZOOM_MAX_DEG[1]:
+        return None
+    pad = max(0.25 * max(east - west, north - south), 0.5)
+    return max(west - pad, -180.0), max(south - pad, -90.0), min(east + pad, 180.0), min(north + pad, 90.0)
+
+
+def zoom_map(res: LocateResult, regions, box: tuple[float, float, float, float]) -> str:
+    """A map of `box`: countries, candidates coloured by probability, filled regions, top-k and EXIF GPS."""
+    from matplotlib.colors import LogNorm
+
+    from geocore.viz import world_axes
+
+    west, south, east, north = box
+    fig = _figure((6.4, 4.8))
+    ax = world_axes(fig.add_subplot(), land=True)
+    pts = res.prediction.candidates.detach().cpu().double().numpy()
+    p = res.prediction.probs_full[0].detach().cpu().double().numpy()
+    view = (pts[:, 1] >= west) & (pts[:, 1] <= east) & (pts[:, 0] >= south) & (pts[:, 0] <= north)
+    if view.any():
+        vmax = float(p[view].max())
+        norm = LogNorm(vmin=vmax / 1e3, vmax=vmax) if vmax > 0 else None
+        spacing = np.sqrt((east - west) * (north - south) / view.sum())
+        size = float(np.clip(1.2 * spacing * 6.4 * 72 * 0.8 / (east - west), 2.0, 30.0) ** 2)
+        order = np.flatnonzero(view)[np.argsort(p[view])]
+        sc = ax.scatter(pts[order, 1], pts[order, 0], c=np.clip(p[order], vmax / 1e3, None), s=size,
+                        cmap="magma_r", norm=norm, linewidths=0, zorder=2)
+        fig.colorbar(sc, ax=ax, shrink=0.7, label="probability (log)")
+    handles = _draw_regions(ax, regions, fill=True)
+    _draw_points(ax, res.table, res.exif_gps)
+    ax.set_xlim(west, east)
+    ax.set_ylim(south, north)
+    ax.set_aspect(1.0 / max(np.cos(np.radians((south + north) / 2)), 0.2))
+    ax.tick_params(labelsize=7)
+    ax.set_xticks(np.linspace(west, east, 5))
+    ax.set_yticks(np.linspace(south, north, 5))
+    ax.set_xticklabels([f"{abs(v):.1f}°{'E' if v >= 0 else 'W'}" for v in ax.get_xticks()])
+    ax.set_yticklabels([f"{abs(v):.1f}°{'N' if v >= 0 else 'S'}" for v in ax.get_yticks()])
+    ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.85)
+    return _png_uri(fig)
+
+
+def _gradcam(model: GeoLocator, image, res: LocateResult) -> tuple[str | None, str | None]:
+    """The Grad-CAM overlay explaining the reported top-1 (after any hint), and what it explains."""
+    from geocore.explain.gradcam import gradcam
+
+    if isinstance(model, GalleryModel):  # the top-1 point itself
+        target = (float(res.table["lat"].iloc[0]), float(res.table["lon"].iloc[0]))
+    else:  # the top-1 fine cell
+        idx = res.prediction.indices
+        target = int(idx.reshape(-1)[0]) if idx is not None else None
+    try:
+        cam = gradcam(model, image, target)
+    except (GeocoreError, RuntimeError, ValueError) as err:
+        return None, f"Grad-CAM could not be computed: {err}"
+    return _jpeg_uri(cam.overlay), cam.target_desc
+
+
+# ---------------------------------------------------------------- analysis
+
+
+def analyse(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *, levels=(0.5, 0.9),
+            calibration: Calibration | None = None, hint: str | None = None, hint_weight: float | None = None,
+            top_k: int = 5, explain: bool = True, hint_model: GalleryModel | None = None) -> list[PhotoCase]:
+    """Locate each photo and gather what its section shows; a photo that cannot be read gets `error`."""
+    cases, items = [], []
+    for i, (name, source) in enumerate(photos, start=1):
+        data, src = _read(source)
+        case = PhotoCase(index=i, name=str(name))
+        if data is not None:
+            case.sha256, case.n_bytes = hashlib.sha256(data).hexdigest(), len(data)
+        cases.append(case)
+        items.append((case.name, src))
+    results = locate(model, items, top_k=top_k, full=True, regions=levels, calibration=calibration, hint=hint,
+                     hint_weight=hint_weight, hint_model=hint_model)
+    for case, res, (_, src) in zip(cases, results, items):
+        case.result = res
+        if not res.ok:
+            case.error = res.error
+            continue
+        try:
+            image = load_image(src, name=case.name)
+            case.exif = read_exif_info(src, name=case.name)
+        except ImageError as err:  # locate() read it already; kept for safety
+            case.error = str(err)
+            continue
+        case.size = image.size
+        case.thumbnail = _jpeg_uri(image)
+        case.regions = sorted(res.regions, key=lambda r: r.level)
+        if res.exif_gps is not None:
+            case.inside = {r.level: res.exif_in_region(r.level) for r in case.regions}
+        drawn = case.regions
+        try:  # the polygons, once (cached on the regions), before anything draws or lists them
+            for region in case.regions:
+                region.n_areas, region.countries  # noqa: B018
+        except Exception as err:  # noqa: BLE001 - one photo's polygons must not cost the whole report
+            case.region_note = f"the search regions' polygons could not be computed ({type(err).__name__}: {err})"
+            drawn = []
+        case.world_map = world_map(res, drawn)
+        box = zoom_box(drawn[-1]) if drawn else None
+        if box is not None:
+            case.zoom_map = zoom_map(res, case.regions, box)
+        if explain:
+            case.gradcam, case.gradcam_note = _gradcam(model, image, res)
+    return cases
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _pct(level: float) -> str:
+    return f"{100 * level:g} %"
+
+
+def _km2(area: float) -> str:
+    return f"{area:,.0f} km²" if area >= 10 else f"{area:,.2f} km²"
+
+
+def _km(dist: float | None) -> str:
+    return "—" if dist is None else f"{dist:,.1f} km"  # as `geocore locate` prints it
+
+
+def _place(place: Any, admin1: Any) -> str:
+    parts = [str(x) for x in (place, admin1) if isinstance(x, str) and x]
+    return ", ".join(parts) if parts else "(sea)"
+
+
+def _countries(region) -> str:
+    names = [n or iso for iso, n in zip(region.countries, region.country_names)]
+    if not names:
+        return "none (sea)"
+    more = len(names) - MAX_COUNTRIES
+    return ", ".join(names[:MAX_COUNTRIES]) + (f" and {more} more" if more > 0 else "")
+
+
+def _rows(pairs: Sequence[tuple[str, str]]) -> str:
+    """Key/value rows; values are HTML already."""
+    return "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in pairs)
+
+
+def _exif_rows(case: PhotoCase) -> list[tuple[str, str]]:
+    ex, res = case.exif, case.result
+    when, offset = ex.get("datetime_original"), ex.get("offset_time_original")
+    if when:
+        when_text = _e(when + (f" (UTC{offset})" if offset else " (time zone not recorded)"))
+    else:
+        when_text = "none" + (f" (file time {_e(ex['datetime'])})" if ex.get("datetime") else "")
+    camera = " ".join(x for x in (ex.get("make"), ex.get("model")) if x)
+    rows = [("EXIF time (DateTimeOriginal)", when_text), ("EXIF camera", _e(camera) if camera else "none")]
+    if res.exif_gps is None:
+        rows.append(("EXIF GPS", "none: agreement cannot be checked"))
+        return rows
+    lat, lon = res.exif_gps
+    rows.append(("EXIF GPS", f"{lat:.5f}, {lon:.5f}"))
+    rows.append(("top-1 distance from EXIF GPS", f"<strong>{_km(res.exif_error_km)}</strong>"))
+    for region in case.regions:
+        yes = case.inside.get(region.level)
+        rows.append((f"EXIF GPS inside the {_pct(region.level)} region",
+                     '<span class="yes">yes</span>' if yes else '<span class="no">no</span>'))
+    return rows
+
+
+def _photo_section(case: PhotoCase, top_k_levels: str) -> str:
+    head = f'<section class="photo" id="photo-{case.index}"><h2>{case.index}. {_e(case.name)}</h2>'
+    file_rows = [("file", _e(case.name)),
+                 ("SHA-256 of the file", f"<code>{_e(case.sha256)}</code>" if case.sha256 else "unavailable"),
+                 ("size", f"{case.n_bytes:,} bytes" if case.n_bytes is not None else "unavailable")]
+    if not case.ok:
+        return (head + f'<p class="error">Could not be analysed: {_e(case.error)}</p>'
+                f"<table class=\"kv\">{_rows(file_rows)}</table></section>")
+    res = case.result
+    file_rows.append(("pixels", f"{case.size[0]} × {case.size[1]} (after EXIF orientation)"))
+    pics = f'<figure><img src="{case.thumbnail}" alt="photo {_e(case.name)}"><figcaption>the photo (pixels only, ' \
+           "metadata removed)</figcaption></figure>"
+    if case.gradcam:
+        pics += (f'<figure><img src="{case.gradcam}" alt="Grad-CAM of {_e(case.name)}"><figcaption>Grad-CAM: '
+                 f"{_e(case.gradcam_note)}</figcaption></figure>")
+    elif case.gradcam_note:
+        pics += f'<p class="note">{_e(case.gradcam_note)}</p>'
+    top = "".join(
+        f"<tr><td>{r.rank}</td><td>{_e(_place(r.place, r.admin1))}</td><td>{_e(r.country or '(sea)')}</td>"
+        f"<td>{_e(r.iso_a3 or '')}</td><td>{r.lat:.4f}</td><td>{r.lon:.4f}</td><td>{r.prob:.4f}</td></tr>"
+        for r in res.table.itertuples())
+    regions = "".join(
+        f"<tr><td>{_pct(g.level)}</td><td>{g.mass:.4f}{' (calibrated)' if g.calibrated else ''}</td>"
+        f"<td>{g.held_mass:.4f}</td><td>{_km2(g.area_km2)}</td>"
+        + ("<td>—</td><td>—</td>" if case.region_note else f"<td>{g.n_areas}</td><td>{_e(_countries(g))}</td>")
+        + "</tr>" for g in case.regions)
+    if case.region_note:
+        regions += f'<tr><td colspan="6" class="error">{_e(case.region_note)}</td></tr>'
+
+    maps = f'<figure class="map"><img src="{case.world_map}" alt="world map for {_e(case.name)}"><figcaption>' \
+           f"probability over the candidates (log colour), top-{len(res.table)} numbered" \
+           f"{'' if case.region_note else f', search regions {top_k_levels} outlined'}" \
+           f"{', EXIF GPS as a green star' if res.exif_gps else ''}</figcaption></figure>"
+    if case.zoom_map:
+        maps += (f'<figure class="map"><img src="{case.zoom_map}" alt="zoomed map for {_e(case.name)}">'
+                 f"<figcaption>zoom on the {_pct(case.regions[-1].level)} region</figcaption></figure>")
+    return (head + f'<div class="pics">{pics}</div>'
+            f'<table class="kv">{_rows(file_rows + _exif_rows(case))}</table>'
+            f"<h3>Top-{len(res.table)} places</h3><table class=\"grid\"><tr><th>#</th><th>place</th><th>country</th>"
+            f"<th>ISO</th><th>lat</th><th>lon</th><th>prob</th></tr>{top}</table>"
+            f"<h3>Search regions</h3><table class=\"grid\"><tr><th>level</th><th>mass used</th><th>mass held</th>"
+            f"<th>area</th><th>separate areas</th><th>countries touched</th></tr>{regions}</table>"
+            f"<div class=\"maps\">{maps}</div></section>")
+
+
+def _summary(cases: list[PhotoCase]) -> str:
+    widest = next((c.regions[-1].level for c in cases if c.regions), None)
+    label = _pct(widest) if widest is not None else "widest"
+    rows = []
+    for c in cases:
+        link = f'<a href="#photo-{c.index}">{_e(c.name)}</a>'
+        if not c.ok:
+            rows.append(f'<tr><td>{c.index}</td><td>{link}</td><td colspan="6" class="error">{_e(c.error)}</td></tr>')
+            continue
+        top = c.result.table.iloc[0]
+        region = c.regions[-1] if c.regions else None
+        inside = "—" if not c.inside or region is None else ("yes" if c.inside.get(region.level) else "no")
+        rows.append(f"<tr><td>{c.index}</td><td>{link}</td><td>{_e(_place(top['place'], top['admin1']))}</td>"
+                    f"<td>{_e(top['country'] or '(sea)')}</td><td>{top['prob']:.4f}</td>"
+                    f"<td>{_km2(region.area_km2) if region else '—'}</td><td>{_km(c.result.exif_error_km)}</td>"
+                    f"<td>{inside}</td></tr>")
+    return ("<table class=\"grid summary\"><tr><th>#</th><th>photo</th><th>top-1 place</th><th>country</th>"
+            f"<th>prob</th><th>{label} area</th><th>EXIF error</th><th>EXIF in {label} region</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _header(model: GeoLocator, cases: list[PhotoCase], *, weights: dict, calibration: Calibration | None,
+            hint: str | None, hint_weight: float | None, levels, top_k: int, created: str,
+            command: str | None) -> str:
+    from geocore import __version__
+
+    if weights["sha256"]:
+        wtext = f"<code>{_e(weights['sha256'])}</code> ({_e(Path(weights['file']).name)})"
+    else:
+        wtext = _e(weights["note"])
+    if calibration is None:
+        ctext = ("not calibrated: a region holds that share of the model's probability, which is not the chance "
+                 "that it contains the true place (models are often over-confident)")
+    else:
+        fitted = ", ".join(f"{_pct(lv)} → {m:.3f}" for lv, m in zip(calibration.levels, calibration.masses))
+        ctext = (f"calibrated (split conformal) on n = {calibration.n} held-out photos; fitted levels and masses: "
+                 f"{_e(fitted)}; fitted {_e(calibration.created)} with geocore {_e(calibration.version)}")
+    n_ok = sum(c.ok for c in cases)
+    rows = [("analysed (UTC)", _e(created)), ("geocore version", _e(__version__)),
+            ("model", f"<strong>{_e(model.model_name)}</strong> ({_e(type(model).__name__)}, "
+                      f"{model.num_candidates():,} candidates)"),
+            ("weights SHA-256", wtext),
+            ("hint", _hint_text(cases, hint, hint_weight)),
+            ("search regions", ", ".join(_pct(lv) for lv in levels)), ("calibration", ctext),
+            ("top-k", str(top_k)), ("photos", f"{len(cases)} ({n_ok} analysed, {len(cases) - n_ok} could not be read)")]
+    if command:
+        rows.append(("command", f"<code>{_e(command)}</code>"))
+    banner = f'<p class="random">{_e(RANDOM_WARNING)}</p>' if model.random_backbone else ""
+    return banner + f'<table class="kv">{_rows(rows)}</table>'
+
+
+def _hint_text(cases: list[PhotoCase], hint: str | None, hint_weight: float | None) -> str:
+    used = next((c.result.extras.get("hint") for c in cases if c.ok and c.result.extras.get("hint")), None)
+    if used:  # the text and weight locate() applied (its default weight when none was given)
+        return (f"“{_e(used['text'])}”, weight {used['weight']:g} (p ∝ p_image · p_text^weight)"
+                + ("" if hint_weight is not None else " (the default weight)"))
+    return f"“{_e(hint)}” (not applied: no photo could be read)" if hint else "none"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;margin:0 auto;
+max-width:1100px;padding:1.2em;color:#1d1d1f;background:#fff;line-height:1.4}
+h1{font-size:1.6em;margin:.2em 0}h2{font-size:1.25em;border-bottom:2px solid #1f4e9c;padding-bottom:.2em}
+h3{font-size:1.05em;margin:1em 0 .3em}
+table{border-collapse:collapse;margin:.4em 0;font-size:.92em}
+th,td{border:1px solid #d0d4da;padding:.25em .5em;text-align:left;vertical-align:top}
+table.kv th{background:#f2f4f7;font-weight:600;white-space:nowrap}
+table.grid th{background:#e8edf5}table.grid td{white-space:nowrap}table.grid td:last-child{white-space:normal}
+code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;word-break:break-all}
+.random{background:#b00020;color:#fff;font-weight:700;font-size:1.3em;padding:.5em .8em;border-radius:4px}
+.use{background:#fff7e0;border-left:4px solid #e0a800;padding:.6em .9em}
+.error{color:#b00020;font-weight:600}.yes{color:#1a7f37;font-weight:600}.no{color:#b00020;font-weight:600}
+.pics,.maps{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
+figure{margin:.4em 0}figure img{max-width:100%;border:1px solid #d0d4da}
+.pics img{max-height:360px}figcaption{font-size:.85em;color:#555}
+section.photo{margin-top:2em}.note{color:#555}
+"""
+
+
+@dataclass
+class CaseReport:
+    """A rendered report: the HTML and the per-photo cases behind it."""
+
+    html: str
+    cases: list[PhotoCase]
+
+    @property
+    def n_ok(self) -> int:
+        return sum(c.ok for c in self.cases)
+
+
+def build_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *, hint: str | None = None,
+                 hint_weight: float | None = None, calibration: Calibration | str | Path | None = None,
+                 top_k: int = 5, levels=(0.5, 0.9), weights_file: str | Path | None = None,
+                 explain: bool = True, command: str | None = None,
+                 hint_model: GalleryModel | None = None) -> CaseReport:
+    """Analyse `photos` and render the report (see `render_report`); the cases tell which photos failed."""
+    if not photos:
+        raise InputError("no photos given")
+    levels, calibration = _check_options(levels, calibration, top_k)
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    weights = weights_record(model, weights_file)
+    cases = analyse(model, photos, levels=levels, calibration=calibration, hint=hint, hint_weight=hint_weight,
+                    top_k=top_k, explain=explain, hint_model=hint_model)
+    shown_k = next((len(c.result.table) for c in cases if c.ok), top_k)
+    header = _header(model, cases, weights=weights, calibration=calibration, hint=hint, hint_weight=hint_weight,
+                     levels=levels, top_k=shown_k, created=created, command=command)
+    level_text = " and ".join(_pct(lv) for lv in levels)
+    body = "".join(_photo_section(c, level_text) for c in cases)
+    text = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<meta name="referrer" content="no-referrer">'
+            f"<title>geocore case report — {len(cases)} photo(s), {_e(created)}</title><style>{_CSS}</style></head>"
+            f"<body><h1>geocore case report</h1>{header}"
+            f'<p class="use"><strong>Responsible use.</strong> {_e(RESPONSIBLE_USE)}</p>'
+            f"<h2>Summary</h2>{_summary(cases)}{body}</body></html>\n")
+    return CaseReport(text, cases)
+
+
+def render_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *, hint: str | None = None,
+                  hint_weight: float | None = None, calibration: Calibration | str | Path | None = None,
+                  top_k: int = 5, levels=(0.5, 0.9), weights_file: str | Path | None = None,
+                  explain: bool = True, command: str | None = None,
+                  hint_model: GalleryModel | None = None) -> str:
+    """The case report of `photos` ((name, path-or-bytes) pairs) as one self-contained HTML string.
+
+    Works from bytes in memory (uploads are never written anywhere). A photo that cannot be read gets its own
+    section with the error. InputError for bad options (a level outside (0, 1), an empty hint, a calibration
+    fitted for another model or candidate set or not covering the levels, or a calibration file that is
+    missing). `weights_file`: the checkpoint the model was loaded from, for its SHA-256. `explain`: Grad-CAM
+    of the top-1. `command`: the command line to record (the CLI passes its own). `hint_model`: the text
+    model that scores the hint when `model` takes no text (see `geocore.locate.locate`)."""
+    return build_report(model, photos, hint=hint, hint_weight=hint_weight, calibration=calibration, top_k=top_k,
+                        levels=levels, weights_file=weights_file, explain=explain, command=command,
+                        hint_model=hint_model).html
+
+
+def write_html(text: str, output: str | Path) -> Path:
+    """Write `text` to `output` atomically (a temporary file beside it, then os.replace).
+
+    The file is readable by its owner only (0600): a report holds the photos."""
+    output = Path(output)
+    if output.is_dir():
+        raise InputError(f"{output} is a folder; expected a file name such as case.html")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return output
+
+
+def write_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], output: str | Path, *,
+                 hint: str | None = None, hint_weight: float | None = None,
+                 calibration: Calibration | str | Path | None = None, top_k: int = 5, levels=(0.5, 0.9),
+                 weights_file: str | Path | None = None, explain: bool = True, command: str | None = None,
+                 hint_model: GalleryModel | None = None) -> Path:
+    """`render_report` written to `output` atomically (see `write_html`); returns the path."""
+    if Path(output).is_dir():  # before the work, not after
+        raise InputError(f"{output} is a folder; expected a file name such as case.html")
+    text = render_report(model, photos, hint=hint, hint_weight=hint_weight, calibration=calibration, top_k=top_k,
+                         levels=levels, weights_file=weights_file, explain=explain, command=command,
+                         hint_model=hint_model)
+    return write_html(text, output)
