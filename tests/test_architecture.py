@@ -11,11 +11,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "geocore"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "resources": set(),
-    "geo": {"errors", "resources", "weights"},
+    "geo": {"errors", "resources", "weights"},  # weights: the gallery that ships with GeoCLIP's heads
     "weights": {"errors"},
     "data": {"errors", "geo"},
     "models": {"errors", "geo", "weights", "data"},
-    "uncertainty": {"errors", "geo", "models", "eval.metrics"},
+    "uncertainty": {"errors", "geo", "models", "eval.metrics"},  # models: the Prediction type
     "explain": {"errors", "geo", "data", "models"},
     "eval": {"errors", "geo", "data", "models", "uncertainty", "explain", "locate"},
     "locate": {"errors", "geo", "data", "models", "uncertainty", "hints"},

@@ -19,7 +19,7 @@ from geocore.eval.results import collect_rows, merge_parts, parts_dir, write_par
 from geocore.eval.uncertainty import uncertainty_columns
 from geocore.geo.distance import haversine_km
 from geocore.models.base import GeoLocator
-from geocore.uncertainty.candidates import CandidateCells
+from geocore.geo.candidates import CandidateCells
 
 SCENE_COLUMNS = ("S3_Label", "S16_Label", "S365_Label")
 

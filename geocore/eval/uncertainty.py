@@ -2,8 +2,9 @@
 from it: coverage per level, the abstention curve, recall against searched area, and the calibration itself.
 
 Per image (columns of the results file):
-- `truth_mass`: the mass of the smallest search region (HPD set) that contains the true location — the
-  nonconformity score split-conformal calibration needs (1.0 when the truth lies in no candidate's area);
+- `truth_mass`: the probability of the candidates strictly denser than the truth's own — the search region at
+  mass q holds the truth exactly when truth_mass ≤ q, which makes it the nonconformity score split-conformal
+  calibration needs (1.0 when the truth lies in no candidate's area);
 - `truth_area_km2`: that region's area (inf when the truth lies in no candidate's area);
 - `area_curve_km2`: the area of the region holding each mass of `MASS_GRID` (a list), and `area_50_km2`,
   `area_80_km2`, `area_90_km2`, `area_95_km2` taken from it; calibrated areas are read off this curve
@@ -21,11 +22,12 @@ import pandas as pd
 
 from geocore.errors import InputError
 from geocore.uncertainty.calibration import DEFAULT_LEVELS, Calibration, fit_calibration, validate_levels
-from geocore.uncertainty.candidates import CandidateCells
+from geocore.geo.candidates import CandidateCells
 from geocore.uncertainty.localizability import abstention_curve, coverage_table, entropy, recall_vs_area
-from geocore.uncertainty.regions import region_areas, truth_stats
+from geocore.uncertainty.regions import areas_at_masses, truth_stats
 
-MASS_GRID: tuple[float, ...] = (*(round(0.05 * k, 2) for k in range(1, 20)), 0.99)
+# calibrated masses can be small (sharp models): the grid starts at 0 (the densest candidate alone)
+MASS_GRID: tuple[float, ...] = (0.0, 0.01, 0.02, *(round(0.05 * k, 2) for k in range(1, 20)), 0.99)
 NAMED_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
 AREA_GRID_KM2: tuple[float, ...] = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
 UNCERTAINTY_COLUMNS = ("truth_mass", "truth_area_km2", "area_curve_km2", "localizability", "entropy", "candidates")
@@ -38,7 +40,7 @@ def area_column(level: float) -> str:
 def uncertainty_columns(probs, cells: CandidateCells, truth_latlon) -> dict[str, object]:
     """The per-image uncertainty columns for a batch: probs (B, M) over `cells`, truth (B, 2)."""
     mass, area = truth_stats(probs, cells, truth_latlon)
-    curve = region_areas(probs, cells, MASS_GRID)  # (B, G)
+    curve = areas_at_masses(probs, cells, MASS_GRID)  # (B, G)
     out: dict[str, object] = {"truth_mass": mass, "truth_area_km2": area,
                               "area_curve_km2": [row.tolist() for row in curve]}
     for level in NAMED_LEVELS:
@@ -78,7 +80,7 @@ def calibrate_results(results: pd.DataFrame, levels=DEFAULT_LEVELS) -> Calibrati
                            model=_one(ok, "model", "calibration"), fingerprint=_one(ok, "candidates", "calibration"))
 
 
-def areas_at_masses(results: pd.DataFrame, masses) -> np.ndarray:
+def areas_from_curve(results: pd.DataFrame, masses) -> np.ndarray:
     """(N, L) region areas at any masses, read off each image's stored area curve (log-area interpolation)."""
     curve = np.log(np.asarray(results["area_curve_km2"].tolist(), np.float64))  # (N, G)
     grid = np.asarray(MASS_GRID)
@@ -102,7 +104,7 @@ def uncertainty_tables(results: pd.DataFrame, calibration: Calibration | None = 
         calibration.check_compatible(_one(ok, "model", "a calibration"), _one(ok, "candidates", "a calibration"))
     masses = [calibration.mass_for(p) for p in levels] if calibration is not None else list(levels)
     tm = ok["truth_mass"].to_numpy(np.float64)
-    coverage = coverage_table(tm, areas_at_masses(ok, masses), levels, calibration)
+    coverage = coverage_table(tm, areas_from_curve(ok, masses), levels, calibration)
     return {
         "coverage": coverage,
         "abstention": abstention_curve(ok["error_km"].to_numpy(np.float64), ok["localizability"].to_numpy(np.float64)),

@@ -26,7 +26,7 @@ from torch import nn
 from geocore.models.prediction import Prediction
 
 if TYPE_CHECKING:
-    from geocore.uncertainty.candidates import CandidateCells
+    from geocore.geo.candidates import CandidateCells
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,8 @@ class GeoLocator(nn.Module):
 
     def candidate_cells(self) -> CandidateCells:
         """The area each candidate of `predict` stands for (search regions, calibration): by default the
-        candidates' spherical Voronoi cells (`geocore.uncertainty.candidates.GalleryCells`)."""
-        from geocore.uncertainty.candidates import gallery_cells
+        candidates' spherical Voronoi cells (`geocore.geo.candidates.GalleryCells`)."""
+        from geocore.geo.candidates import gallery_cells
 
         return gallery_cells(self.candidate_points())
 

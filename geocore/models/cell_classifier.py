@@ -25,7 +25,7 @@ from geocore.weights.checkpoint import load_checkpoint, save_checkpoint
 from geocore.weights.resolve import parse_pretrained
 
 if TYPE_CHECKING:
-    from geocore.uncertainty.candidates import CandidateCells
+    from geocore.geo.candidates import CandidateCells
 
 Probs = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (B, n_coarse), (B, n_middle), (B, n_fine)
 
@@ -95,7 +95,7 @@ class CellClassifier(GeoLocator):
 
     def candidate_cells(self) -> CandidateCells:
         """The fine cells as real S2 cell polygons."""
-        from geocore.uncertainty.candidates import S2Cells
+        from geocore.geo.candidates import S2Cells
 
         self._require_cells()
         return S2Cells(self.cell_ids.cpu().numpy().view(np.uint64))

@@ -1,0 +1,290 @@
+"""The area each candidate of a model stands for: the sets that search regions are made of.
+
+A model scores M candidates; probability mass on a candidate means "the photo was taken in its area".
+Search regions need those areas as real surfaces: their size (km², exact, for ranking by density and for
+the reported area), which one contains a point (for the truth's score), and their shapes (for display).
+
+* `S2Cells` — cell classifiers (TransLocator, GeoDecoder): the candidates ARE S2 cells. Areas are
+  `S2Cell.ExactArea() · R²`; shapes are the cells' four geodesic edges, densified (level-2 cells span
+  thousands of km); `locate` is the partition's leaf-range binary search (`geocore.geo.cells`). Points
+  outside the partition (open ocean, Antarctica) are in no candidate (-1).
+* `GalleryCells` — retrieval (GeoCLIP): candidates are GPS points. Retrieval answers with the gallery
+  point nearest (in embedding space) to the photo, so each point stands for the places closer to it than
+  to any other point: its spherical Voronoi cell. A sparse gallery's cells are huge (a coastal point's cell
+  runs far into the ocean), so each cell is clipped to a cap of radius `max_radius_km` around its point.
+  Default ("auto"): the 99th percentile of the gallery's nearest-neighbour distances (clamped to
+  [10, 1000] km), so a place drawn like the gallery's own points falls outside every cell about 1 % of the
+  time while no point claims more than that radius of sea; for GeoCLIP's 100K MP-16 gallery this is
+  ≈ 65 km (the held-out check: 1 % of 20K held-out gallery points lie farther than that from the other
+  80K). Points closer than `SAME_SITE_M` (7 % of that gallery repeats a coordinate) share one cell, whose
+  area is split equally between them, so identical points with identical scores keep the cell's true
+  density; `locate` returns the first of them. Areas are exact (fan triangles and cap sectors,
+  `sphere.py`); the unclipped cells tile the sphere (areas sum to 4πR²). Building the cells of the 100K
+  gallery takes about 2 s (2 cores); `gallery_cells` keeps them in memory per gallery. Their polygons share
+  edges vertex for vertex, so a region of 50K cells merges in about 1.5 s (GEOS coverage union).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+
+import numpy as np
+import s2geometry as s2
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import SphericalVoronoi, cKDTree
+from shapely.geometry.base import BaseGeometry
+
+from geocore.errors import InputError
+from geocore.geo.cells import CellPartition, assign_cells, cell_ranges, check_latlon, ids_to_tokens
+from geocore.geo.distance import EARTH_RADIUS_KM
+from geocore.geo.polygons import rings_to_polygons, union
+from geocore.geo.sphere import EdgeClip, boundary, cell_areas, ring_edges, sort_ccw, to_xyz
+
+SAME_SITE_M = 10.0  # gallery points closer than this share one Voronoi cell
+AUTO_QUANTILE = 0.99
+AUTO_RANGE_KM = (10.0, 1000.0)
+MAX_RADIUS_KM = 5000.0
+STEP_KM = 10.0  # boundary sampling for display
+
+
+def _as_latlon(points, source: str) -> np.ndarray:
+    arr = points.detach().cpu().double().numpy() if hasattr(points, "detach") else points
+    return check_latlon(arr, source)
+
+
+def _as_indices(indices, m: int) -> np.ndarray:
+    idx = np.unique(np.asarray(indices, dtype=np.int64).ravel())
+    if idx.size and (idx[0] < 0 or idx[-1] >= m):
+        raise InputError(f"candidate indices must be in 0..{m - 1}, got {int(idx[0] if idx[0] < 0 else idx[-1])}")
+    return idx
+
+
+class CandidateCells(ABC):
+    """The areas of M candidates: sizes (km²), point location, and shapes (lon/lat, EPSG:4326)."""
+
+    step_km: float = STEP_KM
+    _coverage: bool = False  # pieces share edges vertex for vertex (see polygons.union)
+
+    @property
+    @abstractmethod
+    def areas_km2(self) -> np.ndarray:
+        """(M,) area of each candidate, km²."""
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Identity of the candidate set and its areas (calibrations are tied to it)."""
+
+    @abstractmethod
+    def locate(self, latlon) -> np.ndarray:
+        """(N,) index of the candidate whose area contains each (lat, lon) point; -1 where none does."""
+
+    @abstractmethod
+    def _rings(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Densified CCW boundaries of candidates `idx` (unique): unit vectors (P, 3) and ring ids (P,)."""
+
+    def __len__(self) -> int:
+        return int(self.areas_km2.shape[0])
+
+    def pieces(self, indices) -> list[BaseGeometry]:
+        """The lon/lat polygons of candidates `indices`, not merged (cells cut at ±180° give two)."""
+        plain, cut = rings_to_polygons(*self._rings(_as_indices(indices, len(self))))
+        return plain + cut
+
+    def polygons(self, indices) -> BaseGeometry:
+        """Union of the areas of candidates `indices`: a (Multi)Polygon in lon/lat degrees (EPSG:4326),
+        split at the antimeridian, closed over a pole it contains."""
+        plain, cut = rings_to_polygons(*self._rings(_as_indices(indices, len(self))))
+        return union(plain, cut, coverage=self._coverage)
+
+
+def _merge_sites(xyz: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Group points within `tol` (chord) of each other: (site of each point (M,), first point of each site (S,))."""
+    pairs = cKDTree(xyz).query_pairs(tol, output_type="ndarray")
+    m = xyz.shape[0]
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(m, m))
+    n_sites, label = connected_components(graph, directed=False)
+    first = np.full(n_sites, m, dtype=np.int64)
+    np.minimum.at(first, label, np.arange(m))
+    # number sites by their first point, so site order follows candidate order
+    rank = np.empty(n_sites, np.int64)
+    rank[np.argsort(first)] = np.arange(n_sites)
+    return rank[label], np.sort(first)
+
+
+def auto_radius_km(site_xyz: np.ndarray) -> float:
+    """The default cap radius: 99th percentile of nearest-neighbour distances, clamped to `AUTO_RANGE_KM`."""
+    if site_xyz.shape[0] < 2:
+        return AUTO_RANGE_KM[1]
+    chord, _ = cKDTree(site_xyz).query(site_xyz, k=2)
+    km = 2.0 * np.arcsin(np.clip(chord[:, 1] / 2.0, 0.0, 1.0)) * EARTH_RADIUS_KM
+    return float(np.clip(np.quantile(km, AUTO_QUANTILE), *AUTO_RANGE_KM))
+
+
+class GalleryCells(CandidateCells):
+    """Spherical Voronoi cells of gallery points (M, 2), each clipped to a cap of `max_radius_km`.
+
+    `max_radius_km`: a radius in km, "auto" (see the module docstring) or None (no clipping: the cells
+    tile the sphere).
+    """
+
+    _coverage = True
+
+    def __init__(self, points, max_radius_km: float | str | None = "auto", *, step_km: float = STEP_KM) -> None:
+        latlon = _as_latlon(points, "gallery points")
+        if latlon.shape[0] < 4:
+            raise InputError(f"gallery points: need at least 4 points for Voronoi cells, got {latlon.shape[0]}")
+        self.step_km = step_km
+        self._latlon32 = latlon.astype(np.float32)
+        xyz = to_xyz(latlon)
+        tol = 2.0 * np.sin(SAME_SITE_M / 1000.0 / EARTH_RADIUS_KM / 2.0)
+        self.site_of, self.site_first = _merge_sites(xyz, tol)  # (M,), (S,)
+        self.site_xyz = xyz[self.site_first]
+        self.site_size = np.bincount(self.site_of, minlength=self.site_first.size)  # (S,)
+        self.max_radius_km = self._radius(max_radius_km)
+        self._cos_r = None if self.max_radius_km is None else np.cos(self.max_radius_km / EARTH_RADIUS_KM)
+
+        sv = SphericalVoronoi(self.site_xyz, threshold=tol / 2.0)
+        counts = np.fromiter(map(len, sv.regions), dtype=np.int64, count=len(sv.regions))
+        if (counts < 3).any():  # qhull dropped a near-coplanar point: cannot happen after merging
+            raise RuntimeError(f"Voronoi: {(counts < 3).sum()} gallery sites have no cell")
+        flat = np.fromiter(itertools.chain.from_iterable(sv.regions), dtype=np.int64, count=int(counts.sum()))
+        cell = np.repeat(np.arange(counts.size), counts)
+        self._vertices = sv.vertices  # (T, 3)
+        self._flat = flat[sort_ccw(self.site_xyz, cell, sv.vertices[flat])]  # (K,) CCW per site
+        self._counts = counts  # (S,)
+        self._first = np.cumsum(counts) - counts
+        self._tree = cKDTree(self.site_xyz)
+        site_area = cell_areas(*self._clip(np.arange(counts.size)), counts.size) * EARTH_RADIUS_KM**2
+        self.site_areas_km2 = site_area  # (S,)
+        self._areas = site_area[self.site_of] / self.site_size[self.site_of]  # (M,)
+
+    def _radius(self, value: float | str | None) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if value != "auto":
+                raise InputError(f"max_radius_km: expected a number of km, 'auto' or None, got {value!r}")
+            return auto_radius_km(self.site_xyz)
+        if not 0.0 < float(value) <= MAX_RADIUS_KM:
+            raise InputError(f"max_radius_km: expected a radius in (0, {MAX_RADIUS_KM:g}] km, got {value}")
+        return float(value)
+
+    def _clip(self, sites: np.ndarray) -> tuple[np.ndarray, EdgeClip]:
+        """Edges of `sites`' cells (ordered by site, CCW) with their caps: (position in `sites` (E,), edges)."""
+        counts = self._counts[sites]
+        cell, pos, nxt = ring_edges(counts)
+        rows = np.repeat(self._first[sites], counts) + (pos - np.repeat(np.cumsum(counts) - counts, counts))
+        nxt_rows = rows - pos + nxt
+        a, b = self._vertices[self._flat[rows]], self._vertices[self._flat[nxt_rows]]
+        cos_r = None if self._cos_r is None else np.full(rows.size, self._cos_r)
+        return cell, EdgeClip(self.site_xyz[sites][cell], a, b, cos_r)
+
+    @property
+    def areas_km2(self) -> np.ndarray:
+        return self._areas
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self._latlon32.tobytes()).hexdigest()[:16]
+        radius = "none" if self.max_radius_km is None else f"{self.max_radius_km:.3f}km"
+        return f"gallery:{len(self)}:{radius}:{digest}"
+
+    def locate(self, latlon) -> np.ndarray:
+        xyz = to_xyz(_as_latlon(latlon, "points to locate"))
+        chord, site = self._tree.query(xyz)
+        inside = np.ones(site.shape, bool)
+        if self.max_radius_km is not None:
+            inside = chord <= 2.0 * np.sin(self.max_radius_km / EARTH_RADIUS_KM / 2.0) * (1 + 1e-12)
+        return np.where(inside, self.site_first[site], -1).astype(np.int64)
+
+    def _rings(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sites = np.unique(self.site_of[idx])
+        return boundary(*self._clip(sites), self.step_km / EARTH_RADIUS_KM)
+
+
+class S2Cells(CandidateCells):
+    """S2 cells given as ids (uint64) or tokens, one per candidate, non-overlapping."""
+
+    def __init__(self, cells, *, step_km: float = STEP_KM) -> None:
+        ids = self._parse(cells)
+        self.step_km = step_km
+        lo, hi = cell_ranges(ids)
+        order = np.argsort(lo, kind="stable")
+        clash = np.flatnonzero(lo[order][1:] <= hi[order][:-1])
+        tokens = ids_to_tokens(ids)
+        if clash.size:
+            a, b = order[clash[0]], order[clash[0] + 1]
+            raise InputError(f"S2 cells: cells must not overlap; '{tokens[a]}' and '{tokens[b]}' do")
+        cells_ = [s2.S2Cell(s2.S2CellId(int(i))) for i in ids.tolist()]
+        verts = [(v.x(), v.y(), v.z()) for c in cells_ for v in (c.GetVertex(k) for k in range(4))]
+        self._vertices = np.asarray(verts, np.float64).reshape(-1, 4, 3)  # (M, 4, 3) CCW
+        self._areas = np.fromiter((c.ExactArea() for c in cells_), np.float64, len(cells_)) * EARTH_RADIUS_KM**2
+        self.cell_ids = ids
+        center = self._vertices.sum(axis=1)
+        center /= np.linalg.norm(center, axis=1, keepdims=True)
+        lat = np.rad2deg(np.arcsin(np.clip(center[:, 2], -1, 1)))
+        lon = np.rad2deg(np.arctan2(center[:, 1], center[:, 0]))
+        self._lookup = CellPartition(class_label=np.arange(ids.size), tokens=tokens, cell_ids=ids,
+                                     imgs_per_cell=np.zeros(ids.size, np.int64), centroids=np.c_[lat, lon])
+
+    @staticmethod
+    def _parse(cells) -> np.ndarray:
+        arr = np.asarray(cells)
+        if arr.ndim != 1 or arr.size == 0:
+            raise InputError(f"S2 cells: expected a non-empty 1-D list of cell ids or tokens, got shape {arr.shape}")
+        if arr.dtype.kind in "US":
+            ids = np.array([s2.S2CellId.FromToken(str(t)).id() for t in arr.tolist()], dtype=np.uint64)
+        elif arr.dtype.kind in "ui":
+            ids = arr.astype(np.uint64)
+        else:
+            raise InputError(f"S2 cells: expected cell ids (integers) or tokens (strings), got dtype {arr.dtype}")
+        bad = [i for i, v in enumerate(ids.tolist()) if not s2.S2CellId(int(v)).is_valid()]
+        if bad:
+            raise InputError(f"S2 cells: entry {bad[0]} ({arr[bad[0]]!r}) is not a valid S2 cell id or token")
+        return ids
+
+    @classmethod
+    def from_partition(cls, partition: CellPartition, **kwargs) -> "S2Cells":
+        """The cells of a classifier's partition, in class order."""
+        return cls(partition.cell_ids, **kwargs)
+
+    @property
+    def areas_km2(self) -> np.ndarray:
+        return self._areas
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self.cell_ids.astype("<u8").tobytes()).hexdigest()[:16]
+        return f"s2:{len(self)}:{digest}"
+
+    def locate(self, latlon) -> np.ndarray:
+        return assign_cells(self._lookup, _as_latlon(latlon, "points to locate"))
+
+    def _rings(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = self._vertices[idx].reshape(-1, 3)  # (4K, 3)
+        b = np.roll(self._vertices[idx], -1, axis=1).reshape(-1, 3)
+        cell = np.repeat(np.arange(idx.size), 4)
+        return boundary(cell, EdgeClip(np.zeros_like(a), a, b, None), self.step_km / EARTH_RADIUS_KM)
+
+
+_CACHE: OrderedDict[tuple, GalleryCells] = OrderedDict()
+_CACHE_SIZE = 4
+
+
+def gallery_cells(points, max_radius_km: float | str | None = "auto") -> GalleryCells:
+    """`GalleryCells` of a gallery, built once per (gallery, radius) and kept in memory (the last 4)."""
+    latlon = _as_latlon(points, "gallery points").astype(np.float32)
+    key = (hashlib.sha256(latlon.tobytes()).hexdigest(), latlon.shape[0], max_radius_km)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    cells = GalleryCells(latlon, max_radius_km)
+    _CACHE[key] = cells
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return cells

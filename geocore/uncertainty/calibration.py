@@ -1,0 +1,196 @@
+"""Split conformal calibration of search regions: which mass q gives regions that cover the truth p of the time.
+
+A model's probabilities are rarely calibrated: a region holding 90 % of an over-confident model's mass
+covers the truth far less than 90 % of the time. Given the nonconformity scores s_i = `truth_mass` of n
+held-out images (the mass of the smallest HPD region containing the truth), the calibrated mass for level p
+is q̂(p) = the ⌈(n+1)p⌉-th smallest s_i (1.0 when ⌈(n+1)p⌉ > n). For a new image exchangeable with the
+calibration images, P(truth_mass ≤ q̂(p)) ≥ p, and the HPD region at mass q̂(p) contains the truth exactly
+when truth_mass ≤ q̂(p): marginal coverage ≥ p, and < p + 1/(n+1) without ties. (Ties push it up: when more
+than a share p of the truths lie in their image's densest candidate, q̂ = 0 and the region is that candidate.
+A truth in no candidate's area scores 1.0; q̂ = 1.0, "everything", counts it as covered though no region
+holds it; the default cap radius keeps such truths near 1 %, well below 1 − p for the usual levels.)
+
+`mass_for(p)` is exact at fitted levels; between two fitted levels it interpolates linearly (monotone;
+coverage lies between the two levels' guarantees). A level outside the fitted range is refused rather than
+extrapolated: below it no guarantee is known, above it the only safe mass would be 1.0 (everything).
+
+A calibration belongs to one model on one candidate set (gallery or partition, and the areas given to
+them): it records the model name and the candidates' `fingerprint`, and refuses others.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from geocore.errors import InputError
+
+FORMAT = "geocore-calibration"
+SCORE = "hpd-truth-mass"
+DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
+_FIELDS = ("model", "fingerprint", "n", "levels", "masses", "created", "version")
+
+
+def validate_levels(levels, source: str = "levels") -> tuple[float, ...]:
+    """Coverage levels as sorted unique floats in (0, 1); accepts "0.5,0.9", a number or a sequence."""
+    items = levels.split(",") if isinstance(levels, str) else np.atleast_1d(np.asarray(levels, dtype=object)).tolist()
+    out = []
+    for item in items:
+        try:
+            value = float(item.strip() if isinstance(item, str) else item)
+        except (TypeError, ValueError):
+            raise InputError(f"{source}: {item!r} is not a number; expected fractions such as 0.5,0.9") from None
+        if not 0.0 < value < 1.0:  # also rejects NaN
+            hint = f" (write {value / 100:g} for {value:g} %)" if 1.0 < value < 100.0 else ""
+            raise InputError(f"{source}: level {value:g} is outside (0, 1); expected fractions such as 0.5,0.9{hint}")
+        out.append(value)
+    if not out:
+        raise InputError(f"{source}: no levels given; expected fractions such as 0.5,0.9")
+    return tuple(sorted(set(out)))
+
+
+def _version() -> str:
+    from geocore import __version__
+
+    return __version__
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibrated masses per nominal level for one model and candidate set."""
+
+    model: str
+    fingerprint: str
+    n: int
+    levels: tuple[float, ...]
+    masses: tuple[float, ...]
+    created: str
+    version: str
+    score: str = SCORE
+
+    def mass_for(self, level: float) -> float:
+        """The mass to use for nominal `level` (exact at fitted levels, interpolated between them)."""
+        (p,) = validate_levels([level], "level")
+        lo, hi = self.levels[0], self.levels[-1]
+        if p < lo - 1e-12 or p > hi + 1e-12:
+            raise InputError(f"level {p:g} is outside the calibrated levels {lo:g}..{hi:g} of the calibration "
+                             f"for model '{self.model}'; fit a calibration that includes it")
+        return float(np.interp(p, self.levels, self.masses))
+
+    def check_compatible(self, model_name: str, fingerprint: str) -> None:
+        """InputError unless this calibration was fitted for `model_name` on the candidates `fingerprint`."""
+        if model_name != self.model:
+            raise InputError(f"calibration was fitted for model '{self.model}', not '{model_name}'; "
+                             f"fit a calibration for '{model_name}'")
+        if fingerprint != self.fingerprint:
+            raise InputError(f"calibration for model '{self.model}' was fitted on candidates {self.fingerprint}, "
+                             f"not {fingerprint}; fit a calibration for this gallery or partition")
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, **asdict(self), "levels": list(self.levels), "masses": list(self.masses)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write as JSON atomically (temporary file in the same folder, then os.replace)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Calibration":
+        """Read and validate a calibration file; InputError names the file and the field on any problem."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{path}: calibration file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            where = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
+            raise InputError(f"{path}: not a calibration file ({where}); expected JSON written by geocore") from None
+        if not isinstance(data, dict):
+            raise InputError(f"{path}: expected a JSON object with fields {', '.join(_FIELDS)}")
+        return cls(**_parse(data, str(path)))
+
+
+def _field(data: dict, source: str, name: str, kind, expected: str):
+    if name not in data:
+        raise InputError(f"{source}: field '{name}' is missing; expected {expected}")
+    value = data[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise InputError(f"{source}: field '{name}': expected {expected}, got {value!r}")
+    return value
+
+
+def _numbers(data: dict, source: str, name: str) -> list[float]:
+    values = _field(data, source, name, list, "a list of numbers")
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise InputError(f"{source}: field '{name}': expected a non-empty list of numbers, got {values!r}")
+    return [float(v) for v in values]
+
+
+def _parse(data: dict, source: str) -> dict:
+    if data.get("format", FORMAT) != FORMAT:
+        raise InputError(f"{source}: field 'format': expected '{FORMAT}', got {data['format']!r}")
+    if data.get("score", SCORE) != SCORE:
+        raise InputError(f"{source}: field 'score': expected '{SCORE}', got {data['score']!r}")
+    out = {name: _field(data, source, name, str, "a string") for name in ("model", "fingerprint", "created", "version")}
+    out["n"] = _field(data, source, "n", int, "a positive integer (calibration images)")
+    if out["n"] < 1:
+        raise InputError(f"{source}: field 'n': expected a positive integer (calibration images), got {out['n']}")
+    levels, masses = _numbers(data, source, "levels"), _numbers(data, source, "masses")
+    if tuple(levels) != validate_levels(levels, f"{source}: field 'levels'"):
+        raise InputError(f"{source}: field 'levels': expected increasing levels without repeats, got {levels}")
+    if len(masses) != len(levels):
+        raise InputError(f"{source}: field 'masses': expected one mass per level ({len(levels)}), got {len(masses)}")
+    bad = [m for m in masses if not 0.0 <= m <= 1.0]
+    if bad:
+        raise InputError(f"{source}: field 'masses': expected values in [0, 1], got {bad[0]}")
+    if any(b < a for a, b in zip(masses, masses[1:])):
+        raise InputError(f"{source}: field 'masses': expected masses that do not decrease as levels grow, got {masses}")
+    out.update(levels=tuple(levels), masses=tuple(masses))
+    return out
+
+
+def conformal_mass(scores: np.ndarray, level: float) -> float:
+    """The ⌈(n+1)p⌉-th smallest score (1.0 when that exceeds n): split conformal quantile."""
+    s = np.sort(np.asarray(scores, np.float64))
+    k = math.ceil((s.size + 1) * level - 1e-9)  # tolerance: (n+1)p computed in floating point
+    return float(s[k - 1]) if k <= s.size else 1.0
+
+
+def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprint,
+                    created: str | None = None) -> Calibration:
+    """Calibrate masses on held-out truth masses (N,) (see `regions.truth_mass`).
+
+    `fingerprint`: the candidates' fingerprint, or the `CandidateCells` themselves.
+    """
+    scores = truth_mass.detach().cpu().double().numpy() if hasattr(truth_mass, "detach") else truth_mass
+    scores = np.asarray(scores, np.float64).ravel()
+    if scores.size == 0:
+        raise InputError("truth_mass: no calibration images; expected at least one score")
+    if not np.isfinite(scores).all() or (scores < 0).any() or (scores > 1 + 1e-6).any():
+        raise InputError("truth_mass: expected scores in [0, 1] (the mass of the HPD region holding the truth)")
+    scores = np.minimum(scores, 1.0)
+    levels = validate_levels(levels)
+    fingerprint = getattr(fingerprint, "fingerprint", fingerprint)
+    masses = np.maximum.accumulate([conformal_mass(scores, p) for p in levels])
+    return Calibration(model=str(model), fingerprint=str(fingerprint), n=int(scores.size), levels=levels,
+                       masses=tuple(float(m) for m in masses),
+                       created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       version=_version())
