@@ -7,20 +7,12 @@ import math
 
 import numpy as np
 import pytest
-import s2geometry as s2
 
 from geocore.errors import InputError
 from geocore.uncertainty import Calibration, S2Cells, fit_calibration, search_regions, truth_mass, validate_levels
+from test_uncertainty_cells import level_ids  # noqa: E402  (all S2 cells of a level)
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
-
-
-def level_ids(level: int) -> np.ndarray:
-    ids, c, end = [], s2.S2CellId.Begin(level), s2.S2CellId.End(level)
-    while c != end:
-        ids.append(c.id())
-        c = c.next()
-    return np.array(ids, dtype=np.uint64)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

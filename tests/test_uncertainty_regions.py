@@ -21,14 +21,7 @@ from geocore.uncertainty import (
     truth_mass,
     truth_region_area,
 )
-
-
-def level_ids(level: int) -> np.ndarray:
-    ids, c, end = [], s2.S2CellId.Begin(level), s2.S2CellId.End(level)
-    while c != end:
-        ids.append(c.id())
-        c = c.next()
-    return np.array(ids, dtype=np.uint64)
+from test_uncertainty_cells import level_ids  # noqa: E402  (all S2 cells of a level)
 
 
 def centers(cells: S2Cells) -> np.ndarray:
