@@ -17,7 +17,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXPECTED = ["01_quickstart", "02_text_queries", "03_location_embeddings", "04_evaluation_and_failures"]
+EXPECTED = ["01_quickstart", "02_text_queries", "03_location_embeddings", "04_evaluation_and_failures",
+            "05_search_regions_and_calibration"]
 RANDOM_LABEL = "RANDOM backbone — predictions mean nothing"
 CELL_TIMEOUT_S = 300
 
@@ -153,11 +154,22 @@ def _check_04_evaluation_and_failures(nb: nbformat.NotebookNode, text: str) -> N
     assert _n_images(nb) >= 2  # the generated images, the choropleth
 
 
+def _check_05_search_regions_and_calibration(nb: nbformat.NotebookNode, text: str) -> None:
+    assert f"model: geoclip-tiny — {RANDOM_LABEL}" in text
+    assert "separate areas" in text and "countries" in text  # the regions table
+    m = re.search(r"coverage, calibrated.*?\n0\s+50 %\s+[\d.]+\s+([\d.]+)", text, flags=re.S)
+    assert m and abs(float(m.group(1)) - 50.0) < 6.0, "calibrated 50 % coverage not near 50 %"
+    assert "acc_25km" in text  # the abstention curve
+    assert "links to anything outside the file: False" in text and "random-backbone warning: True" in text
+    assert _n_images(nb) >= 2  # the map with regions, the abstention curve
+
+
 CHECKS = {
     "01_quickstart": _check_01_quickstart,
     "02_text_queries": _check_02_text_queries,
     "03_location_embeddings": _check_03_location_embeddings,
     "04_evaluation_and_failures": _check_04_evaluation_and_failures,
+    "05_search_regions_and_calibration": _check_05_search_regions_and_calibration,
 }
 
 
