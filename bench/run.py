@@ -1,6 +1,7 @@
 """`make bench`: run every benchmark and rewrite bench/RESULTS.md.
 
-`python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, encoder, refine, app) and replaces
+`python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, encoder, refine, app, calibration,
+hints, gpu) and replaces
 it in RESULTS.md, keeping the others; `--quick` uses fewer runs.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from bench import bench_app, bench_geoclip, refine_heldout
+from bench import bench_app, bench_calibration, bench_geoclip, hint_weight, refine_heldout
 from bench.timing import machine
 
 OUT = Path(__file__).with_name("RESULTS.md")
@@ -156,6 +157,36 @@ def section_app(runs: int, quick: bool) -> list[str]:
     return lines
 
 
+def section_calibration(runs: int, quick: bool) -> list[str]:
+    torch.set_num_threads(2)
+    result = bench_calibration.run(n_holdout=6_000 if quick else 20_000, n_area=500 if quick else 2_000)
+    return [
+        "## Calibrated search regions on the real GeoCLIP heads",
+        "",
+        "Stand-in photos from held-out points of the 100K gallery (`bench/bench_calibration.py`: the real location "
+        "encoder and logit scale; the photo's embedding is its place's embedding plus noise of relative norm σ). "
+        "Half the photos calibrate (split conformal), the other half test. Raw = regions at the nominal mass; "
+        "calibrated = at the mass `geocore calibrate` fits. Requirement: calibrated coverage within 2 points of "
+        "nominal at every σ.",
+        "",
+        *bench_calibration.table(result),
+    ]
+
+
+def section_hints(runs: int, quick: bool) -> list[str]:
+    rows = hint_weight.run(n_queries=300 if quick else 1000)
+    return [
+        "## Text hint weight",
+        "",
+        "p ∝ p_image · p_text^w on stand-ins built from the real GeoCLIP heads (`bench/hint_weight.py`): a photo "
+        "that looks like its place and 1–4 other places, a hint naming the right region (some hints wrong). Each "
+        "cell: mean log-probability of the truth's gallery cell (top-1 within 200 km). Baseline: w = 0 (no hint), "
+        "same photos.",
+        "",
+        hint_weight.table(rows),
+    ]
+
+
 def section_gpu(runs: int, quick: bool) -> list[str]:
     if torch.cuda.is_available():
         return ["## GPU", "", f"GPU present ({torch.cuda.get_device_name(0)}): GPU figures are not benchmarked yet."]
@@ -168,6 +199,8 @@ SECTIONS = {
     "encoder": section_encoder,
     "refine": section_refine,
     "app": section_app,
+    "calibration": section_calibration,
+    "hints": section_hints,
     "gpu": section_gpu,
 }
 
@@ -203,6 +236,8 @@ SECTION_TITLES = {
     "encoder": "Location encoder throughput",
     "refine": "Refinement (zooming in)",
     "app": "App: upload to drawn heatmap",
+    "calibration": "Calibrated search regions",
+    "hints": "Text hint weight",
     "gpu": "GPU",
 }
 
