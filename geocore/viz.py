@@ -11,6 +11,8 @@ draws on `ax` when given one (for grids of maps), else on a new figure, and retu
   embeddings) shown as an image, D = 3 → RGB via PCA, D = 1 → colour map.
 - `plot_choropleth`, `plot_accuracy_choropleth`: a value per country or per continent as colours.
 - `plot_error_histogram`: the distribution of top-1 errors (log km) with the accuracy radii marked.
+- `plot_abstention`, `plot_recall_vs_area`: what search regions and localizability buy (an abstention curve,
+  recall against the area searched), from `geocore.eval.uncertainty.uncertainty_tables`.
 """
 
 from __future__ import annotations
@@ -245,6 +247,61 @@ def plot_error_histogram(errors_km: Any, *, ax=None, title: str | None = None, b
         ax.text(r, top * 0.95, f" {LEVEL_NAMES[r]}", fontsize=7, color="#555555", va="top")
     ax.set_xlabel("error of the top-1 (km, log scale)")
     ax.set_ylabel("images")
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_abstention(curve: pd.DataFrame, *, ax=None, title: str | None = None,
+                    figsize: tuple[float, float] = (6.0, 3.4)):
+    """Accuracy (%) within each radius against the share of photos answered, most localizable first.
+
+    `curve`: `geocore.uncertainty.localizability.abstention_curve` (`fraction`, `acc_{r}km` for the radii of
+    `geocore.eval.metrics.THRESHOLDS_KM`). One line per radius, named by level ("City 25 km"); at 100 % answered
+    the accuracy is the whole run's. A model whose uncertainty means something has lines that fall to the right."""
+    from geocore.eval.metrics import LEVEL_NAMES, THRESHOLDS_KM
+
+    ax = _new_axes(ax, figsize)
+    x = 100.0 * _np(curve["fraction"])
+    colors = ["#1a9850", "#66bd63", "#fdae61", "#f46d43", "#a50026"]
+    for r, color in zip(THRESHOLDS_KM, colors):
+        col = f"acc_{r}km"
+        if col in curve:
+            ax.plot(x, 100.0 * _np(curve[col]), "o-", ms=3.5, lw=1.6, color=color, label=f"{LEVEL_NAMES[r]} {r} km")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("photos answered (%), most localizable first")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(True, color="#dddddd", linewidth=0.6)
+    ax.legend(fontsize=7, loc="best", title="within", title_fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax
+
+
+def plot_recall_vs_area(table: pd.DataFrame, *, coverage: pd.DataFrame | None = None, ax=None,
+                        title: str | None = None, figsize: tuple[float, float] = (6.0, 3.4)):
+    """Share of photos (%) whose true location lies in the searched part of the search region, against the
+    area searched (km², log axis): `geocore.uncertainty.localizability.recall_vs_area` (`area_km2`, `recall`).
+
+    coverage: a `coverage_table` (`nominal`, `coverage`, `median_area_km2`): each level's regions are marked at
+    their median area and empirical coverage ("90 %")."""
+    ax = _new_axes(ax, figsize)
+    area, recall = _np(table["area_km2"]), 100.0 * _np(table["recall"])
+    ax.plot(area, recall, "o-", ms=3.5, lw=1.8, color="#1f4e9c", label="truth inside the searched area")
+    if coverage is not None and len(coverage):
+        ax.plot(_np(coverage["median_area_km2"]), 100.0 * _np(coverage["coverage"]), "D", ms=6, color="#00a0a0",
+                mec="black", mew=0.6, ls="none", label="search regions (median area, coverage)")
+        for i, (a, c, lv) in enumerate(zip(_np(coverage["median_area_km2"]), 100.0 * _np(coverage["coverage"]),
+                                           _np(coverage["nominal"]))):
+            ax.annotate(f"{100 * lv:g} %", (a, c), xytext=(6, -10) if i % 2 == 0 else (-6, 4), fontsize=7,
+                        textcoords="offset points", ha="left" if i % 2 == 0 else "right")  # neighbours sit close
+    ax.set_xscale("log")
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("area searched (km², log scale)")
+    ax.set_ylabel("photos with the truth inside (%)")
+    ax.grid(True, which="major", color="#dddddd", linewidth=0.6)
+    ax.legend(fontsize=7, loc="upper left")
     if title:
         ax.set_title(title, fontsize=10)
     return ax

@@ -41,6 +41,7 @@ sys.path.insert(0, str(APP))  # the app's `ui` package, as the pages find it
 from ui import deck, maps  # noqa: E402
 from ui.models import RANDOM_LABEL  # noqa: E402
 from ui.page import RESPONSIBLE_USE  # noqa: E402
+from ui.regions import NOT_CALIBRATED, REGION_CLASS, REGION_STYLES, km2  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -132,11 +133,11 @@ def test_locate_good_photo_renders_and_bad_uploads_get_messages():
     assert list(table["rank"]) == [1, 2, 3, 4, 5]
     assert {p.split(",")[0] for p in table["place"]} <= CITY_NAMES
     assert table["probability"].is_monotonic_decreasing
-    # EXIF truth and its error in km
+    # EXIF truth and its error in km (a success inside the 90 % region, a warning outside it)
     top = table.iloc[0]
     km = float(haversine_km(np.array([48.8566, 2.3522]), np.array([top["lat"], top["lon"]])))
-    success = " ".join(_texts(at.success))
-    assert "48.8566" in success and "2.3522" in success and f"{km:,.1f} km" in success
+    exif = " ".join(t for t in _texts(at.success) + _texts(at.warning) if "EXIF" in t)
+    assert "48.8566" in exif and "2.3522" in exif and f"{km:,.1f} km" in exif
     assert _numbers(_line_with(at, "located")) == [1, 2]  # located, could not be read
 
 
@@ -155,7 +156,7 @@ def test_locate_awkward_uploads_render_and_huge_one_is_refused():
     at = _run("locate", {"_test_uploads": [("cmyk.jpg", cmyk), ("deep.png", deep), ("anim.gif", anim),
                                            ("huge.png", huge)]})
     assert _numbers(_line_with(at, "located")) == [3, 1]
-    assert len(at.dataframe) == 3
+    assert sum("rank" in d.value.columns for d in at.dataframe) == 3  # a top-k table each
     assert any("huge.png" in e and "too large" in e for e in _texts(at.error))
 
 
@@ -165,6 +166,130 @@ def test_locate_region_filter_keeps_answers_inside_the_box():
     assert not at.exception
     table = at.dataframe[0].value
     assert len(table) == 1 and table.iloc[0]["place"].startswith("Paris")  # the only city in the box
+    assert any("search regions" in t for t in _texts(at.info))  # one point has no area: said, not a crash
+
+
+def _tiny_cities():
+    """The page's model, as the registry builds it (named TEST_MODEL)."""
+    return create_model(TEST_MODEL)
+
+
+def _expected(files, **kwargs):
+    """What the library answers for these photos with the page's model (the page must show the same)."""
+    from geocore.locate import locate
+
+    return locate(_tiny_cities(), files, top_k=5, full=True, regions=(0.5, 0.9), **kwargs)
+
+
+def _region_table(at: AppTest) -> pd.DataFrame:
+    return next(t.value for t in at.table if "area (km²)" in t.value.columns)
+
+
+def _srcdoc(at: AppTest) -> str:
+    return at.get("iframe")[0].proto.srcdoc
+
+
+def test_locate_shows_search_regions_with_area_and_calibration_status():
+    files = [("paris.jpg", _jpeg(1, gps=(48.8566, 2.3522)))]
+    at = _run("locate", {"_test_uploads": files})
+    (res,) = _expected(files)
+    table = _region_table(at)
+    assert len(table) == 2 and [_numbers(r)[0] for r in table["region"]] == [50, 90]
+    assert "on the map" in table["region"].iloc[1]  # 90 % drawn by default
+    assert list(table["area (km²)"]) == [km2(r.area_km2) for r in res.regions]  # with thousands separators
+    assert all("," in a for a in table["area (km²)"] if float(a.replace(",", "")) >= 1000)
+    assert list(table["separate areas"]) == [r.n_areas for r in res.regions]
+    for shown, reg in zip(table["countries"], res.regions):  # names, most covered first; 8 at most, then "…"
+        assert reg.country_names and shown.startswith(", ".join(reg.country_names[:8]))
+        assert ("…" in shown) == (len(reg.country_names) > 8)
+    assert list(table["calibration"]) == [NOT_CALIBRATED] * 2  # always says which
+    assert list(table["EXIF GPS inside"]) == ["yes" if res.exif_in_region(r.level) else "no" for r in res.regions]
+    exif = " ".join(t for t in _texts(at.success) + _texts(at.warning) if "EXIF" in t)
+    assert ("inside" if res.exif_in_region(0.9) else "outside") in exif and "90" in exif
+    if maps.leaflet_assets() is not None:  # the 90 % region drawn on the map, in its colour, over the heatmap
+        html = _srcdoc(at)
+        assert REGION_CLASS in html and REGION_STYLES[0.9]["color"] in html
+        assert '"level": 0.9' in html and '"level": 0.5' not in html
+        assert "L.geoJson(" in html and "data:image/png;base64," in html
+
+    cache = at.session_state["_locate_cache"]
+    at.radio(key="region_level").set_value("50 %").run()  # the toggle switches the drawn level, no re-run
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["_locate_cache"][0] == cache[0]
+    assert "on the map" in _region_table(at)["region"].iloc[0]
+    if maps.leaflet_assets() is not None:
+        html = _srcdoc(at)
+        assert '"level": 0.5' in html and '"level": 0.9' not in html and REGION_CLASS in html
+
+
+def test_locate_hint_changes_the_probabilities_and_is_reported():
+    files = [("a.jpg", _jpeg(2))]
+    at = _run("locate", {"_test_uploads": files})
+    plain = at.dataframe[0].value
+    assert not any("desert" in t for t in _texts(at.info))
+    at.text_input(key="hint").set_value("desert in Egypt")
+    at.slider(key="hint_weight").set_value(2.0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    hinted = at.dataframe[0].value
+    (res,) = _expected(files, hint="desert in Egypt", hint_weight=2.0)
+    assert list(hinted["probability"]) == list(res.table["prob"].round(4))  # the library's answer with the hint
+    assert list(hinted["probability"]) != list(plain["probability"])
+    notice = next(t for t in _texts(at.info) if "desert in Egypt" in t)  # reported on the result: text and weight
+    assert 2.0 in _numbers(notice)
+    at.text_input(key="hint").set_value("   ").run()  # blank: no hint
+    assert list(at.dataframe[0].value["probability"]) == list(plain["probability"])
+    assert not any("desert" in t for t in _texts(at.info))
+
+
+def _calibration_json(model: str, fingerprint: str, n: int = 40) -> bytes:
+    import json
+
+    from geocore.uncertainty.calibration import fit_calibration
+
+    cal = fit_calibration(np.linspace(0.05, 0.99, n), levels=(0.5, 0.8, 0.9), model=model, fingerprint=fingerprint)
+    return json.dumps(cal.to_dict()).encode()
+
+
+def test_locate_calibration_upload_calibrates_or_gives_a_notice():
+    import json
+
+    from geocore.uncertainty.calibration import Calibration
+
+    files = [("a.jpg", _jpeg(3))]
+    fingerprint = _tiny_cities().candidate_cells().fingerprint
+    bad_files = {"bad.json": b"{not json", "other.json": _calibration_json("geoclip", fingerprint),
+                 "fields.json": b'{"model": "geoclip-tiny"}'}
+    for name, data in bad_files.items():
+        at = _run("locate", {"_test_uploads": files, "_test_calibration": (name, data)})
+        errors = _texts(at.sidebar.error)
+        assert len(errors) == 1 and "\n" not in errors[0], errors  # one line, no traceback
+        assert name in errors[0] or "'geoclip'" in errors[0]
+        assert list(_region_table(at)["calibration"]) == [NOT_CALIBRATED] * 2  # still located, uncalibrated
+
+    good = _calibration_json(TEST_MODEL, fingerprint)
+    at = _run("locate", {"_test_uploads": files, "_test_calibration": ("cal.json", good)})
+    assert not _texts(at.sidebar.error)
+    status = next(t for t in _texts(at.sidebar.success) if TEST_MODEL in t)
+    assert 40 in _numbers(status)  # calibrated on 40 photos of the model
+    cal = Calibration(**{k: v for k, v in json.loads(good).items() if k != "format"})
+    (res,) = _expected(files, calibration=cal)
+    table = _region_table(at)
+    assert all(c.startswith("calibrated") for c in table["calibration"])
+    assert list(table["area (km²)"]) == [km2(r.area_km2) for r in res.regions]
+
+
+def test_locate_case_report_holds_the_photos_sha256(one_thread):
+    import hashlib
+
+    photo = _jpeg(4, gps=(35.6762, 139.6503))
+    at = _run("locate", {"_test_uploads": [("tokyo.jpg", photo)]})
+    assert not at.get("download_button")  # prepared on demand only (it runs Grad-CAM)
+    at.button(key="report_prepare").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    html = at.session_state["_case_report"][1]
+    assert html.startswith("<!DOCTYPE html>") and hashlib.sha256(photo).hexdigest() in html
+    assert "tokyo.jpg" in html
+    assert [b.proto.label for b in at.get("download_button")] == ["Download case report (HTML)"]
 
 
 def test_text_query_two_queries_side_by_side():
@@ -204,6 +329,9 @@ def test_failures_metrics_filters_and_comparison(tmp_path, monkeypatch):
     assert metrics["Region 200 km"] == "75.0" and metrics["Continent 2500 km"] == "100.0"
     assert metrics["Country acc"] == "75.0"  # up to 100 km north of Paris is still France; 1000 km is sea
     assert _numbers(_line_with(at, "filters")) == [4, 4]
+    # no search-region columns: the "how sure" section says to re-run evaluate, no localizability filter
+    assert any("evaluate" in t and "re-run" in t for t in _texts(at.caption))
+    assert not any(s.key == "f_loc" for s in at.slider)
     worst = next(d.value for d in at.dataframe if "IMG_ID" in d.value.columns and "band" in d.value.columns)
     assert list(worst["IMG_ID"]) == ["img3.jpg", "img2.jpg", "img1.jpg", "img0.jpg"]  # worst first
 
@@ -218,6 +346,86 @@ def test_failures_metrics_filters_and_comparison(tmp_path, monkeypatch):
     only = [list(d.value["IMG_ID"]) for d in at.dataframe
             if {"error_km_a", "error_km_b"} <= set(d.value.columns)]
     assert only == [["img0.jpg"], ["img2.jpg"]]  # right only in a, right only in b
+
+
+def _uncertain_results(path: Path, n: int = 24, seed: int = 0) -> pd.DataFrame:
+    """Results with the search-region columns: each photo's probabilities over a 1500 km grid gallery, peaked
+    near (not always at) the truth, some sharp and some spread out."""
+    from geocore.eval.uncertainty import uncertainty_columns
+    from geocore.geo.gallery import grid_gallery
+    from geocore.geo.candidates import gallery_cells
+
+    rng = np.random.default_rng(seed)
+    gallery = grid_gallery(1500.0).numpy().astype(np.float64)
+    truth = gallery[rng.choice(len(gallery), n, replace=False)] + rng.normal(0, 2.0, (n, 2))
+    truth[:, 0] = truth[:, 0].clip(-80, 80)
+    centre = truth + rng.normal(0, 1, (n, 2)) * rng.choice([1.0, 10.0, 30.0], (n, 1))
+    centre[:, 0] = centre[:, 0].clip(-85, 85)
+    dist = np.stack([haversine_km(c[None], gallery) for c in centre])
+    logits = -dist / rng.choice([200.0, 800.0, 3000.0], n)[:, None]
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    top = gallery[probs.argmax(1)]
+    df = pd.DataFrame({
+        "IMG_ID": [f"img{i}.jpg" for i in range(n)], "LAT": truth[:, 0], "LON": truth[:, 1],
+        "PRED_LAT": top[:, 0], "PRED_LON": top[:, 1], "error_km": haversine_km(truth, top),
+        "topk_lat": [[v] for v in top[:, 0]], "topk_lon": [[v] for v in top[:, 1]],
+        "topk_prob": [[float(p)] for p in probs.max(1)], "model": "m", "status": "ok",
+        **uncertainty_columns(probs, gallery_cells(gallery), truth),
+    })
+    df.to_parquet(path, index=False)
+    return df
+
+
+def _coverage_shown(at: AppTest) -> pd.DataFrame:
+    return next(d.value for d in at.dataframe if "coverage (%)" in d.value.columns)
+
+
+def test_failures_how_sure_coverage_abstention_and_localizability_filter(tmp_path, monkeypatch):
+    import json
+
+    from geocore.eval.analysis import most_localizable
+    from geocore.eval.uncertainty import calibrate_results, uncertainty_tables
+
+    df = _uncertain_results(tmp_path / "u.parquet")
+    monkeypatch.setenv("GEOCORE_RESULTS_DIR", str(tmp_path))
+    at = _run("failures")
+    tables = uncertainty_tables(df)
+    shown = _coverage_shown(at)
+    assert [_numbers(r)[0] for r in shown["region"]] == [50, 80, 90, 95]
+    assert list(shown["coverage (%)"]) == list((100 * tables["coverage"]["coverage"]).round(1))
+    assert list(shown["median area (km²)"]) == [km2(a) for a in tables["coverage"]["median_area_km2"]]
+    assert list(shown["mass used"]) == [0.5, 0.8, 0.9, 0.95]  # not calibrated: the levels themselves
+    abst = next(d.value for d in at.dataframe if "fraction" in d.value.columns)
+    pd.testing.assert_frame_equal(abst, tables["abstention"].round(3))
+    assert len(at.get("image")) == 5  # error histogram, two choropleths, abstention, recall against area
+
+    # the localizability filter: half the photos, the most localizable, in the worst-first table
+    assert _numbers(_line_with(at, "filters")) == [24, 24]
+    at.slider(key="f_loc").set_value(50).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _numbers(_line_with(at, "filters")) == [12, 24]
+    worst = next(d.value for d in at.dataframe if "localizability" in d.value.columns)
+    kept = set(df.loc[most_localizable(df, 0.5), "IMG_ID"])
+    assert len(worst) == 12 and set(worst["IMG_ID"]) == kept
+    assert worst["localizability"].max() <= df.loc[~df["IMG_ID"].isin(kept), "localizability"].min() + 0.01
+
+    # a calibration fitted on this run: masses and coverage as uncertainty_tables computes them with it
+    cal = calibrate_results(df, levels=(0.5, 0.8, 0.9, 0.95))
+    at.session_state["_test_calibration"] = ("cal.json", json.dumps(cal.to_dict()).encode())
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    calibrated = uncertainty_tables(df, cal)["coverage"]
+    shown = _coverage_shown(at)
+    assert list(shown["mass used"]) == list(calibrated["mass"].round(3))
+    assert list(shown["coverage (%)"]) == list((100 * calibrated["coverage"]).round(1))
+    assert all(c >= 100 * lv for c, lv in zip(shown["coverage (%)"], calibrated["nominal"]))  # conformal: ≥ level
+    assert any("24" in t for t in _texts(at.success))  # calibrated on 24 photos
+    # one of another model: a notice, the raw table
+    at.session_state["_test_calibration"] = ("other.json", _calibration_json("geoclip", "gallery:1:none:x"))
+    at.run()
+    assert not at.exception and any("geoclip" in t for t in _texts(at.error))
+    assert list(_coverage_shown(at)["mass used"]) == [0.5, 0.8, 0.9, 0.95]
 
 
 def test_failures_drilldown_image_heatmap_gradcam_and_missing_image(tmp_path, monkeypatch, one_thread):

@@ -12,7 +12,7 @@ import pytest
 
 from geocore.eval.analysis import (
     BAND_COLORS, BAND_NAMES, ERROR_BANDS, FAILED, accuracy_by_true_region, annotate_results, compare_results,
-    error_bands, fmt_pct, metrics_row, results_metrics,
+    error_bands, fmt_pct, metrics_row, most_localizable, results_metrics,
 )
 from geocore.eval.regions import SEA, accuracy_by_region, place_label, region_label
 from geocore.geo.distance import haversine_km
@@ -123,4 +123,53 @@ def test_error_histogram_counts_every_located_image():
     assert len(ax.lines) == 5  # the five accuracy radii
     import matplotlib.pyplot as plt
 
+    plt.close(ax.figure)
+
+
+def test_most_localizable_keeps_the_abstention_curves_photos():
+    from geocore.uncertainty.localizability import abstention_curve
+
+    score = np.array([3.0, np.nan, 1.0, 5.0, 1.0, 2.0, 4.0])  # NaN: a failed image; a tie at 1.0
+    df = pd.DataFrame({"localizability": score, "error_km": [30.0, np.nan, 5.0, 900.0, 50.0, 10.0, 300.0]})
+    assert list(most_localizable(df, 1.0)) == [True] * 7  # no filter: failed images stay
+    assert np.flatnonzero(most_localizable(df, 0.5)).tolist() == [2, 4, 5]  # ⌈0.5 · 6 scored⌉ = 3 photos
+    kept = most_localizable(df, 1 / 3)
+    assert np.flatnonzero(kept).tolist() == [2, 4]  # the two lowest scores, ties in row order
+    assert most_localizable(df, 0.01).sum() == 1 and most_localizable(df, 0.01)[2]  # at least one photo
+    # the same photos as the abstention curve answers at each share
+    ok = df[np.isfinite(score)]
+    curve = abstention_curve(ok["error_km"], ok["localizability"], fractions=(0.5, 1 / 3))
+    for share, n in zip((0.5, 1 / 3), curve["n"]):
+        mask = most_localizable(df, share)
+        assert mask.sum() == n
+        assert np.median(df.loc[mask, "error_km"]) == curve.loc[curve["n"] == n, "median_km"].iloc[0]
+    with pytest.raises(ValueError):
+        most_localizable(df, 0.0)
+
+
+def test_uncertainty_figures_plot_the_tables():
+    import matplotlib.pyplot as plt
+
+    from geocore import viz
+    from geocore.uncertainty.localizability import abstention_curve, coverage_table, recall_vs_area
+
+    rng = np.random.default_rng(0)
+    errors, score = rng.exponential(500.0, 40), rng.normal(4.0, 1.0, 40)
+    curve = abstention_curve(errors, score)
+    ax = viz.plot_abstention(curve, title="abstention")
+    assert len(ax.lines) == 5 and ax.get_title() == "abstention"  # one line per accuracy radius
+    city = next(line for line in ax.lines if line.get_label() == "City 25 km")
+    assert list(city.get_xdata()) == pytest.approx(100 * curve["fraction"])
+    assert list(city.get_ydata()) == pytest.approx(100 * curve["acc_25km"])
+    plt.close(ax.figure)
+
+    truth_area = np.r_[rng.uniform(1e2, 1e7, 30), [np.inf] * 2]
+    table = recall_vs_area(truth_area, (1e1, 1e3, 1e5, 1e7, 1e8))
+    cov = coverage_table(rng.uniform(0, 1, 32), rng.uniform(1e3, 1e6, (32, 2)), (0.5, 0.9))
+    ax = viz.plot_recall_vs_area(table, coverage=cov)
+    assert ax.get_xscale() == "log"
+    curve_line, marks = ax.lines[:2]
+    assert list(curve_line.get_ydata()) == pytest.approx(100 * table["recall"])
+    assert list(marks.get_xdata()) == pytest.approx(cov["median_area_km2"])
+    assert [t.get_text() for t in ax.texts] == ["50 %", "90 %"]
     plt.close(ax.figure)

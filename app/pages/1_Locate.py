@@ -1,4 +1,6 @@
-"""Locate: where were these photos taken? Top-k table, probability heatmap, EXIF truth and error."""
+"""Locate: where were these photos taken, how sure is the model, and how large an area to search? Top-k table,
+probability heatmap with the 50 % / 90 % search region, calibration, a text hint, EXIF truth and error, and a
+downloadable case report."""
 
 import sys
 from pathlib import Path
@@ -11,9 +13,14 @@ import streamlit as st  # noqa: E402
 
 from geocore.errors import GeocoreError  # noqa: E402
 from geocore.models.base import GalleryModel  # noqa: E402
-from ui.models import gallery_controls, gallery_view, load_model, model_picker  # noqa: E402
+from ui.models import gallery_controls, gallery_view, hint_controls, load_model, model_picker  # noqa: E402
 from ui.page import setup_page, show_error  # noqa: E402
+from ui.regions import (  # noqa: E402
+    LEVELS, calibration_upload, candidates_fingerprint, level_control, usable_calibration,
+)
 from ui.results import render_locate_result  # noqa: E402
+
+REPORT_STATE = "_case_report"  # (results key, HTML) of the last prepared report
 
 setup_page("Locate", "📍")
 st.title("Locate photos")
@@ -26,6 +33,10 @@ if model is not None:
     choice = gallery_controls(model)
     refine = st.sidebar.toggle("Refine (zoom in around the top-k)", value=False, key="refine",
                                disabled=not isinstance(model, GalleryModel))
+    st.sidebar.subheader("Search regions")
+    level = level_control()
+    uploaded_cal = calibration_upload("calibration_up")
+    hint = hint_controls(model)
 
     uploads = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "heic", "heif", "gif", "bmp",
                                                "tif", "tiff"], accept_multiple_files=True, key="uploads")
@@ -33,21 +44,39 @@ if model is not None:
     files = list(st.session_state.get("_test_uploads") or [])
     files += [(u.name, u.getvalue()) for u in uploads or []]
 
-    if not files:
+    try:
+        net = gallery_view(model, choice)
+    except GeocoreError as err:
+        show_error(err)
+        net = None
+    fingerprint, no_regions = None, None
+    if net is not None and (files or uploaded_cal.calibration is not None):  # the cells' areas only when needed
+        fingerprint, no_regions = candidates_fingerprint(net, (name, choice))
+    levels = LEVELS if fingerprint is not None else None
+    calibration = usable_calibration(uploaded_cal, net, fingerprint) if net is not None else None
+
+    if net is None:
+        pass
+    elif not files:
         st.info("Upload one or more photos to locate them.")
     else:
         from geocore.data.images import image_bytes_digest
         from geocore.locate import locate
 
-        key = (name, top_k, choice, bool(refine), tuple(image_bytes_digest(b) + n for n, b in files))
+        k = min(top_k, net.num_candidates())
+        key = (name, k, choice, bool(refine), hint.text, hint.weight,
+               uploaded_cal.digest if calibration is not None else None, levels,
+               tuple(image_bytes_digest(b) + n for n, b in files))
         cached = st.session_state.get("_locate_cache")
         results = cached[1] if cached and cached[0] == key else None
+        if no_regions:
+            st.info(f"No search regions for these candidates: {no_regions}", icon="ℹ️")
         if results is None:
             try:
                 with st.spinner(f"Locating {len(files)} photo(s)…"):
-                    net = gallery_view(model, choice)
-                    results = locate(net, files, top_k=min(top_k, net.num_candidates()), full=True,
-                                     refine=bool(refine))
+                    results = locate(net, files, top_k=k, full=True, refine=bool(refine), regions=levels,
+                                     calibration=calibration, hint=hint.text, hint_weight=hint.weight,
+                                     hint_model=hint.scorer)
             except GeocoreError as err:
                 show_error(err)
             else:
@@ -58,4 +87,27 @@ if model is not None:
             data = dict(files)
             for res in results:
                 with st.container(border=True):
-                    render_locate_result(res, model, image_bytes=data.get(res.name))
+                    render_locate_result(res, model, image_bytes=data.get(res.name), level=level)
+
+            st.subheader("Case report")
+            st.caption("One self-contained HTML file for the record: each photo (re-encoded, no metadata) with its "
+                       "SHA-256, EXIF, top-k, maps with the search regions, Grad-CAM, and what produced the answers "
+                       "(model, weights, hint, calibration). It opens offline."
+                       + (" The report ranks without refinement." if refine else ""))
+            if st.button("Prepare case report (HTML)", key="report_prepare"):
+                from geocore.report import render_report
+
+                try:
+                    with st.spinner("Writing the case report (Grad-CAM of every photo)…"):
+                        html = render_report(net, files, hint=hint.text, hint_weight=hint.weight,
+                                             calibration=calibration, top_k=k, levels=LEVELS, hint_model=hint.scorer)
+                except GeocoreError as err:
+                    show_error(err)
+                else:
+                    st.session_state[REPORT_STATE] = (key, html)
+            report = st.session_state.get(REPORT_STATE)
+            if report is not None and report[0] == key:
+                st.download_button("Download case report (HTML)", report[1], file_name="geocore_case_report.html",
+                                   mime="text/html", key="report_download", on_click="ignore", type="primary")
+            elif report is not None:
+                st.caption("The settings or photos changed since the last report: prepare it again.")

@@ -1,7 +1,8 @@
-"""Failures: open an evaluation results file and see where and how the model goes wrong.
+"""Failures: open an evaluation results file and see where and how the model goes wrong, and how sure it was.
 
-The analysis is `geocore.eval.analysis` (annotation, error bands, metrics, per-region accuracy, comparison)
-and its figures `geocore.viz`; this page lays them out.
+The analysis is `geocore.eval.analysis` (annotation, error bands, metrics, per-region accuracy, comparison,
+localizability filter), the search-region tables `geocore.eval.uncertainty` (coverage, abstention, recall
+against area) and the figures `geocore.viz`; this page lays them out.
 """
 
 import sys
@@ -21,13 +22,16 @@ from geocore import viz  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 from geocore.eval.analysis import (  # noqa: E402
     BAND_COLORS, BAND_NAMES, FAILED, accuracy_by_true_region, annotate_results, compare_results, metrics_row,
+    most_localizable,
 )
 from geocore.eval.regions import SEA  # noqa: E402
 from geocore.eval.results import read_results  # noqa: E402
+from geocore.eval.uncertainty import has_uncertainty, uncertainty_tables  # noqa: E402
 from ui.deck import hex_rgba, world_deck  # noqa: E402
 from ui.maps import prediction_map, show_map  # noqa: E402
 from ui.models import load_model, model_picker, random_label  # noqa: E402
 from ui.page import setup_page, show_error, show_unavailable  # noqa: E402
+from ui.regions import calibration_upload, km2, pct  # noqa: E402
 from ui.results import show_photo  # noqa: E402
 
 SCENES = ("S3_Label", "S16_Label", "S365_Label")
@@ -73,6 +77,57 @@ def pick_results(label: str, key: str) -> tuple[str, pd.DataFrame] | None:
 
 def metrics_table(*frames: tuple[pd.DataFrame, str]) -> None:
     st.dataframe(pd.DataFrame([metrics_row(df, label) for df, label in frames]), hide_index=True, width="stretch")
+
+
+def coverage_display(coverage: pd.DataFrame) -> pd.DataFrame:
+    """`uncertainty_tables(...)["coverage"]` as analysts read it: level, mass used, coverage (%), areas (km²)."""
+    return pd.DataFrame({
+        "region": [pct(v) for v in coverage["nominal"]],
+        "mass used": coverage["mass"].round(3),
+        "coverage (%)": (100 * coverage["coverage"]).round(1),
+        "median area (km²)": [km2(a) for a in coverage["median_area_km2"]],
+        "mean area (km²)": [km2(a) for a in coverage["mean_area_km2"]],
+    })
+
+
+def how_sure(df: pd.DataFrame) -> None:
+    """Search regions judged on the whole file: coverage per level (calibrated with an uploaded calibration),
+    accuracy against the share answered (most localizable first), recall against the area searched."""
+    st.subheader("How sure was the model")
+    if not has_uncertainty(df):
+        st.caption("This results file has no search-region columns (truth mass, region areas, localizability): "
+                   "re-run `geocore evaluate` with this version of geocore to see how sure the model was.")
+        return
+    left, right = st.columns([3, 2])
+    with right:
+        up = calibration_upload("f_cal_up", where=st.container())
+    calibration = up.calibration
+    try:
+        tables = uncertainty_tables(df, calibration)
+    except GeocoreError as err:
+        if calibration is None:
+            show_error(err)
+            return
+        right.error(f"Calibration not used: {err}")
+        calibration = None
+        tables = uncertainty_tables(df)
+    n = int(tables["abstention"]["n"].max())  # the photos judged: status ok, with a truth mass
+    with left:
+        st.dataframe(coverage_display(tables["coverage"]), hide_index=True, width="stretch")
+        st.caption(f"Over the {n:,} located photos of the file (the filters do not apply). Coverage: the share of "
+                   "photos whose true location lies inside the region; "
+                   + (f"calibrated on {calibration.n:,} photos of {calibration.model}, so it should match the level."
+                      if calibration is not None else
+                      "not calibrated (raw probability mass): an over-confident model covers less than the level."))
+    c1, c2 = st.columns(2)
+    with c1:
+        st.pyplot(viz.plot_abstention(tables["abstention"], title="Answer only the most localizable photos")
+                  .figure, clear_figure=True)
+        with st.expander("Abstention table"):
+            st.dataframe(tables["abstention"].round(3), hide_index=True, width="stretch")
+    with c2:
+        st.pyplot(viz.plot_recall_vs_area(tables["recall_vs_area"], coverage=tables["coverage"],
+                                          title="Truth found against the area searched").figure, clear_figure=True)
 
 
 def lines_deck(df: pd.DataFrame, limit: int = 5000):
@@ -225,9 +280,15 @@ if picked is not None:
     st.caption(f"{name} — model {model_names}. Accuracy (%) within each radius of the true location, as "
                "the papers print it; failed images are left out and counted.")
     metrics_table((df, name))
+    how_sure(df)
 
     with st.sidebar:
         st.header("Filters")
+        keep_share = 100
+        if has_uncertainty(df):
+            keep_share = st.slider("Most localizable photos kept (%)", 5, 100, 100, 5, key="f_loc",
+                                   help="Rank photos by the area of their 90 % search region (smallest first) and "
+                                        "keep this share: what the model would answer if it abstained on the rest.")
         bands = st.multiselect("Error band", [*BAND_NAMES, FAILED], default=list(BAND_NAMES), key="f_band")
         countries_sel = st.multiselect("Country (true)", sorted(df["country"].unique()), key="f_country")
         scene_cols = [c for c in SCENES if c in df.columns]
@@ -237,6 +298,8 @@ if picked is not None:
             scene_vals = st.multiselect("Scene", sorted(df[scene_col].dropna().unique().tolist()), key="f_scene")
         radius = st.number_input("Radius for 'right' (km)", 0.1, 20000.0, 750.0, key="f_radius")
     view = df[df["band"].isin(bands)]
+    if keep_share < 100:
+        view = view[most_localizable(df, keep_share / 100)[view.index]]
     if countries_sel:
         view = view[view["country"].isin(countries_sel)]
     if scene_vals:
@@ -265,9 +328,11 @@ if picked is not None:
             st.info("No located images under these filters.")
     with tab_worst:
         cols = ["IMG_ID", "error_km", "country", "pred_country", "LAT", "LON", "PRED_LAT", "PRED_LON", "band"]
+        cols += [c for c in ("localizability", "area_90_km2") if c in view.columns]
         cols += [c for c in SCENES if c in view.columns] + ["status"]
         ordered = view.sort_values("error_km", ascending=False, na_position="first")
-        st.dataframe(ordered[cols].round({"error_km": 1, "LAT": 4, "LON": 4, "PRED_LAT": 4, "PRED_LON": 4}),
+        st.dataframe(ordered[cols].round({"error_km": 1, "LAT": 4, "LON": 4, "PRED_LAT": 4, "PRED_LON": 4,
+                                          "localizability": 2, "area_90_km2": 0}),
                      hide_index=True, width="stretch")
         models = df["model"].dropna().astype(str).unique()
         drilldown(ordered, models[0] if len(models) == 1 else None)

@@ -1,10 +1,11 @@
 """The app's shared pieces, one module per concern; pages import the ones they use.
 
 - `page`: page setup, error notices, the responsible-use text.
-- `models`: the model picker, cached model loading, the random-backbone label, gallery (region) choice.
-- `maps`: offline folium/Leaflet maps (basemap, probability heatmap, prediction map).
+- `models`: the model picker, cached model loading, the random-backbone label, gallery (region) choice, text hint.
+- `maps`: offline folium/Leaflet maps (basemap, probability heatmap, search region, prediction map).
+- `regions`: search regions (level toggle, calibration upload parsed in memory, the regions' table).
 - `deck`: offline deck.gl (pydeck) maps and their click selection.
-- `results`: photos and located results (top-k table, map, EXIF error).
+- `results`: photos and located results (top-k table, map, regions, hint, EXIF error).
 
 Pages find this package by putting the `app/` folder first on `sys.path` (see `app/Home.py`), which works for
 `streamlit run app/Home.py` and for `streamlit.testing.v1.AppTest` alike.

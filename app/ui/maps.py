@@ -9,7 +9,10 @@ Maps work with no network at all:
 - The basemap is the Natural Earth 1:110m countries layer shipped with geocore (tiles=None);
   OpenStreetMap tiles are added on top only when a cached ≤1 s reachability check succeeds.
 - The probability heatmap is our own PNG (Web-Mercator rows, so it lines up with Leaflet) placed
-  with `folium.raster_layers.ImageOverlay` as a data URI: no HeatMap plugin JS to fetch.
+  with `folium.raster_layers.ImageOverlay` as a data URI: no HeatMap plugin JS to fetch. It sits in its own
+  pane between the basemap and the vector overlays, so search regions, markers and lines draw on top of it.
+- A search region is a `folium.GeoJson` layer of its (Multi)Polygon (split at the antimeridian), outlined in
+  the report's colour for its level, its SVG paths of class `REGION_CLASS`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import numpy as np
 import streamlit as st
 
 from geocore.eval.regions import place_label
+
+from ui.regions import REGION_CLASS, REGION_STYLES, calibration_text, km2, pct
 
 VENDOR = Path(__file__).resolve().parents[1] / "static" / "vendor"
 LEAFLET_DIRS = (VENDOR / "node_modules" / "leaflet" / "dist", VENDOR / "leaflet" / "dist", VENDOR / "leaflet")
@@ -164,22 +169,61 @@ def add_heatmap(m, latlon: np.ndarray, probs: np.ndarray) -> None:
     """The probability of each (lat, lon) candidate as a heatmap layer of `m`."""
     import folium
 
+    folium.map.CustomPane("heatmap", z_index=300, pointer_events=False).add_to(m)  # above land, under overlays
     folium.raster_layers.ImageOverlay(
         probability_png(np.asarray(latlon, np.float64), np.asarray(probs, np.float64)),
         bounds=[[-MERCATOR_MAX_LAT, -180.0], [MERCATOR_MAX_LAT, 180.0]], name="probability", opacity=1.0,
-        interactive=False, zindex=2,
+        interactive=False, zindex=2, pane="heatmap",
     ).add_to(m)
+
+
+def region_geojson(region, tolerance_deg: float | None = None) -> dict:
+    """A search region as a GeoJSON Feature for Leaflet: its geometry simplified by `tolerance_deg` (default: a
+    300th of the region's size, 0.01°–0.1°, invisible at the zoom that shows it whole) and rounded to 0.001°,
+    with its level, area and calibration as properties."""
+    from shapely.geometry import mapping
+
+    if tolerance_deg is None:
+        tolerance_deg = float(np.clip(math.sqrt(max(region.area_km2, 0.0)) / 111.2 / 300.0, 0.01, 0.1))
+    geom = region.geometry
+    if not geom.is_empty and tolerance_deg > 0:
+        geom = geom.simplify(tolerance_deg, preserve_topology=True)
+
+    def rnd(c):
+        return [rnd(x) for x in c] if isinstance(c[0], (list, tuple)) else [round(c[0], 3), round(c[1], 3)]
+
+    gj = mapping(geom)
+    if gj.get("coordinates"):
+        gj = {"type": gj["type"], "coordinates": rnd(gj["coordinates"])}
+    return {"type": "Feature", "geometry": gj,
+            "properties": {"level": region.level, "area_km2": round(float(region.area_km2), 1),
+                           "n_areas": int(region.n_areas), "calibrated": bool(region.calibrated)}}
+
+
+def add_region(m, region) -> None:
+    """A search region outlined (and lightly filled) on `m`, over the heatmap; its tooltip gives its numbers."""
+    import folium
+
+    style = REGION_STYLES.get(round(region.level, 2), {"color": "#00a0a0", "dashArray": None})
+    feature = region_geojson(region)
+    if not feature["geometry"].get("coordinates"):
+        return
+    look = {"color": style["color"], "weight": 2.5, "opacity": 1.0, "fill": True, "fillColor": style["color"],
+            "fillOpacity": 0.12, "dashArray": style["dashArray"], "className": REGION_CLASS}
+    folium.GeoJson(feature, name=f"{pct(region.level)} search region", style_function=lambda f: look,
+                   tooltip=tip(f"{pct(region.level)} search region: {km2(region.area_km2)} km², "
+                               f"{region.n_areas} area(s), {calibration_text(region)}")).add_to(m)
 
 
 def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, truth_km: float | None = None,
                    truth_label: str = "EXIF GPS (truth)", recorded: tuple[float, float] | None = None,
-                   recorded_label: str = "recorded prediction"):
-    """Heatmap of the full distribution + numbered top-k markers (+ the truth and its error line).
+                   recorded_label: str = "recorded prediction", region=None):
+    """Heatmap of the full distribution + a search region + numbered top-k markers (+ the truth and its error line).
 
     `pred`: a one-image `Prediction` (its heatmap drawn when made with `full=True`); `table`: its
     `geocore.locate.prediction_table`. `recorded`: another prediction of the same image (e.g. the one in a
     results file), marked with an orange ring; the error line then goes from the truth to it instead of to
-    this run's top-1.
+    this run's top-1. `region`: a `SearchRegion` to outline (the view then fits it too).
     """
     import folium
 
@@ -187,6 +231,8 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
     if pred is not None and pred.probs_full is not None and pred.candidates is not None:
         add_heatmap(m, pred.candidates.detach().cpu().double().numpy(),
                     pred.probs_full[0].detach().cpu().double().numpy())
+    if region is not None:
+        add_region(m, region)
     for r in table.itertuples():
         folium.CircleMarker(
             [r.lat, r.lon], radius=9 if r.rank == 1 else 6, color="#1f4e9c", weight=2, fill=True,
@@ -206,6 +252,9 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
     for extra in (truth, recorded):
         if extra is not None:
             pts = np.vstack([pts, np.asarray(extra, np.float64)[None]])
+    if region is not None and not region.geometry.is_empty:
+        west, south, east, north = region.geometry.bounds
+        pts = np.vstack([pts, [[south, west], [north, east]]])
     if len(pts):
         lo, hi = pts.min(0), pts.max(0)
         m.fit_bounds([[lo[0] - 2, lo[1] - 2], [hi[0] + 2, hi[1] + 2]], padding=(20, 20), max_zoom=6)

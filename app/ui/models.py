@@ -1,5 +1,6 @@
 """Model choice: which registered models can run here, loading them once per server, the random-backbone
-label, and the candidates (gallery, region, grid) a gallery model scores."""
+label, the candidates (gallery, region, grid) a gallery model scores, and the text hint (and the model that
+scores it)."""
 
 from __future__ import annotations
 
@@ -159,3 +160,50 @@ def gallery_view(model: GeoLocator, choice: GalleryChoice) -> GeoLocator:
     if len(points) == 0:
         raise InputError("no gallery points inside this region: widen the box or use a grid")
     return model.with_gallery(points)
+
+
+HINT_MODEL = "geoclip"  # scores hints for models that take no text, when its weights are here
+
+
+@dataclass(frozen=True)
+class HintChoice:
+    """A text hint: its text (None: no hint), weight, and the text model scoring it when the model takes no text."""
+
+    text: str | None = None
+    weight: float | None = None
+    scorer: GalleryModel | None = None
+
+
+def takes_text(model: GeoLocator) -> bool:
+    return isinstance(model, GalleryModel) and model.supports_text
+
+
+def hint_controls(model: GeoLocator) -> HintChoice:
+    """Sidebar: a "Text hint" box and its weight (p ∝ p_photo · p_text^weight, `geocore.hints`). A model that takes
+    no text gets GeoCLIP as the hint's scorer when its weights are here; otherwise the box is disabled."""
+    from geocore.hints import DEFAULT_HINT_WEIGHT
+
+    st.sidebar.subheader("Text hint")
+    own = takes_text(model)
+    helper = own or any(r.name == HINT_MODEL and r.present and not r.random for r in model_rows())
+    text = st.sidebar.text_input("Text hint (optional)", key="hint", disabled=not helper,
+                                 placeholder="e.g. coastal city in South America",
+                                 help="What you know about the place. Combined with the photo as "
+                                      "p ∝ p_photo · p_text^weight.")
+    weight = st.sidebar.slider("Hint weight", 0.0, 2.0, float(DEFAULT_HINT_WEIGHT), 0.05, key="hint_weight",
+                               disabled=not helper,
+                               help=f"0 ignores the hint, 1 trusts it as much as the photo; {DEFAULT_HINT_WEIGHT:g} "
+                                    "is the measured default.")
+    if not helper:
+        st.sidebar.caption(f"{model.model_name} takes no text: hints need {HINT_MODEL}'s weights here.")
+        return HintChoice()
+    text = (text or "").strip()
+    if not text:
+        return HintChoice()
+    scorer = None
+    if not own:
+        loaded = load_model(HINT_MODEL)
+        if loaded is None or not takes_text(loaded):  # its notice is shown by load_model
+            return HintChoice()
+        scorer = loaded
+    return HintChoice(text, float(weight), scorer)

@@ -1,4 +1,5 @@
-"""Photos and located results: a photo thumbnail, the top-k table as users read it, one photo's answer."""
+"""Photos and located results: a photo thumbnail, the top-k table as users read it, one photo's answer (with its
+search regions, the text hint it used, and whether the EXIF GPS lies inside)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from geocore.models.base import GeoLocator
 
 from ui.maps import prediction_map, show_map
 from ui.models import random_label
+from ui.regions import REGION_STYLES, pct, region_table
 
 THUMBNAIL_PX = 640
 
@@ -46,26 +48,53 @@ def place_text(row: pd.Series) -> str:
     return f"{place_label(row['place'], row['admin1'])}, {region_label(row['country'])}"
 
 
+def hint_notice(res: LocateResult) -> None:
+    """Says so when the answer combines the photo with a text hint (its text and weight)."""
+    hint = res.extras.get("hint")
+    if hint:
+        st.info(f"Text hint active: “{hint['text']}” at weight {hint['weight']:g}. The probabilities combine the "
+                "photo with the hint.", icon="💬")
+
+
+def exif_text(res: LocateResult, level: float = 0.9) -> str:
+    """The EXIF truth in words: where, how far the top-1 is, and whether it lies inside the `level` region."""
+    text = (f"EXIF GPS {res.exif_gps[0]:.4f}, {res.exif_gps[1]:.4f}: top-1 is **{res.exif_error_km:,.1f} km** away")
+    inside = res.exif_in_region(level)
+    if inside is not None:
+        text += f"; it lies **{'inside' if inside else 'outside'}** the {pct(level)} search region"
+    return text + "."
+
+
 def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: bytes | None = None,
-                         map_height: int = 420) -> None:
-    """One photo's answer: photo, top-k table, heatmap map, EXIF truth and error (or its error notice)."""
+                         level: float = 0.9, map_height: int = 420) -> None:
+    """One photo's answer: photo, top-k table, heatmap map with the `level` search region, the regions' table,
+    the hint it used, EXIF truth and error (or its error notice)."""
     st.subheader(res.name)
     if not res.ok:
         st.error(f"{res.name}: {res.error}")
         return
     random_label(model)
+    hint_notice(res)
+    region = res.region(level)
     left, right = st.columns([1, 2])
     with left:
         if image_bytes is not None:
             show_photo(image_bytes, res.name)
         st.dataframe(topk_display(res.table), hide_index=True, width="stretch")
         if res.exif_gps is not None:
-            st.success(f"EXIF GPS {res.exif_gps[0]:.4f}, {res.exif_gps[1]:.4f}: top-1 is "
-                       f"**{res.exif_error_km:,.1f} km** away")
+            (st.success if res.exif_in_region(0.9) is not False else st.warning)(exif_text(res, 0.9))
         else:
             st.caption("No GPS position in this photo's EXIF, so no error to show.")
     with right:
-        show_map(prediction_map(res.prediction, res.table, truth=res.exif_gps, truth_km=res.exif_error_km),
-                 height=map_height)
-        st.caption("Shading: probability over the candidate points. Dots: top-k (dark = top-1)."
+        show_map(prediction_map(res.prediction, res.table, truth=res.exif_gps, truth_km=res.exif_error_km,
+                                region=region), height=map_height)
+        outline = ""
+        if region is not None:
+            dashed = " dashed" if REGION_STYLES.get(round(level, 2), {}).get("dashArray") else ""
+            outline = (f" Outlined{dashed}: the {pct(level)} search region, the smallest area holding "
+                       + ("that share of the probability." if not region.calibrated else
+                          f"{pct(level)} of the truths on held-out photos (calibrated)."))
+        st.caption("Shading: probability over the candidate points." + outline + " Dots: top-k (dark = top-1)."
                    + (" Green: EXIF GPS; red dashes: error of the top-1." if res.exif_gps else ""))
+        if res.regions:  # a static table: its cells wrap, so the countries and the calibration stay readable
+            st.table(region_table(res, drawn=level), hide_index=True, border="horizontal")

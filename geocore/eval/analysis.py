@@ -6,9 +6,12 @@ country hit. The other functions work on that annotated frame:
 
 - `results_metrics` / `metrics_row`: the metrics of the located images, as numbers or as the papers print them;
 - `accuracy_by_true_region`: accuracy within a radius per country or continent of the true location;
-- `compare_results`: which images each of two runs gets right within a radius.
+- `compare_results`: which images each of two runs gets right within a radius;
+- `most_localizable`: the rows kept when answering only the most localizable share of the photos (the
+  abstention curve's order, `geocore.eval.uncertainty`).
 
-Figures of these live in `geocore.viz` (`plot_error_histogram`, `plot_choropleth`).
+Figures of these live in `geocore.viz` (`plot_error_histogram`, `plot_choropleth`, `plot_abstention`,
+`plot_recall_vs_area`).
 """
 
 from __future__ import annotations
@@ -151,3 +154,25 @@ def compare_results(a: pd.DataFrame, b: pd.DataFrame, radius_km: float) -> pd.Da
     right_b = (both["error_km_b"] <= radius_km).to_numpy()
     both["right"] = np.select([right_a & right_b, right_a, right_b], ["both", "only a", "only b"], "neither")
     return both
+
+
+def most_localizable(results: pd.DataFrame, share: float, column: str = "localizability") -> np.ndarray:
+    """(N,) bool: the rows kept when answering only the most localizable `share` in (0, 1] of the photos.
+
+    Photos are ranked by `column` (log10 km² of the 90 % search region: lower = more localizable), lowest first
+    and ties in row order, and the first max(1, ⌈share · n⌉) of the n photos with a score are kept, as
+    `geocore.uncertainty.localizability.abstention_curve` counts them. Rows without a score (failed images) are
+    kept only when `share` is 1 (no filter)."""
+    share = float(share)
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    n_rows = len(results)
+    if share >= 1.0:
+        return np.ones(n_rows, bool)
+    score = pd.to_numeric(results[column], errors="coerce").to_numpy(np.float64)
+    scored = np.flatnonzero(np.isfinite(score))
+    keep = np.zeros(n_rows, bool)
+    if scored.size:
+        n = max(1, math.ceil(share * scored.size - 1e-9))
+        keep[scored[np.argsort(score[scored], kind="stable")[:n]]] = True
+    return keep

@@ -57,6 +57,7 @@ class CellClassifier(GeoLocator):
         self.register_buffer("parents", torch.full((n[2], 2), -1, dtype=torch.long))  # (n_fine, 2) middle, coarse
         self.register_buffer("cell_ids", torch.zeros(n[2], dtype=torch.int64))  # (n_fine,) S2 ids (uint64 bits)
         self.register_buffer("cells_known", torch.tensor(False))
+        self._cells_cache: tuple[tuple[int, int], CandidateCells] | None = None  # S2 cells, built on first use
 
     @property
     def combine(self) -> str:
@@ -98,7 +99,10 @@ class CellClassifier(GeoLocator):
         from geocore.geo.candidates import S2Cells
 
         self._require_cells()
-        return S2Cells(self.cell_ids.cpu().numpy().view(np.uint64))
+        key = (self.cell_ids.data_ptr(), self.cell_ids._version)  # rebuilt only when the cells change
+        if self._cells_cache is None or self._cells_cache[0] != key:
+            self._cells_cache = (key, S2Cells(self.cell_ids.cpu().numpy().view(np.uint64)))
+        return self._cells_cache[1]
 
     def _require_cells(self) -> None:
         if not bool(self.cells_known):

@@ -117,15 +117,25 @@ class Calibration:
         """Read and validate a calibration file; InputError names the file and the field on any problem."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = path.read_bytes()
         except FileNotFoundError:
             raise InputError(f"{path}: calibration file not found") from None
+        except OSError as err:
+            raise InputError(f"{path}: cannot read the calibration file ({err.strerror})") from None
+        return cls.from_bytes(data, str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "calibration") -> "Calibration":
+        """A calibration from a file's bytes (e.g. an upload, kept in memory); InputError naming `source` and the
+        field on any problem."""
+        try:
+            obj = json.loads(data.decode("utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             where = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
-            raise InputError(f"{path}: not a calibration file ({where}); expected JSON written by geocore") from None
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a JSON object with fields {', '.join(_FIELDS)}")
-        return cls(**_parse(data, str(path)))
+            raise InputError(f"{source}: not a calibration file ({where}); expected JSON written by geocore") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{source}: expected a JSON object with fields {', '.join(_FIELDS)}")
+        return cls(**_parse(obj, source))
 
 
 def _field(data: dict, source: str, name: str, kind, expected: str):

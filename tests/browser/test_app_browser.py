@@ -2,11 +2,13 @@
 
 Starts `streamlit run app/Home.py` on a free local port with the test-only model settings
 (GEOCORE_APP_TEST_MODEL=geoclip-tiny, GEOCORE_APP_TEST_GALLERY=small), uploads a photo on the
-Locate page and checks that the Leaflet map really rendered inside the component iframe. Every
-request leaving 127.0.0.1 is blocked and recorded: the test fails if the page tried any.
+Locate page and checks that the Leaflet map really rendered inside the component iframe, with the
+search region drawn over the heatmap. Every request leaving 127.0.0.1 is blocked and recorded: the
+test fails if the page tried any.
 
-Screenshots go to test-artifacts/ (git-ignored). With GEOCORE_SAVE_SCREENSHOTS=1 the four main
-pages are also saved, palette-compressed, to docs/screenshots/ for the README.
+Screenshots go to test-artifacts/ (git-ignored). With GEOCORE_SAVE_SCREENSHOTS=1 the main pages
+(and the Failures page's "How sure was the model" section) are also saved, palette-compressed, to
+docs/screenshots/ for the README.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "app"))  # the app's `ui` package, for the region layer's class and colour
+from ui.regions import REGION_CLASS, REGION_STYLES  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 DOCS_SHOTS = REPO / "docs" / "screenshots"
@@ -59,22 +63,34 @@ def _photo_bytes() -> bytes:
 
 
 def _results(folder: Path) -> None:
-    """A small synthetic results file for the Failures page (truths over land, noisy predictions)."""
+    """A small synthetic results file for the Failures page (truths over land, noisy predictions), with the
+    search-region columns of probabilities over a 250 km grid gallery: sharp for the close predictions, spread
+    out for the far ones (an honest model)."""
+    from geocore.eval.uncertainty import uncertainty_columns
     from geocore.geo.distance import haversine_km
+    from geocore.geo.gallery import grid_gallery
+    from geocore.geo.candidates import gallery_cells
 
     rng = np.random.default_rng(0)
     truth = np.array([[48.86, 2.35], [40.71, -74.0], [35.68, 139.65], [-33.87, 151.21], [30.04, 31.24],
                       [-22.91, -43.17], [51.51, -0.13], [55.76, 37.62], [19.43, -99.13], [28.61, 77.21],
                       [-1.29, 36.82], [39.90, 116.40], [34.05, -118.24], [-34.60, -58.38], [1.35, 103.82]])
     truth = np.repeat(truth, 4, axis=0) + rng.normal(0, 1.0, (60, 2))
-    pred = truth + rng.normal(0, 1, (60, 2)) * rng.choice([0.05, 1.0, 8.0, 30.0], (60, 1))
+    spread = rng.choice([0.05, 1.0, 8.0, 30.0], (60, 1))
+    pred = truth + rng.normal(0, 1, (60, 2)) * spread
     pred[:, 0] = pred[:, 0].clip(-89, 89)
     pred[:, 1] = (pred[:, 1] + 180) % 360 - 180
+    gallery = grid_gallery(250.0).numpy().astype(np.float64)
+    scale_km = 40.0 + 60.0 * spread * rng.uniform(0.5, 1.5, (60, 1))  # km: how spread out each answer is
+    logits = -np.stack([haversine_km(p[None], gallery) for p in pred]) / scale_km
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
     pd.DataFrame({
         "IMG_ID": [f"im{i:03d}.jpg" for i in range(60)], "LAT": truth[:, 0], "LON": truth[:, 1],
         "PRED_LAT": pred[:, 0], "PRED_LON": pred[:, 1], "error_km": haversine_km(truth, pred),
         "topk_lat": [[v] for v in pred[:, 0]], "topk_lon": [[v] for v in pred[:, 1]], "topk_prob": [[1.0]] * 60,
         "model": "geoclip", "S3_Label": rng.integers(0, 3, 60), "status": "ok",
+        **uncertainty_columns(probs, gallery_cells(gallery), truth),
     }).to_parquet(folder / "demo_results.parquet", index=False)
 
 
@@ -195,8 +211,9 @@ def _map_frames(page, n: int):
 def test_locate_upload_renders_map_offline(browser_page, app_url):
     page = browser_page
     page.goto(app_url + "/Locate")
-    page.wait_for_selector("input[type=file]", state="attached")
-    page.set_input_files("input[type=file]", files=[
+    photos = "input[type=file][multiple]"  # the photo uploader (the sidebar's calibration upload takes one file)
+    page.wait_for_selector(photos, state="attached")
+    page.set_input_files(photos, files=[
         {"name": "paris.jpg", "mimeType": "image/jpeg", "buffer": _photo_bytes()},
         {"name": "broken.jpg", "mimeType": "image/jpeg", "buffer": b"definitely not a jpeg"},
     ])
@@ -208,8 +225,16 @@ def test_locate_upload_renders_map_offline(browser_page, app_url):
     assert frame.query_selector(".leaflet-container")
     assert len(frame.query_selector_all("path.leaflet-interactive")) > 100  # countries + markers + error line
     assert frame.query_selector("img.leaflet-image-layer")  # the probability heatmap overlay
+    region = frame.query_selector_all(f"path.{REGION_CLASS}")  # the 90 % search region, drawn over the heatmap
+    assert region and all(p.get_attribute("stroke") == REGION_STYLES[0.9]["color"] for p in region)
+    assert any(len(p.get_attribute("d") or "") > 20 for p in region)  # a drawn outline, not an empty path
+    heat_z = frame.evaluate("getComputedStyle(document.querySelector('img.leaflet-image-layer').parentNode).zIndex")
+    region_z = frame.evaluate(f"getComputedStyle(document.querySelector('path.{REGION_CLASS}')"
+                              ".closest('.leaflet-pane')).zIndex")
+    assert int(region_z) > int(heat_z), (region_z, heat_z)
     _settle(page)
-    page.locator("iframe").first.scroll_into_view_if_needed()
+    page.evaluate("""() => [...document.querySelectorAll('h3')].find(e => e.textContent.includes('paris.jpg'))
+        .scrollIntoView({block: 'start'})""")  # the result: photo, top-k, map with its region, the regions' table
     page.wait_for_timeout(800)
     _shot(page, "locate")
     assert not page.blocked, f"the page tried to reach the network: {page.blocked[:5]}"
@@ -238,6 +263,14 @@ def test_failures_page(browser_page, app_url):
     _settle(page)
     page.wait_for_timeout(800)
     _shot(page, "failures")
+    # how sure the model was: the coverage table and the two figures of the section
+    page.get_by_text("How sure was the model").first.scroll_into_view_if_needed()
+    page.get_by_text("coverage (%)").first.wait_for(state="attached")
+    _settle(page)
+    page.evaluate("""() => {const h = [...document.querySelectorAll('h3')].find(e => e.textContent.includes(
+        'How sure was the model')); h.scrollIntoView({block: 'start'});}""")
+    page.wait_for_timeout(800)
+    _shot(page, "failures_uncertainty")
     page.get_by_role("tab", name="Truth → prediction").click()
     chart = page.locator("[data-testid='stDeckGlJsonChart']").filter(visible=True).first
     chart.wait_for()

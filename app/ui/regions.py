@@ -1,0 +1,146 @@
+"""Search regions in the app: which level to draw, an uploaded calibration (parsed in memory), and each photo's
+regions as a compact table (area, separate areas, countries, calibrated or not)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pandas as pd
+import streamlit as st
+
+from geocore.errors import GeocoreError, InputError
+from geocore.locate import LocateResult
+from geocore.models.base import GeoLocator
+from geocore.uncertainty.calibration import Calibration
+
+LEVELS: tuple[float, ...] = (0.5, 0.9)  # the regions every located photo carries
+LEVEL_CHOICES = {"50 %": 0.5, "90 %": 0.9}
+MAX_COUNTRIES = 8  # countries named per region; the rest are counted
+CALIBRATION_SEAM = "_test_calibration"  # test seam: AppTest cannot upload, tests put (name, bytes) here
+NOT_CALIBRATED = "not calibrated (raw probability mass)"
+# drawn over the heatmap: the report's colours (geocore.report), 50 % solid, 90 % dashed
+REGION_STYLES = {0.5: {"color": "#1f4e9c", "dashArray": None}, 0.9: {"color": "#00a0a0", "dashArray": "7 5"}}
+REGION_CLASS = "geocore-region"  # the SVG paths' class on the Leaflet map
+
+
+def pct(level: float) -> str:
+    return f"{100 * level:g} %"
+
+
+def km2(area: float) -> str:
+    """An area in km² with thousands separators ("12,345"; one decimal under 10 km²)."""
+    if area != area or area == float("inf"):
+        return "—"
+    return f"{area:,.1f}" if area < 10 else f"{area:,.0f}"
+
+
+def countries_text(names: list[str], limit: int = MAX_COUNTRIES) -> str:
+    """At most `limit` country names, then "…" and how many more."""
+    if not names:
+        return "none (sea only)"
+    more = len(names) - limit
+    return ", ".join(names[:limit]) + (f", … (+{more} more)" if more > 0 else "")
+
+
+def calibration_text(region) -> str:
+    """Always says which: calibrated (and the probability mass that takes), or raw probability mass."""
+    if region.calibrated:
+        return f"calibrated (holds {100 * region.mass:.1f} % of the probability)"
+    return NOT_CALIBRATED
+
+
+def region_table(res: LocateResult, drawn: float | None = None) -> pd.DataFrame:
+    """One row per level: region, area km², separate areas, countries touched, calibration (and whether the
+    EXIF GPS lies inside, when the photo has it; which one is on the map)."""
+    rows = []
+    for reg in res.regions:
+        row = {"region": pct(reg.level) + (" (on the map)" if drawn is not None and abs(reg.level - drawn) < 1e-9
+                                            else ""),
+               "area (km²)": km2(reg.area_km2), "separate areas": int(reg.n_areas),
+               "calibration": calibration_text(reg)}
+        if res.exif_gps is not None:
+            inside = res.exif_in_region(reg.level)
+            row["EXIF GPS inside"] = "—" if inside is None else ("yes" if inside else "no")
+        row["countries"] = countries_text(reg.country_names)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def level_control(key: str = "region_level") -> float:
+    """Sidebar: which search region the maps draw (default 90 %)."""
+    label = st.sidebar.radio("Draw the region holding", list(LEVEL_CHOICES), index=1, horizontal=True, key=key,
+                             help="The smallest area holding this share of the probability: where to search first.")
+    return LEVEL_CHOICES[label]
+
+
+@dataclass(frozen=True)
+class UploadedCalibration:
+    """A calibration file read from an upload: the calibration (None when unreadable), its digest, the error."""
+
+    calibration: Calibration | None = None
+    digest: str | None = None
+    error: str | None = None
+
+
+def parse_calibration(name: str, data: bytes) -> Calibration:
+    """A calibration file's bytes (an upload, never written to disk) → Calibration; InputError in one line."""
+    return Calibration.from_bytes(data, name)
+
+
+def calibration_upload(key: str, where=None) -> UploadedCalibration:
+    """An optional calibration file (JSON from `geocore calibrate`), parsed in memory, with its status; in the
+    sidebar unless `where` (a container) is given."""
+    where = st.sidebar if where is None else where
+    up = where.file_uploader("Calibration (optional, JSON from `geocore calibrate`)", type=["json"], key=key,
+                                  help="Makes the regions cover the truth as often as they say, measured on "
+                                       "held-out photos of the same model and gallery.")
+    seam = st.session_state.get(CALIBRATION_SEAM)
+    source = (up.name, up.getvalue()) if up is not None else (tuple(seam) if seam else None)
+    if source is None:
+        where.caption("No calibration: the regions hold the model's raw probability mass.")
+        return UploadedCalibration()
+    name, data = source
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        cal = parse_calibration(name, data)
+    except InputError as err:
+        where.error(str(err))
+        return UploadedCalibration(None, digest, str(err))
+    where.success(f"Calibrated on {cal.n:,} photos of {cal.model}.")
+    return UploadedCalibration(cal, digest)
+
+
+def candidates_fingerprint(model: GeoLocator, key) -> tuple[str | None, str | None]:
+    """(fingerprint of the candidates' areas, None), or (None, why `model`'s candidates have no areas, e.g. a
+    gallery of fewer than 4 points): search regions need them. Remembered in the session per `key` (the model
+    and its gallery choice), since cell areas can take a moment to build."""
+    memo = st.session_state.get("_candidates_fingerprint")
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    try:
+        out: tuple[str | None, str | None] = (model.candidate_cells().fingerprint, None)
+    except GeocoreError as err:
+        out = (None, str(err))
+    st.session_state["_candidates_fingerprint"] = (key, out)
+    return out
+
+
+def usable_calibration(up: UploadedCalibration, model: GeoLocator, fingerprint: str | None,
+                       levels=LEVELS) -> Calibration | None:
+    """The uploaded calibration when it fits `model` (its name and candidates' `fingerprint`) and covers
+    `levels`; otherwise a one-line notice in the sidebar and None (the regions are then shown uncalibrated)."""
+    cal = up.calibration
+    if cal is None:
+        return None
+    if fingerprint is None:
+        st.sidebar.error("Calibration not used: these candidates have no search regions.")
+        return None
+    try:
+        cal.check_compatible(model.model_name, fingerprint)
+        for level in levels:
+            cal.mass_for(level)
+    except GeocoreError as err:
+        st.sidebar.error(f"Calibration not used: {err}")
+        return None
+    return cal
