@@ -102,6 +102,23 @@ def test_translocator_cells_with_fixed_segmentation(ade_names) -> None:
         gradcam(model, img, 20, seg=labels)
 
 
+def test_translocator_explains_the_segmentation_it_predicts_with(ade_names) -> None:
+    """Grad-CAM holds the map fixed as `predict` builds it: the attached segmenter on the whole photo, cut like
+    the photo (`photo_seg`); a whole-photo label map given by the caller is cut the same way."""
+    from geocore.explain.gradcam import _seg_input
+    from geocore.models.views import crop_like_photo
+
+    model = tiny_translocator().attach_segmenter(tiny_segmenter(ade_names))
+    img = photo()
+    pixels = model.preprocess(img)[None]
+    own = model.photo_seg(img)
+    assert own.shape == (64, 64) and own.dtype == torch.uint8
+    assert torch.equal(_seg_input(model, None, img, pixels), model.prepare_seg(own[None], (64, 64)))
+    labels = np.random.RandomState(1).randint(0, 150, (200, 300))
+    cut = crop_like_photo(labels, model.preprocess, img.size, 64)
+    assert torch.equal(_seg_input(model, labels, img, pixels), model.prepare_seg(cut[None], (64, 64)))
+
+
 def test_geodecoder_cells() -> None:
     model = tiny_geodecoder()
     a, b = gradcam(model, photo(), 0), gradcam(model, photo(), 7)

@@ -47,8 +47,13 @@ def test_forward_shapes() -> None:
 
 
 def test_outputs_come_from_the_selected_scene_queries() -> None:
-    m = tiny_model()
+    """By default (the authors' routing) the predicted scene is selected even when labels are given; with
+    teacher forcing, the labelled scene."""
     forced = torch.tensor([0, 3, -1, 2])  # -1: no label, the predicted scene is used
+    authors = tiny_model()
+    out = authors(pixels(), scene=forced)
+    assert not authors.config["teacher_forcing"] and torch.equal(out["selected"], out["scene"].argmax(-1))
+    m = tiny_model(teacher_forcing=True)
     out = m(pixels(), scene=forced)
     predicted = out["scene"].argmax(-1)
     assert torch.equal(out["selected"], torch.where(forced >= 0, forced, predicted))
@@ -60,7 +65,7 @@ def test_outputs_come_from_the_selected_scene_queries() -> None:
 def test_scene_queries_matter_only_when_selected() -> None:
     """With scene-local self-attention, editing scene k's queries changes the geo outputs of exactly the
     images whose selected scene is k."""
-    m = tiny_model(query_attention="scene")
+    m = tiny_model(query_attention="scene", teacher_forcing=True)
     x, scene = pixels(), torch.tensor([1, 2, 1, 0])
     before = m(x, scene=scene)
     with torch.no_grad():
@@ -82,8 +87,20 @@ def test_query_attention_masks() -> None:
         query_attn_mask(4, 3, "nearby")
 
 
+def test_loss_defaults_are_the_authors() -> None:
+    """0.5 / 0.3 / 0.2 over the levels with label smoothing 0.1, plus the unsmoothed scene term (lit.py)."""
+    m = tiny_model()
+    g = torch.Generator().manual_seed(2)
+    out = {k: torch.randn(4, n, generator=g) for k, n in (("coarse", 5), ("middle", 10), ("fine", 20), ("scene", 4))}
+    c, mid, f, s = torch.tensor([0, 1, 2, 4]), torch.tensor([1, 2, 3, 9]), torch.tensor([5, 5, 1, 7]), \
+        torch.tensor([0, 1, 3, 2])
+    ce = lambda k, y, ls=0.1: F.cross_entropy(out[k], y, label_smoothing=ls)  # noqa: E731
+    expected = 0.5 * ce("coarse", c) + 0.3 * ce("middle", mid) + 0.2 * ce("fine", f) + ce("scene", s, 0.0)
+    assert torch.allclose(m.loss(out, c, mid, f, s)["total"], expected)
+
+
 def test_loss_weights_and_ignore() -> None:
-    m = tiny_model(level_weights=[0.5, 0.3, 0.2], scene_weight=2.0)
+    m = tiny_model(level_weights=[0.5, 0.3, 0.2], scene_weight=2.0, label_smoothing=0.0)
     g = torch.Generator().manual_seed(1)
     out = {k: torch.randn(4, n, generator=g) for k, n in (("coarse", 5), ("middle", 10), ("fine", 20), ("scene", 4))}
     c, mid, f, s = torch.tensor([0, -1, 2, 4]), torch.tensor([1, 2, 3, 9]), torch.tensor([5, 5, -1, 7]), \
@@ -147,12 +164,32 @@ def test_checkpoint_roundtrip(tmp_path) -> None:
         create_model("geodecoder", pretrained=str(path), decoder_depth=3)
 
 
-def test_tencrop_same_shapes() -> None:
+def test_tencrop_views_of_the_photo() -> None:
+    """`prepare(photo, tencrop=True)`: ten crops after the shorter side goes to 256 · size / 224 (the authors'
+    Resize(256) + TenCrop(224)); `predict` averages their logits."""
+    from PIL import Image
+
     m = tiny_model()
-    x = pixels(2)
-    a, b = m.predict(x, 4, full=True), m.predict(x, 4, full=True, tencrop=True)
-    assert a.coords.shape == b.coords.shape == (2, 4, 2) and a.probs_full.shape == b.probs_full.shape == (2, 20)
-    assert torch.allclose(b.probs_full.sum(-1), torch.ones(2))
+    photo = Image.fromarray(np.random.RandomState(0).randint(0, 256, (40, 60, 3), dtype=np.uint8))
+    single, ten = m.prepare(photo), m.prepare(photo, tencrop=True)
+    assert single["pixels"].shape == (3, 32, 32) and ten["pixels"].shape == (10, 3, 32, 32)
+    b = m.predict(ten["pixels"][None], 4, full=True)
+    with torch.no_grad():
+        logits = m(ten["pixels"])
+    expected = [logits[k].mean(0, keepdim=True).softmax(-1) for k in ("coarse", "middle", "fine")]
+    from geocore.models.layers.hierarchy import combine_probs
+
+    assert torch.allclose(b.probs_full, combine_probs(*expected, m.parents, "product"), atol=1e-5)
+    assert m.locate([photo, photo], 2, tencrop=True).coords.shape == (2, 2, 2)
+
+
+def test_checkpoint_from_before_label_smoothing_trains_on_as_before(tmp_path) -> None:
+    from geocore.weights.checkpoint import save_checkpoint
+
+    m = tiny_model()
+    config = {k: v for k, v in m.config.items() if k != "label_smoothing"}
+    path = save_checkpoint(tmp_path / "old.safetensors", "geodecoder", m.state_dict(), config)
+    assert create_model("geodecoder", pretrained=str(path)).config["label_smoothing"] == 0.0
 
 
 def test_predict_without_cells_is_an_input_error() -> None:

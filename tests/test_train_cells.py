@@ -1,4 +1,6 @@
-"""TransLocator / GeoDecoder training on CPU in seconds: tiny random models learn four colour-coded regions.
+"""TransLocator / GeoDecoder training on CPU in seconds: tiny random models learn four colour-coded regions;
+the paper recipe (ViT-MT first, ten-crop training, best checkpoint); one segmentation geometry for training and
+inference.
 
 Each synthetic image's colour says which of four far-apart regions (Paris, New York, Tokyo, Sydney) it was
 "taken" in (GPS: the region centre ± 1.5°). Cells are built from those GPS with `build_partition` at three
@@ -27,7 +29,8 @@ from geocore.models.segmenter import Segmenter
 from geocore.geo.cells_build import build_partition, write_partition
 from geocore.models.registry import load_model_for_user
 from geocore.models.registry import create_model
-from geocore.train.cells_data import JointTransform, segmap_path
+from geocore.errors import InputError
+from geocore.train.cells_data import JointTransform, cache_segmaps, segmap_path
 from geocore.train.cells_run import fit_cell_model
 
 REGIONS = [(48.86, 2.35), (40.71, -74.01), (35.68, 139.69), (-33.87, 151.21)]
@@ -120,6 +123,78 @@ def test_joint_transform_crops_and_flips_image_and_map_together() -> None:
     assert labels.shape == (32, 32) and ((pixels[0] > pixels[2]) == (labels == 1)).float().mean() >= 0.9
 
 
+def test_paper_augmentation_cuts_ten_aligned_views() -> None:
+    """RandomAffine / flip act on the photo and its map alike (ColorJitter on the photo only); ten views of
+    Resize((r, r)) come out for both."""
+    rgb = np.zeros((60, 80, 3), np.uint8)
+    rgb[:, :40] = (255, 0, 0)
+    rgb[:, 40:, 2] = 255
+    seg = np.ones((30, 40), np.uint8)
+    seg[:, 20:] = 2
+    t = JointTransform(lambda im: None, 16, [0, 0, 0], [1, 1, 1], train=True, augment="paper")
+    torch.manual_seed(0)
+    for _ in range(5):
+        pixels, labels = t(Image.fromarray(rgb), Image.fromarray(seg))
+        assert pixels.shape == (10, 3, 16, 16) and labels.shape == (10, 16, 16)
+        inside = labels != 255  # not the rotation's empty corners
+        red = pixels[:, 0] > pixels[:, 2]
+        assert ((red == (labels == 1)) | ~inside).float().mean() >= 0.85
+    with pytest.raises(InputError, match="augment"):
+        JointTransform(lambda im: None, 16, [0] * 3, [1] * 3, train=True, augment="strong")
+
+
+def test_inference_segments_the_whole_photo_like_training(synth, tmp_path) -> None:
+    """Item 1 of the faithfulness issue: the segmentation input `predict` builds from a photo is exactly the one
+    training cuts from the cached whole-photo map (centre view and ten-crop alike)."""
+    from geocore.data.datasets import BenchmarkDataset, image_ids_subset
+
+    seg = Segmenter.from_config(tiny_segformer_config(), image_size=64)
+    model = create_model("translocator", partitions=synth.parts, backbone_kwargs=TINY, segmenter=seg).eval()
+    files = synth.frame["IMG_FILE"].tolist()[::17]
+    data = image_ids_subset(BenchmarkDataset(synth.csv, synth.images), files)
+    cache_segmaps(seg, data, tmp_path / "maps", batch_size=1)
+    mean, std = model.mean.flatten().tolist(), model.std.flatten().tolist()
+    for tencrop in (False, True):
+        train_view = JointTransform(model.preprocess, 32, mean, std, train=False, tencrop=tencrop)
+        for name in files:
+            image = load_image(synth.images / name)
+            pixels, labels = train_view(image, Image.open(segmap_path(tmp_path / "maps", name)))
+            inp = model.prepare(image, tencrop)
+            ours = model.segment_views(inp["seg_photo"][None], inp["seg_views"][None], inp["seg_size"][None])[0]
+            assert torch.equal(ours if tencrop else ours[0], labels) and torch.equal(inp["pixels"], pixels)
+
+
+def test_paper_recipe_trains_vit_mt_first_and_keeps_the_best(synth, tmp_path) -> None:
+    seg = Segmenter.from_config(tiny_segformer_config(), image_size=64)
+    out = tmp_path / "paper"
+    opts = {k: v for k, v in FAST.items() if k != "lr"}  # the recipe's rates
+    result = fit_cell_model("translocator", synth.csv, synth.images, partitions=synth.parts, output_dir=out,
+                            segmenter=seg, pretrained=None, model_kwargs={"backbone_kwargs": TINY}, recipe="paper",
+                            epochs=2, init_epochs=1, **opts)
+    vit = out / "vit-mt" / "vit-mt.safetensors"
+    assert vit.is_file() and result.best == out / "translocator-best.safetensors" and result.best.is_file()
+    from geocore.weights.checkpoint import load_checkpoint
+
+    first = load_checkpoint(vit).tensors
+    cfg = result.module.hparams
+    assert cfg.optimizer == "sgd" and tuple(cfg.lr_factors) == (0.2, 0.0048) and cfg.warmup_epochs == 2.0
+    assert result.datamodule.train_set.transform.augment == "paper" and result.datamodule.val_set.transform.tencrop
+    assert "backbone.blocks.0.attn.qkv.weight" in first and "heads.fine.0.weight" in first  # ViT-MT: Table 0.A.2 heads
+    best = create_model("translocator", pretrained=str(result.best), segmenter=seg).eval()
+    pixels, extra = _inputs(best, synth, tencrop=True)
+    assert pixels.shape == (8, 10, 3, 32, 32) and best.predict(pixels, 1, **extra).coords.shape == (8, 1, 2)
+    with pytest.raises(InputError, match="recipe paper"):
+        fit_cell_model("geodecoder", synth.csv, synth.images, partitions=synth.parts, output_dir=tmp_path / "gd",
+                       pretrained=None, recipe="paper", **FAST)
+
+
+def _inputs(model, synth, n: int = 8, tencrop: bool = False):
+    from geocore.models.views import batch_inputs
+
+    files = synth.frame["IMG_FILE"].iloc[::len(synth.frame) // n][:n]
+    return batch_inputs([model.prepare(load_image(synth.images / f), tencrop) for f in files])
+
+
 def test_translocator_trains_caches_segmaps_and_reloads(synth, tmp_path) -> None:
     seg = Segmenter.from_config(tiny_segformer_config(), image_size=64)
     calls = []
@@ -133,6 +208,7 @@ def test_translocator_trains_caches_segmaps_and_reloads(synth, tmp_path) -> None
                             callbacks=[check], **FAST)
     assert check.checked and calls and len(list(cache.glob("*.png"))) == 120
     assert result.checkpoint == out / "translocator.safetensors" and (out / "lightning" / "last.ckpt").is_file()
+    assert result.best == out / "translocator-best.safetensors" and result.best.is_file()
     losses, acc = _epoch_losses(out), _val_acc(out)
     print(f"translocator train loss by epoch {np.round(losses, 3)}; val acc@2500km {np.round(acc, 2)}")
     assert losses[-1] < losses[0] - 0.3 and acc[-1] > CHANCE + 0.25
@@ -191,6 +267,16 @@ def test_cli_trains_both_end_to_end_and_translocator_locates(synth, tmp_path, mo
     assert model.segmenter is not None
     (res,) = locate(model, [("a", synth.images / "img_0_0.png")], top_k=2)
     assert res.ok and len(res.table) == 2
+    (ten,) = locate(model, [("a", synth.images / "img_0_0.png")], top_k=2, tencrop=True)
+    assert ten.ok and not np.allclose(ten.table["prob"], res.table["prob"])
+    assert main(["locate", str(synth.images / "img_1_0.png"), "--model", "translocator", "--pretrained", str(ckpt),
+                 "--tencrop", "--json"]) == 0
+    few = tmp_path / "few.csv"
+    synth.frame.iloc[::30].to_csv(few, index=False)
+    assert main(["evaluate", "--model", "translocator", "--pretrained", str(ckpt), "--dataset", str(few), "--images",
+                 str(synth.images), "--output", str(tmp_path / "ev.csv"), "--tencrop"]) == 0
+    assert len(pd.read_csv(tmp_path / "ev.csv")) == 4
+    assert main(["locate", str(synth.images / "img_1_0.png"), "--model", "geoclip-tiny", "--tencrop"]) == 2
 
 
 def test_missing_weights_exit_3_with_the_way_to_get_them(synth, tmp_path, monkeypatch, capsys) -> None:

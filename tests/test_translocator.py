@@ -1,4 +1,5 @@
-"""TransLocator: shapes, fusion, loss, a tiny training run, hierarchy combination, checkpoints, weights."""
+"""TransLocator: shapes, fusion (Eq. 4), heads (Table 0.A.2), loss, a tiny training run, hierarchy combination,
+views (ten-crop), checkpoints (old ones load as they were built), weights."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_forward_shapes() -> None:
     shapes = {k: tuple(v.shape) for k, v in out.items()}
     assert shapes == {"coarse": (4, 5), "middle": (4, 10), "fine": (4, 20), "scene": (4, 3), "fused": (4, 64),
                       "weights": (4, 2)}
-    assert m.config["num_cells"] == [5, 10, 20] and m.combine == "product"
+    assert m.config["num_cells"] == [5, 10, 20] and m.combine == "fine"  # the paper predicts from fine cells
     seen = []
     layer, reshape = m.gradcam_layer()
     hook = layer.register_forward_hook(lambda mod, inp, out: seen.append(out))  # Grad-CAM target
@@ -78,6 +79,47 @@ def test_fusion_mixes_branches(fusion: bool) -> None:
     with torch.no_grad():
         a, b = m.forward_features(rgb, seg_a)["rgb_cls"], m.forward_features(rgb, seg_b)["rgb_cls"]
     assert (not torch.allclose(a, b)) if fusion else torch.equal(a, b)
+
+
+def test_fusion_follows_eq4_between_layers() -> None:
+    """One f and one g shared by both branches (both continue from the same fused token), fusion between
+    layers only: the final CLS tokens stay branch-specific, so attentive fusion has two things to weigh."""
+    m = tiny_model()
+    assert len(m.fusion) == len(m.rgb.blocks) - 1 and {n for n, _ in m.fusion[0].named_children()} == {"proj", "back"}
+    rgb, labels = batch()
+    cls_r, cls_s = torch.randn(4, 32), torch.randn(4, 32)
+    new_r, new_s = m.fusion[0](cls_r, cls_s)
+    assert torch.equal(new_r, new_s) and torch.allclose(new_r, (cls_r + cls_s) / 2, atol=1e-6)  # init: the mean
+    with torch.no_grad():
+        feats = m.forward_features(rgb, m.prepare_seg(labels, (32, 32)))
+    assert not torch.allclose(feats["rgb_cls"], feats["seg_cls"])
+    legacy = tiny_model(fusion_layers="all", fusion_projections="per_branch")
+    assert len(legacy.fusion) == len(legacy.rgb.blocks) and hasattr(legacy.fusion[0], "proj_r")
+    with pytest.raises(InputError, match="fusion_layers"):
+        tiny_model(fusion_layers="last")
+
+
+def test_heads_follow_table_0A2() -> None:
+    m = tiny_model()
+    assert isinstance(m.heads["coarse"], torch.nn.Linear) and isinstance(m.heads["scene"], torch.nn.Linear)
+    middle, fine = m.heads["middle"], m.heads["fine"]
+    assert [middle[0].out_features, middle[2].out_features] == [3000, 10]
+    assert [fine[0].in_features, fine[0].out_features, fine[2].out_features] == [64, 6000, 20]
+    w = fine[0].weight
+    assert abs(float(w.std()) - 0.02) < 0.002 and abs(float(w.mean())) < 0.002 and not fine[0].bias.any()
+    linear = tiny_model(head_hidden=[0, 0, 0])
+    assert all(isinstance(h, torch.nn.Linear) for h in linear.heads.values())
+
+
+def test_both_branches_start_from_vit_mt() -> None:
+    from geocore.models.translocator import ViTMT
+
+    single = ViTMT({"num_cells": [5, 10, 20], "backbone_kwargs": TINY, "head_hidden": [0, 8, 16]})
+    m = tiny_model().init_branches(single)
+    for branch in (m.rgb, m.seg):
+        pairs = zip(branch.state_dict().values(), single.backbone.state_dict().values())
+        assert all(torch.equal(a, b) for a, b in pairs)
+    assert single(torch.randn(2, 3, 32, 32))["fine"].shape == (2, 20)
 
 
 def test_attentive_weights_sum_to_one() -> None:
@@ -105,8 +147,8 @@ def test_loss_formula_and_ignore() -> None:
 
 def test_training_loop_learns_colour_to_cell() -> None:
     """60 steps on images whose colour gives the cell (cells of one coarse cell look alike): the loss
-    falls and accuracy beats chance."""
-    m = tiny_model().train()
+    falls and accuracy beats chance (hidden head layers narrower than Table 0.A.2's, to stay fast)."""
+    m = tiny_model(head_hidden=[0, 64, 128]).train()
     parents = m.parents  # (20, 2): middle, coarse of each fine cell
     g0 = torch.Generator().manual_seed(0)
     base = torch.rand(5, 3, generator=g0) * 2 - 1  # one hue per coarse cell
@@ -164,18 +206,37 @@ def test_combine_probs_product_and_orphans() -> None:
 
 
 def test_checkpoint_roundtrip(tmp_path) -> None:
-    m = tiny_model(combine="fine")
+    m = tiny_model(combine="product")
     with torch.no_grad():
-        m.heads["fine"].bias.normal_()  # differ from a fresh init
+        m.heads["fine"][-1].bias.normal_()  # differ from a fresh init
     path = m.save_checkpoint(tmp_path / "tl.safetensors")
     rgb, labels = batch()
     loaded = create_model("translocator", pretrained=str(path)).eval()  # no partitions: centroids from the file
     a, b = m.predict(rgb, 3, seg=labels, full=True), loaded.predict(rgb, 3, seg=labels, full=True)
     assert torch.equal(a.indices, b.indices) and torch.equal(a.probs, b.probs) and torch.equal(a.coords, b.coords)
-    assert loaded.combine == "fine" and torch.equal(loaded.centroids, m.centroids)
+    assert loaded.combine == "product" and torch.equal(loaded.centroids, m.centroids)
     assert create_model("translocator", pretrained=str(path), alpha=0.25).config["alpha"] == 0.25  # fine-tuning
     with pytest.raises(InputError, match="trained with"):
         create_model("translocator", pretrained=str(path), scene_classes=16)
+
+
+def test_checkpoint_from_before_the_paper_options_loads_as_built(tmp_path) -> None:
+    """A checkpoint saved before fusion_layers / fusion_projections / head_hidden existed (and with
+    combine="product", the former default, in its config) rebuilds its own architecture and predicts as it
+    did; naming a different architecture for it is an error."""
+    from geocore.weights.checkpoint import save_checkpoint
+
+    old = tiny_model(fusion_layers="all", fusion_projections="per_branch", head_hidden=[0, 0, 0], combine="product")
+    config = {k: v for k, v in old.config.items() if k not in ("fusion_layers", "fusion_projections", "head_hidden")}
+    path = save_checkpoint(tmp_path / "old.safetensors", "translocator", old.state_dict(), config)
+    loaded = create_model("translocator", pretrained=str(path)).eval()
+    assert loaded.config["head_hidden"] == [0, 0, 0] and loaded.config["fusion_layers"] == "all"
+    assert loaded.combine == "product"
+    rgb, labels = batch()
+    a, b = old.predict(rgb, 3, seg=labels), loaded.predict(rgb, 3, seg=labels)
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.probs, b.probs)
+    with pytest.raises(InputError, match="trained with head_hidden"):
+        create_model("translocator", pretrained=str(path), head_hidden=[0, 3000, 6000])
 
 
 def test_imagenet_without_cache_raises_without_network(tmp_path, monkeypatch) -> None:
@@ -208,12 +269,42 @@ def test_imagenet_from_local_hf_cache(tmp_path, monkeypatch) -> None:
     assert torch.equal(m.seg.blocks[1].mlp.fc1.weight, src.blocks[1].mlp.fc1.weight)
 
 
-def test_tencrop_same_shapes() -> None:
+def test_views_average_logits_and_tencrop_takes_the_papers_crops() -> None:
+    """`predict` on (B, V, ...) views averages the views' logits; `prepare(photo, tencrop=True)` cuts ten crops
+    of the photo resized to (r, r) (supplement §0.A.2, r = 256 · size / 224)."""
+    from PIL import Image
+
     m = tiny_model()
     rgb, labels = batch(2)
-    a, b = m.predict(rgb, 4, seg=labels, full=True), m.predict(rgb, 4, seg=labels, full=True, tencrop=True)
-    assert a.coords.shape == b.coords.shape == (2, 4, 2) and a.probs_full.shape == b.probs_full.shape == (2, 20)
-    assert torch.allclose(b.probs_full.sum(-1), torch.ones(2))
+    views, seg = torch.stack([rgb, rgb.flip(-1)], 1), torch.stack([labels, labels.flip(-1)], 1)  # (2, 2, ...)
+    pred = m.predict(views, 20, seg=seg, full=True)
+    with torch.no_grad():
+        logits = [m(v, m.prepare_seg(s, (32, 32)))["fine"] for v, s in ((rgb, labels), (rgb.flip(-1), labels.flip(-1)))]
+    assert torch.allclose(pred.probs_full, ((logits[0] + logits[1]) / 2).softmax(-1), atol=1e-5)
+    photo = Image.fromarray(np.random.RandomState(0).randint(0, 256, (50, 80, 3), dtype=np.uint8))
+    inp = m.prepare(photo, tencrop=True)
+    assert set(inp) == {"pixels"} and inp["pixels"].shape == (10, 3, 32, 32)
+    assert m.predict(inp["pixels"][None], 4, seg=torch.randint(150, (1, 10, 32, 32))).coords.shape == (1, 4, 2)
+
+
+def test_ten_crop_views_are_torchvisions_ten_crop() -> None:
+    """The views cut exactly what Resize((256, 256)) + TenCrop(224) cuts (TransLocator), and the shorter side to
+    256 for GeoDecoder (its authors' Resize(256))."""
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    from geocore.models.views import CellInputs, ten_crop_views
+
+    photo = Image.fromarray(np.random.RandomState(0).randint(0, 256, (256, 256, 3), dtype=np.uint8))
+    ours = CellInputs(None, 224, [0.0] * 3, [1.0] * 3, tencrop=True, squash=True)(photo)["pixels"]
+    theirs = torch.stack([TF.to_tensor(c) for c in TF.ten_crop(photo, 224)])
+    assert ours.shape == (10, 3, 224, 224) and torch.allclose(ours, theirs, atol=1e-6)
+    squashed = ten_crop_views(300, 200, 224, squash=True)
+    assert squashed[4] == ((16 / 256, 16 / 256, 240 / 256, 240 / 256), False)  # the centre of the 256x256 photo
+    short = ten_crop_views(300, 200, 224, squash=False)  # 300x200 → 384x256
+    assert short[1][0] == pytest.approx((160 / 384, 0.0, 1.0, 224 / 256))
+    assert short[6][1] and short[6][0] == pytest.approx(short[0][0])  # the mirrored photo's top-right: our top-left
+    assert ten_crop_views(50, 80, 32, squash=True)[3][0] == pytest.approx((5 / 37, 5 / 37, 1.0, 1.0))
 
 
 def test_predict_needs_segmentation_or_segmenter() -> None:
@@ -237,7 +328,7 @@ def test_seg_palette() -> None:
 
 def test_real_partitions_and_registry(reference_dir) -> None:
     paths = [str(reference_dir / f"cells_50_{n}.csv") for n in (5000, 2000, 1000)]
-    m = create_model("translocator", partitions=paths, backbone_kwargs=TINY)
+    m = create_model("translocator", partitions=paths, backbone_kwargs=TINY, head_hidden=[0, 0, 0])  # fast
     assert m.config["num_cells"] == [3298, 7202, 12893] and bool((m.parents >= 0).all())
     assert m.centroids.shape == (12893, 2)
     assert "translocator" in list_models()

@@ -48,6 +48,9 @@ def _done(model: str, ckpt: Path) -> None:
         return
     console = Console(stderr=True)
     console.print(f"checkpoint: {ckpt}")
+    best = ckpt.with_name(f"{model}-best.safetensors")
+    if best.is_file():
+        console.print(f"best validation epoch: {best}")
     console.print(f"use it: geocore evaluate --model {model} --pretrained {ckpt} ...")
 
 
@@ -102,11 +105,14 @@ def translocator(
                                   "segformer-b2-ade) or a transformers folder."),
     pretrained: str = CELLS_PRETRAINED_OPT, from_scratch: bool = SCRATCH_OPT, seed: int = SEED_OPT,
     workers: int = WORKERS_OPT, resume: bool = RESUME_OPT, model_config: str = MODEL_CONFIG_OPT,
+    recipe: str = typer.Option(None, "--recipe", help="fast (default: 10 epochs, AdamW 1e-4, random crops) or paper "
+                               "(the paper's: ViT-MT init for 10 epochs, then 40 epochs, batch 256, its augmentation "
+                               "and ten-crop, SGD + cosine as the authors' code); options given override it."),
 ) -> None:
     """Train TransLocator (RGB + segmentation ViT) on geotagged images; segmentation maps are cached once."""
     _train_cells("translocator", csv, images, partitions, output_dir, given(
         epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, devices=devices, num_nodes=num_nodes,
-        segmenter=segmenter, pretrained=pretrained, seed=seed, num_workers=workers, resume=resume),
+        segmenter=segmenter, pretrained=pretrained, seed=seed, num_workers=workers, resume=resume, recipe=recipe),
         from_scratch, model_config)
 
 

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn
-from torchvision import transforms as T
 
 from geocore.errors import InputError
 from geocore.models.base import GeoLocator
-from geocore.models.clip_backbone import FloorCenterCrop
+from geocore.models.cell_classifier import CellClassifier
+from geocore.models.views import crop_like_photo, preprocess_box
 
 
 @dataclass(frozen=True)
@@ -48,31 +48,9 @@ class _Scalar(nn.Module):
 
 
 def crop_box(preprocess: Any, size: tuple[int, int]) -> tuple[float, float, float, float]:
-    """(left, top, right, bottom) of the original image (w, h) = `size` that `preprocess` keeps.
-
-    Follows torchvision Resize / CenterCrop steps; anything unrecognised keeps the whole image."""
-    w, h = float(size[0]), float(size[1])
-    box = [0.0, 0.0, w, h]  # in original pixels
-    cur_w, cur_h = w, h  # current image size during the pipeline
-    for t in getattr(preprocess, "transforms", []):
-        if isinstance(t, T.Resize):
-            s = t.size
-            if isinstance(s, int) or (isinstance(s, (list, tuple)) and len(s) == 1):
-                s = s if isinstance(s, int) else s[0]
-                scale = s / min(cur_w, cur_h)
-                new_w, new_h = cur_w * scale, cur_h * scale
-            else:
-                new_h, new_w = float(s[0]), float(s[1])
-            cur_w, cur_h = new_w, new_h
-        elif isinstance(t, T.CenterCrop):
-            ch, cw = (t.size, t.size) if isinstance(t.size, int) else (t.size[0], t.size[-1])
-            fx, fy = (box[2] - box[0]) / cur_w, (box[3] - box[1]) / cur_h  # original px per current px
-            left, top = (cur_w - cw) / 2.0, (cur_h - ch) / 2.0
-            if isinstance(t, FloorCenterCrop):  # whole pixels, rounded down
-                left, top = float(int(left)), float(int(top))
-            box = [box[0] + left * fx, box[1] + top * fy, box[0] + (left + cw) * fx, box[1] + (top + ch) * fy]
-            cur_w, cur_h = float(cw), float(ch)
-    return box[0], box[1], box[2], box[3]
+    """(left, top, right, bottom) of the original image (w, h) = `size` that `preprocess` keeps
+    (`geocore.models.views.preprocess_box`, the one geometry of training and inference)."""
+    return preprocess_box(preprocess, size)
 
 
 def _to_original(cam: np.ndarray, image: Image.Image, box: tuple[float, float, float, float]) -> np.ndarray:
@@ -102,17 +80,23 @@ def overlay_cam(image: Image.Image, cam: np.ndarray, box: tuple[float, float, fl
     return Image.fromarray(out)
 
 
-def _seg_input(model: GeoLocator, seg: Any, image: Image.Image, box: tuple[float, ...],
-               pixels: torch.Tensor) -> torch.Tensor:
-    """The fixed segmentation input of a `needs_segmentation` model: `seg` (labels (H, W) / colour map at the
-    image's or the input's size), cropped like the photo and normalised."""
-    seg = torch.as_tensor(np.asarray(seg)) if not isinstance(seg, torch.Tensor) else seg
+def _seg_input(model: GeoLocator, seg: Any, image: Image.Image, pixels: torch.Tensor) -> torch.Tensor | None:
+    """The fixed segmentation input of a `needs_segmentation` model, cut like the photo as the model predicts:
+    `seg` (labels (H, W) / colour map (3, H, W)) of the whole image, cut by `crop_like_photo`, or at the input's
+    size, used as it is; None: the model's own segmenter on the whole photo (`photo_seg`), or (a plain
+    callable segmenter) None, and the model segments its input itself."""
+    size = tuple(pixels.shape[-2:])
+    if seg is None:
+        seg = model.photo_seg(image) if isinstance(model, CellClassifier) else None
+        if seg is None:
+            return None
+    else:
+        seg = torch.as_tensor(np.asarray(seg)) if not isinstance(seg, torch.Tensor) else seg
+        if tuple(seg.shape[-2:]) == (image.height, image.width) != size:
+            seg = crop_like_photo(seg, model.preprocess, image.size, size[-1])  # the same view as the photo
     if seg.dim() == 2 or (seg.dim() == 3 and seg.shape[0] == 3 and seg.is_floating_point()):
         seg = seg[None]
-    if tuple(seg.shape[-2:]) == (image.height, image.width) != tuple(pixels.shape[-2:]):
-        left, top, right, bottom = (int(round(v)) for v in box)
-        seg = seg[..., max(top, 0):bottom, max(left, 0):right]  # the same crop as the photo
-    return model.prepare_seg(seg, tuple(pixels.shape[-2:])).detach()
+    return model.prepare_seg(seg, size).detach()
 
 
 def gradcam(model: GeoLocator, image: Image.Image, target: int | tuple[float, float] | None = None, *,
@@ -127,8 +111,10 @@ def gradcam(model: GeoLocator, image: Image.Image, target: int | tuple[float, fl
     box = crop_box(model.preprocess, image.size)
     pixels = model.preprocess(image)[None].to(model.device)
     inputs: dict[str, Any] = {}
-    if model.needs_segmentation and seg is not None:  # else the model segments its own input
-        inputs["seg"] = _seg_input(model, seg, image, box, pixels)
+    if model.needs_segmentation:
+        seg_in = _seg_input(model, seg, image, pixels)
+        if seg_in is not None:  # else the model segments its own input
+            inputs["seg"] = seg_in
     spec = model.gradcam_spec(pixels, target, **inputs)
 
     was_training, maps = model.training, None

@@ -3,7 +3,12 @@
 It owns what does not depend on the network: the fine cells' S2 ids and centroids and the fine → (middle,
 coarse) parent table as buffers (so a trained checkpoint predicts, and draws its cells, with no partition CSV
 at hand), the combination of the three levels into one distribution over fine cells, the Grad-CAM target,
-checkpoints, and the `create_model` builder logic.
+checkpoints, the `create_model` builder logic, and the photo → inputs step (`prepare`: the centre view, or
+the papers' ten crops with `tencrop=True`; `predict` averages the views' logits).
+
+Checkpoints and changed defaults: a checkpoint stores its whole config, so a default changed later never
+changes how it predicts; an architecture option added later is absent from older checkpoints, and `LEGACY`
+holds the value that rebuilds them as they were saved.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from geocore.geo.cells import CellPartition, cell_hierarchy, load_partitions
 from geocore.models.base import GeoLocator, GradCamSpec
 from geocore.models.layers.hierarchy import COMBINE_MODES, combine_probs
 from geocore.models.prediction import Prediction
+from geocore.models.views import CellInputs, batch_inputs
 from geocore.weights.checkpoint import load_checkpoint, save_checkpoint
 from geocore.weights.resolve import parse_pretrained
 
@@ -39,8 +45,10 @@ class CellClassifier(GeoLocator):
     """
 
     DEFAULTS: dict[str, Any] = {}
+    LEGACY: dict[str, Any] = {}  # options added later: their value for checkpoints saved before them
     image_size: int  # side of the square network input
     FREE_KEYS: frozenset[str] = frozenset({"combine"})  # may override a checkpoint (not architecture)
+    TENCROP_SQUASH: bool = False  # ten-crop geometry: Resize((r, r)) (True) or the shorter side to r
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__()
@@ -83,6 +91,29 @@ class CellClassifier(GeoLocator):
 
     def level_probs(self, pixels: torch.Tensor, **kwargs: Any) -> Probs:
         raise NotImplementedError
+
+    # ---- photos → inputs ----------------------------------------------------------------------------------
+
+    def input_transform(self, tencrop: bool = False) -> CellInputs:
+        """PIL photo → the inputs `predict` takes (a picklable callable, for DataLoader workers): "pixels"
+        (3, H, W), the model's `preprocess`; with `tencrop`, (10, 3, H, W), the papers' ten crops."""
+        return CellInputs(self.preprocess, self.image_size, self.mean.flatten().tolist(),
+                          self.std.flatten().tolist(), tencrop=tencrop, squash=self.TENCROP_SQUASH)
+
+    def prepare(self, image: Any, tencrop: bool = False) -> dict[str, torch.Tensor]:
+        """The inputs of `predict` for one PIL photo (see `input_transform`)."""
+        return self.input_transform(tencrop)(image)
+
+    def photo_seg(self, image: Any) -> torch.Tensor | None:
+        """`needs_segmentation` models: (H, W) labels of a PIL photo's centre view, segmented whole as
+        `predict` segments it; None when the model cannot segment photos itself."""
+        return None
+
+    @torch.no_grad()
+    def locate(self, images: list[Any], top_k: int = 5, *, full: bool = False, tencrop: bool = False) -> Prediction:
+        """Prepare PIL photos (`prepare`) and predict, in one batch."""
+        pixels, extra = batch_inputs([self.prepare(im, tencrop) for im in images], self.device)
+        return self.predict(pixels, top_k, full=full, **extra)
 
     def probs_to_prediction(self, probs: Probs, top_k: int, full: bool) -> Prediction:
         """Combine level probabilities per `self.combine` and rank the fine-cell centroids."""
@@ -162,7 +193,8 @@ def build_cell_model(cls: type[M], name: str, *, pretrained: str | Path | None, 
     cache, else WeightsMissingError) or a checkpoint file (`save_checkpoint`), whose config fixes the
     architecture: a `given` architecture option that contradicts it is an InputError. `given` values of None
     mean "not given". `partitions` (coarse, middle, fine CSV paths or CellPartitions) set the centroids and
-    the cell counts. Options in `cls.FREE_KEYS` (combine, loss weights) may override a checkpoint's.
+    the cell counts. Options in `cls.FREE_KEYS` (combine, loss weights) may override a checkpoint's; options
+    a checkpoint predates take their `cls.LEGACY` value (how it was built), not today's default.
     """
     given = _plain({k: v for k, v in given.items() if v is not None})
     parts = load_partitions(partitions) if partitions is not None else None
@@ -178,6 +210,7 @@ def build_cell_model(cls: type[M], name: str, *, pretrained: str | Path | None, 
     if ref.kind == "file":
         ckpt = load_checkpoint(ref.path, expect_model=name)
         state, saved = ckpt.tensors, ckpt.config
+        saved = {**{k: v for k, v in _plain(cls.LEGACY).items() if k not in saved}, **saved}
         clash = {k: v for k, v in given.items() if k not in cls.FREE_KEYS and k in saved and saved[k] != v}
         if clash:
             k = next(iter(clash))

@@ -5,14 +5,26 @@ A ViT encodes the image into tokens (B, N, C); a query decoder (`SceneHierarchyD
 query per (scene, hierarchy) pair — 16 scenes × 3 hierarchies = 48 queries — against them. Scene logits are
 the mean over hierarchies of channel 0 of each scene's decoded queries (the paper's "highest average
 confidence, denoted by the 0th channel"); the queries of the chosen scene feed the coarse / middle / fine
-geo-cell classifiers. Prediction multiplies coarse and middle probabilities into the fine ones (paper; the
-`combine` option).
+geo-cell classifiers. Prediction multiplies coarse and middle probabilities into the fine ones (the authors'
+validation code; the `combine` option).
 
-Defaults follow the authors' public code (AHKerrigan/GeoGuessNet, `networks.py` / `train_and_eval.py`):
-6 decoder layers, 12 heads, MLP width 1024, dropout 0.1, and an unweighted sum of the three geo-cell
-cross-entropies plus the scene cross-entropy (S16 labels). That code selects the scene by the prediction even
-while training; here `forward(..., scene=labels)` uses the true scene where it is known (`teacher_forcing`),
-so each scene's queries learn from its own images. No public weights: train with `geocore train geodecoder`.
+Defaults follow the authors' public code (AHKerrigan/GeoGuessNet: `networks.py` GeoGuess1, `lit.py`,
+`config.py`): 6 decoder layers, 12 heads, MLP width 1024, no dropout in the decoder, linear heads; the loss of
+its Lightning path, 0.5·CE_coarse + 0.3·CE_middle + 0.2·CE_fine with label smoothing 0.1 on the three geo-cell
+terms, plus the unsmoothed scene cross-entropy (S16 labels) (`level_weights`, `label_smoothing`,
+`scene_weight`); ten-crop (`prepare(image, tencrop=True)`): the shorter side to 256, ten 224 crops, logits
+averaged, as its validation transform.
+
+Scene routing (`teacher_forcing`): the authors route every image to the queries of its *predicted* scene, in
+training as at inference (default here, False: it was the better of the two on geocore's synthetic scene
+tasks, bench/faithfulness_compare.py and docs/faithfulness.md); True routes a training image to its *true*
+scene's queries (labels from the CSV), so each scene's queries learn only from their own images.
+
+The decoder differs from the authors' code on purpose: in `CustomTransformer1.forward` each layer starts again
+from the (layer-normed) learned queries, `q = ln1(q); x = cross_attn(q, k, v) + q; ...`, and its output `x` is
+never fed to the next layer, so only the last of the 6 layers reaches the heads (effectively one layer). Here
+every layer refines the previous layer's queries (`SceneHierarchyDecoder`), the stack the paper describes.
+Other differences: docs/faithfulness.md. No public weights: train with `geocore train geodecoder`.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ from torch import nn
 from geocore.models.cell_classifier import CellClassifier, Probs, build_cell_model
 from geocore.models.layers.decoder import SceneHierarchyDecoder
 from geocore.models.layers.hierarchy import LEVELS, weighted_loss
-from geocore.models.layers.vit import average_crops, ten_crop, tokens_to_map
+from geocore.models.layers.vit import average_views, tokens_to_map
 from geocore.models.prediction import Prediction
 from geocore.models.registry import WeightsInfo, register_model
 from geocore.models.vit_backbone import create_vit, vit_grid, vit_preprocess
@@ -42,15 +54,21 @@ class GeoDecoder(CellClassifier):
         "backbone": "vit_base_patch16_224",  # any timm ViT, e.g. "vit_large_patch14_clip_224.openai"
         "backbone_kwargs": {},
         "decoder_dim": None,  # None: the backbone width; else image tokens are projected to it
-        "decoder_depth": 6, "decoder_heads": 12, "decoder_mlp": 1024, "decoder_dropout": 0.1,
+        "decoder_depth": 6, "decoder_heads": 12, "decoder_mlp": 1024,
+        "decoder_dropout": 0.0,  # GeoGuess1: CustomTransformer1(..., dropout=0.0)
         "dependent_depth": 0,  # extra hierarchy-dependent layers (paper's E); the public code has none
         "query_attention": "all",  # self-attention scope of the main layers: "all" | "hierarchy" | "scene"
-        "teacher_forcing": True,  # select the true scene's queries when scene labels are given
+        "teacher_forcing": False,  # True: in training, the true scene's queries where a label is known
         "combine": "product",
-        "level_weights": [1.0, 1.0, 1.0], "scene_weight": 1.0,
+        "level_weights": [0.5, 0.3, 0.2],  # lit.py: opt.hier_hypers
+        "label_smoothing": 0.1,  # lit.py: F.cross_entropy(..., label_smoothing=0.1) on the geo-cell terms
+        "scene_weight": 1.0,
     }
+    # training options of checkpoints saved before these defaults: they train on as they were trained
+    LEGACY: dict[str, Any] = {"label_smoothing": 0.0}
 
-    FREE_KEYS = CellClassifier.FREE_KEYS | {"level_weights", "scene_weight", "teacher_forcing", "decoder_dropout"}
+    FREE_KEYS = CellClassifier.FREE_KEYS | {"level_weights", "scene_weight", "teacher_forcing", "decoder_dropout",
+                                            "label_smoothing"}
 
     def __init__(self, config: Mapping[str, Any] | None = None, *, imagenet: bool = False) -> None:
         super().__init__(config or {})
@@ -99,24 +117,26 @@ class GeoDecoder(CellClassifier):
 
     def loss(self, out: Mapping[str, torch.Tensor], coarse: torch.Tensor, middle: torch.Tensor,
              fine: torch.Tensor, scene: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Σ level_weights·CE over the levels + scene_weight·CE_scene; each term and `total`; −1 ignored."""
+        """Σ level_weights·CE over the levels (label smoothing `label_smoothing`) + scene_weight·CE_scene (not
+        smoothed); each term and `total`; −1 ignored."""
         weights = dict(zip(LEVELS, map(float, self.config["level_weights"])), scene=float(self.config["scene_weight"]))
-        return weighted_loss(out, {"coarse": coarse, "middle": middle, "fine": fine, "scene": scene}, weights)
+        smoothing = dict.fromkeys(LEVELS, float(self.config["label_smoothing"]))
+        return weighted_loss(out, {"coarse": coarse, "middle": middle, "fine": fine, "scene": scene}, weights,
+                             smoothing)
 
     def level_probs(self, pixels: torch.Tensor, **_: Any) -> Probs:
         out = self(pixels)
         return tuple(out[k].float().softmax(-1) for k in LEVELS)  # type: ignore[return-value]
 
     @torch.no_grad()
-    def predict(self, pixels: torch.Tensor, top_k: int = 5, *, full: bool = False,
-                tencrop: bool = False) -> Prediction:
-        """Top-k fine-cell centroids for (B, 3, H, W) normalised pixels; `tencrop` averages the level
-        probabilities over ten crops (each crop selects its own scene)."""
-        if tencrop:
-            probs = average_crops(self.level_probs, [ten_crop(pixels, self.backbone.patch_embed.img_size[0])])
-        else:
-            probs = self.level_probs(pixels)
-        return self.probs_to_prediction(probs, top_k, full)
+    def predict(self, pixels: torch.Tensor, top_k: int = 5, *, full: bool = False) -> Prediction:
+        """Top-k fine-cell centroids for (B, 3, H, W) normalised pixels, or (B, V, 3, H, W) views of each photo
+        (ten-crop, `prepare(image, tencrop=True)`: each view selects its own scene; the views' logits are
+        averaged, as the authors' code does)."""
+        views = int(pixels.shape[1]) if pixels.dim() == 5 else 1
+        out = self(pixels.flatten(0, 1) if pixels.dim() == 5 else pixels)
+        probs = tuple(average_views(out[k].float(), views).softmax(-1) for k in LEVELS)
+        return self.probs_to_prediction(probs, top_k, full)  # type: ignore[arg-type]
 
 
 def geodecoder_weights_info() -> WeightsInfo:
@@ -134,8 +154,8 @@ def geodecoder(pretrained: str | None = None, partitions: Sequence[str | Path] |
                backbone: str | None = None, backbone_kwargs: Mapping[str, Any] | None = None,
                combine: str | None = None, **cfg: Any) -> GeoDecoder:
     """pretrained: None (random init), "imagenet" (timm backbone weights from the local HF cache) or a
-    checkpoint path. partitions: (coarse, middle, fine) cell CSVs. Unset options come from the checkpoint,
-    else `GeoDecoder.DEFAULTS` (combine="product")."""
+    checkpoint path. partitions: (coarse, middle, fine) cell CSVs. Unset options come from the checkpoint
+    (options it predates: `GeoDecoder.LEGACY`), else `GeoDecoder.DEFAULTS` (combine="product")."""
     given = dict(num_cells=num_cells, scene_classes=scene_classes, backbone=backbone,
                  backbone_kwargs=backbone_kwargs, combine=combine, **cfg)
     return build_cell_model(GeoDecoder, "geodecoder", pretrained=pretrained, partitions=partitions, given=given)

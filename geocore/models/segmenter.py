@@ -5,7 +5,17 @@ downloaded here; `geocore weights download segformer-b0-ade` gets it). `Segmente
 label map at the image's size; calling the segmenter on a batch of network inputs gives the colour maps
 TransLocator's segmentation branch takes (`create_model("translocator", ..., segmenter=NAME)` attaches it).
 Colours are `geocore.models.layers.seg_palette.ade20k_palette`, the palette TransLocator is trained with.
-The paper used HRNet trained on ADE20K; SegFormer is our substitute (docs/faithfulness.md).
+
+One geometry everywhere: a photo is segmented whole (`SegformerImageProcessor` resizes it to the network's
+512 × 512), the logits are upsampled to `map_size` (shorter side `SEG_SHORT_SIDE`) and arg-maxed
+(`label_maps`); training caches exactly these maps, and inference computes them the same way, then both cut
+them like the photo (`geocore.models.views.crop_map`).
+
+Not the paper's segmenter: TransLocator (§3.2) used "HRNet [62] pre-trained on ADE20K and scene parsing
+datasets" (the CSAIL scene-parsing HRNetV2). SegFormer (ADE20K, the same 150 classes) is our substitute: its
+weights are on the Hugging Face Hub, where `geocore.weights` fetches from; the packages that ship ADE20K
+HRNet weights (`mit-semseg`, last released 2021; `mmsegmentation` + `mmcv`) download them from their own
+servers, not from the Hub or a wheel, so geocore does not offer HRNet (docs/faithfulness.md).
 """
 
 from __future__ import annotations
@@ -24,6 +34,13 @@ from geocore.models.layers.seg_palette import ade20k_palette, render_segmentatio
 from geocore.weights.resolve import parse_pretrained
 
 DEFAULT_SEGMENTER = "segformer-b0-ade"
+SEG_SHORT_SIDE = 256  # shorter side of a photo's stored label map (SegFormer's logits are 128x128 anyway)
+
+
+def map_size(width: int, height: int, short_side: int = SEG_SHORT_SIDE) -> tuple[int, int]:
+    """(h, w) of a width × height photo's label map: its shorter side at most `short_side`, aspect kept."""
+    scale = min(1.0, short_side / min(width, height))
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 class Segmenter:
@@ -101,31 +118,39 @@ class Segmenter:
     # ---- inference ------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def labels(self, pixel_values: torch.Tensor, size: tuple[int, int], chunk: int = 16) -> torch.Tensor:
-        """(B, 3, h, w) SegFormer inputs → (B, *size) class ids: logits upsampled bilinearly, then argmax.
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) SegFormer inputs → (B, K, h/4, w/4) class logits."""
+        return self.model(pixel_values=pixel_values.to(self.device)).logits
 
-        Classes are upsampled `chunk` at a time (a running argmax), so a 2048-pixel photo never holds all
-        150 full-size logit planes at once."""
-        low = self.model(pixel_values=pixel_values.to(self.device)).logits  # (B, K, h/4, w/4)
-        best = torch.full((low.shape[0], *size), -torch.inf, device=low.device)
-        arg = torch.zeros((low.shape[0], *size), dtype=torch.long, device=low.device)
-        for start in range(0, low.shape[1], chunk):
-            up = F.interpolate(low[:, start:start + chunk], size=size, mode="bilinear", align_corners=False)
-            value, idx = up.max(1)
-            better = value > best  # strict: ties keep the lower class id, as a single argmax would
-            best = torch.where(better, value, best)
-            arg = torch.where(better, idx + start, arg)
-        return arg
+    @torch.no_grad()
+    def labels(self, pixel_values: torch.Tensor, size: tuple[int, int], chunk: int = 16) -> torch.Tensor:
+        """(B, 3, h, w) SegFormer inputs → (B, *size) class ids: logits upsampled bilinearly, then argmax."""
+        return upsample_argmax(self.logits(pixel_values), size, chunk)
+
+    @torch.no_grad()
+    def label_maps(self, pixel_values: torch.Tensor, sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+        """(B, 3, h, w) inputs of whole photos (the processor's) → each photo's (h_i, w_i) = sizes[i] uint8
+        label map: the one computation behind TransLocator's cached training maps and its inference maps."""
+        if self.num_classes > 256:
+            raise InputError(f"segmenter has {self.num_classes} classes; uint8 label maps hold at most 256")
+        low = self.logits(pixel_values)
+        return [upsample_argmax(low[k:k + 1], tuple(int(v) for v in size))[0].to(torch.uint8).cpu().numpy()
+                for k, size in enumerate(sizes)]
+
+    def photo_input(self, image: Image.Image) -> torch.Tensor:
+        """(3, h, w) network input of a whole photo (the processor resizes it)."""
+        return self.processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
 
     def segment(self, image: Image.Image) -> np.ndarray:
         """(H, W) int64 class ids 0..classes-1 of a PIL image, at the image's size."""
         if not isinstance(image, Image.Image):
             raise InputError(f"segment: expected a PIL image, got {type(image).__name__}")
-        pixels = self.processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"]
-        return self.labels(pixels, (image.height, image.width))[0].cpu().numpy().astype(np.int64)
+        return self.labels(self.photo_input(image)[None], (image.height, image.width))[0].cpu().numpy().astype(np.int64)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        """TransLocator's hook: (B, 3, H, W) network inputs → (B, 3, H, W) colour maps in [0, 1]."""
+        """The legacy hook: (B, 3, H, W) network inputs → (B, 3, H, W) colour maps in [0, 1] of those inputs
+        (their own geometry, not the whole photo's: `TransLocator.predict` uses `label_maps` of the whole
+        photo when it has it)."""
         if pixels.dim() != 4 or pixels.shape[1] != 3:
             raise InputError(f"segmenter: expected (B, 3, H, W) pixels, got {tuple(pixels.shape)}")
         size = tuple(pixels.shape[-2:])
@@ -150,6 +175,22 @@ class Segmenter:
             "share": counts / max(int(counts.sum()), 1),
         })
         return frame.sort_values(["share", "class_id"], ascending=[False, True], ignore_index=True)
+
+
+def upsample_argmax(low: torch.Tensor, size: tuple[int, int], chunk: int = 16) -> torch.Tensor:
+    """(B, K, h, w) logits → (B, *size) class ids: upsampled bilinearly, then argmax.
+
+    Classes are upsampled `chunk` at a time (a running argmax), so a 2048-pixel photo never holds all 150
+    full-size logit planes at once; ties keep the lower class id, as a single argmax would."""
+    best = torch.full((low.shape[0], *size), -torch.inf, device=low.device)
+    arg = torch.zeros((low.shape[0], *size), dtype=torch.long, device=low.device)
+    for start in range(0, low.shape[1], chunk):
+        up = F.interpolate(low[:, start:start + chunk].float(), size=size, mode="bilinear", align_corners=False)
+        value, idx = up.max(1)
+        better = value > best  # strict: ties keep the lower class id
+        best = torch.where(better, value, best)
+        arg = torch.where(better, idx + start, arg)
+    return arg
 
 
 def load_segmenter(segmenter: Any = DEFAULT_SEGMENTER) -> Segmenter:

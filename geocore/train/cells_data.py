@@ -5,10 +5,15 @@ labels once, with `geocore.geo.cells.assign_cells` (−1 outside a partition: ig
 outside all three are dropped and counted). Scene labels come from the CSV column matching the model's
 scene classes (3 → S3_Label, 16 → S16_Label, 365 → S365_Label); without it the scene loss is skipped.
 
-TransLocator's segmentation maps are computed once per image (`cache_segmaps`, in `prepare_data`) and
-stored as uint8 label PNGs `<cache>/<quoted IMG_ID>.png` at most `SEG_SHORT_SIDE` pixels on the short side
-(SegFormer's logits are 128×128 anyway); training loads them next to the image and crops/flips both
-together. Cached maps are reused as they are: delete the folder after changing the images.
+TransLocator's segmentation maps are computed once per image from the whole photo (`cache_segmaps`, in
+`prepare_data`; `Segmenter.label_maps`, the same computation inference uses) and stored as uint8 label PNGs
+`<cache>/<quoted IMG_ID>.png` at most `SEG_SHORT_SIDE` pixels on the short side (SegFormer's logits are
+128×128 anyway); training loads them next to the image and cuts both by the same views
+(`geocore.models.views`). Cached maps are reused as they are: delete the folder after changing the images.
+
+Augmentation (`JointTransform`): "fast" (geocore's default: random resized crop + flip) or "paper"
+(TransLocator supplement §0.A.2: RandomAffine, ColorJitter on the photo only, flip, Resize((256, 256)) and
+the ten 224 crops, whose logits the model averages, as the authors' code does).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from urllib.parse import quote
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
@@ -32,9 +36,11 @@ from geocore.data.images import load_image
 from geocore.errors import ImageError, InputError
 from geocore.geo.cells import CellPartition, assign_cells
 from geocore.models.layers.hierarchy import LEVELS
+from geocore.models.segmenter import SEG_SHORT_SIDE, map_size
+from geocore.models.views import View, centre_view, crop_map, render_view, ten_crop_views
 from geocore.train.data import SplitDataModule, open_training_csv, split_ids
 
-SEG_SHORT_SIDE = 256
+AUGMENTS = ("fast", "paper")
 SCENE_COLUMNS = {3: "S3_Label", 16: "S16_Label", 365: "S365_Label"}
 
 
@@ -59,8 +65,7 @@ class _ToSegment(Dataset):
             image = load_image(path)
         except ImageError:
             return {"img_id": img_id, "image": None, "size": None, "error": "unreadable"}
-        scale = min(1.0, SEG_SHORT_SIDE / min(image.size))
-        size = torch.tensor([max(1, round(image.height * scale)), max(1, round(image.width * scale))])
+        size = torch.tensor(map_size(image.width, image.height, SEG_SHORT_SIDE))
         pixels = self.processor(images=image, return_tensors="pt")["pixel_values"][0]
         return {"img_id": img_id, "image": pixels, "size": size, "error": None}
 
@@ -87,60 +92,77 @@ def cache_segmaps(segmenter: Any, dataset: BenchmarkDataset, folder: str | Path,
     for batch in loader:
         if len(batch["img_id"]) == 0:
             continue
-        low = segmenter.model(pixel_values=batch["image"].to(segmenter.device)).logits  # (B, K, h, w)
-        for k, img_id in enumerate(batch["img_id"]):
-            size = tuple(int(v) for v in batch["size"][k])
-            labels = F.interpolate(low[k:k + 1].float(), size=size, mode="bilinear", align_corners=False).argmax(1)
+        maps = segmenter.label_maps(batch["image"], [tuple(int(v) for v in size) for size in batch["size"]])
+        for labels, img_id in zip(maps, batch["img_id"]):
             target = segmap_path(folder, img_id)
             tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
-            Image.fromarray(labels[0].to(torch.uint8).cpu().numpy(), mode="L").save(tmp, format="PNG")
+            Image.fromarray(labels, mode="L").save(tmp, format="PNG")
             os.replace(tmp, target)  # atomic: concurrent writers (several nodes) never leave half a file
             written += 1
     segmenter.to("cpu")
     return written
 
 
-def _eval_geometry(preprocess: Callable[..., Any], width: int, height: int, crop: int) -> tuple[float, ...]:
-    """The box (left, top, right, bottom) of the original image that `preprocess` keeps (Resize + CenterCrop)."""
-    resize = next((s.size for s in getattr(preprocess, "transforms", []) if isinstance(s, T.Resize)), None)
-    if isinstance(resize, Sequence) and len(resize) == 1:
-        resize = resize[0]
-    if not isinstance(resize, int):
-        return (0.0, 0.0, float(width), float(height))
-    s = resize / min(width, height)
-    w, h = width * s, height * s
-    left, top = max(0.0, (w - crop) / 2), max(0.0, (h - crop) / 2)
-    return (left / s, top / s, min(w, left + crop) / s, min(h, top + crop) / s)
-
-
 class JointTransform:
-    """Image (and segmentation map) → tensors: random resized crop + flip applied to both when training;
-    the model's `preprocess` (and the same box, nearest-neighbour, for the map) when evaluating."""
+    """Image (and its whole-photo segmentation map) → tensors, both cut by the same views.
+
+    train, augment "fast": a random resized crop (scale `scale`, ratio 3/4–4/3) and a flip, applied to both.
+    train, augment "paper" (TransLocator supplement §0.A.2): RandomAffine(degrees=(0, 15)) on both (the map
+    filled with 255, "no label"), ColorJitter(0.4, 0.4, 0.4, 0.1) with probability 0.8 on the photo only,
+    a horizontal flip (p 0.5) on both, then the ten views of Resize((256, 256)) + TenCrop(224) (scaled to the
+    model's input): pixels (10, 3, H, W), map (10, H, W).
+    eval: the model's `preprocess` and its centre view for the map; with `tencrop`, the ten views.
+    """
 
     def __init__(self, preprocess: Callable[..., Any], size: int, mean: Sequence[float], std: Sequence[float],
-                 train: bool, scale: tuple[float, float] = (0.08, 1.0)) -> None:
+                 train: bool, scale: tuple[float, float] = (0.08, 1.0), augment: str = "fast",
+                 tencrop: bool = False, squash: bool = True) -> None:
+        if augment not in AUGMENTS:
+            raise InputError(f"augment: expected one of {', '.join(AUGMENTS)}, got {augment!r}")
         self.preprocess, self.size, self.mean, self.std = preprocess, size, list(mean), list(std)
-        self.train, self.scale = train, scale
+        self.train, self.scale, self.augment, self.tencrop, self.squash = train, scale, augment, tencrop, squash
+        self.jitter = T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+
+    def _paper_augment(self, image: Image.Image, seg: Image.Image | None) -> tuple[Image.Image, Image.Image | None]:
+        angle = float(torch.empty(()).uniform_(0.0, 15.0))  # RandomAffine(degrees=(0, 15)): rotation only
+        affine = dict(angle=angle, translate=[0, 0], scale=1.0, shear=[0.0, 0.0],
+                      interpolation=T.InterpolationMode.NEAREST)  # RandomAffine's default interpolation
+        image = TF.affine(image, fill=0, **affine)
+        seg = TF.affine(seg, fill=255, **affine) if seg is not None else None  # 255: no label (black)
+        if bool(torch.rand(()) < 0.8):
+            image = self.jitter(image)  # the photo only (§0.A.2: "We apply ColorJitter only in the RGB channel")
+        if bool(torch.rand(()) < 0.5):
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            seg = seg.transpose(Image.FLIP_LEFT_RIGHT) if seg is not None else None
+        return image, seg
+
+    def views(self, image: Image.Image) -> list[View]:
+        """The views of this (augmented) photo."""
+        n = self.size
+        if self.train and self.augment == "fast":
+            top, left, h, w = T.RandomResizedCrop.get_params(image, list(self.scale), [3 / 4, 4 / 3])
+            box = (left / image.width, top / image.height, (left + w) / image.width, (top + h) / image.height)
+            return [(box, bool(torch.rand(()) < 0.5))]
+        if (self.train and self.augment == "paper") or self.tencrop:
+            return ten_crop_views(image.width, image.height, n, squash=self.squash)
+        return [centre_view(self.preprocess, image.width, image.height)]
 
     def __call__(self, image: Image.Image, seg: Image.Image | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         n = self.size
-        if self.train:
-            top, left, h, w = T.RandomResizedCrop.get_params(image, list(self.scale), [3 / 4, 4 / 3])
-            box: tuple[float, ...] = (left, top, left + w, top + h)
-            flip = bool(torch.rand(()) < 0.5)
-            rgb = image.resize((n, n), Image.BICUBIC, box=box)
-            pixels = TF.normalize(TF.to_tensor(rgb.transpose(Image.FLIP_LEFT_RIGHT) if flip else rgb),
-                                  self.mean, self.std)
+        if self.train and self.augment == "paper":
+            image, seg = self._paper_augment(image, seg)
+        views = self.views(image)
+        if not self.train and not self.tencrop:
+            pixels = self.preprocess(image)  # exactly the model's eval transform
         else:
-            box, flip = _eval_geometry(self.preprocess, image.width, image.height, n), False
-            pixels = self.preprocess(image)
+            resample = Image.BICUBIC if self.augment == "fast" and self.train else Image.BILINEAR
+            crops = [TF.normalize(TF.to_tensor(render_view(image, v, n, resample)), self.mean, self.std)
+                     for v in views]
+            pixels = crops[0] if len(crops) == 1 else torch.stack(crops)
         if seg is None:
             return pixels, None
-        sx, sy = seg.width / image.width, seg.height / image.height
-        seg = seg.resize((n, n), Image.NEAREST, box=(box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy))
-        if flip:
-            seg = seg.transpose(Image.FLIP_LEFT_RIGHT)
-        return pixels, torch.from_numpy(np.array(seg, dtype=np.uint8))
+        maps = [torch.from_numpy(np.array(crop_map(seg, v, n), dtype=np.uint8)) for v in views]
+        return pixels, maps[0] if len(maps) == 1 else torch.stack(maps)
 
 
 class CellDataset(Dataset):
@@ -190,7 +212,8 @@ class CellDataModule(SplitDataModule):
     def __init__(self, csv: str | Path, images: str | Path, *, model: Any, partitions: Sequence[CellPartition],
                  batch_size: int = 64, val_fraction: float = 0.05, seed: int = 0, num_workers: int = 4,
                  segmenter: Any = None, seg_dir: str | Path | None = None, seg_device: str = "cpu",
-                 progress: bool = False, dataset: BenchmarkDataset | None = None) -> None:
+                 progress: bool = False, dataset: BenchmarkDataset | None = None, augment: str = "fast",
+                 val_tencrop: bool = False) -> None:
         super().__init__()
         if segmenter is not None and seg_dir is None:
             raise InputError("a segmenter needs seg_dir, the folder its maps are cached in")
@@ -211,8 +234,11 @@ class CellDataModule(SplitDataModule):
         size, mean, std = model_geometry(model)
         self.train_ids, self.val_ids = split_ids(data.img_ids, val_fraction, seed)
         seg = self.seg_dir if segmenter is not None else None
+        squash = bool(getattr(model, "TENCROP_SQUASH", True))
+
         def subset(ids: list[str], train: bool) -> CellDataset:
-            transform = JointTransform(model.preprocess, size, mean, std, train=train)
+            transform = JointTransform(model.preprocess, size, mean, std, train=train, augment=augment,
+                                       tencrop=val_tencrop and not train, squash=squash)
             return CellDataset(image_ids_subset(data, ids), transform, seg, self.scene_column)
 
         self.train_set = subset(self.train_ids, True)

@@ -75,11 +75,41 @@ def start_run(cfg: RunConfig, output_dir: str | Path) -> Path:
     return out
 
 
+class BestCheckpoint(Callback):
+    """Calls `save()` on rank 0 after each validation whose `monitor` is the best so far (`mode` "max" or
+    "min"): the model of the best validation epoch, next to the last one. Its best score is part of Lightning's
+    checkpoint, so a resumed run keeps it."""
+
+    def __init__(self, monitor: str, save: Callable[[], None], mode: str = "max") -> None:
+        if mode not in ("max", "min"):
+            raise InputError(f"mode: expected 'max' or 'min', got {mode!r}")
+        self.monitor, self.save, self.mode = monitor, save, mode
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.monitor])
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better:
+            self.best, self.best_epoch = value, int(trainer.current_epoch)
+            if trainer.is_global_zero:
+                self.save()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state_dict.get("best"), state_dict.get("best_epoch")
+
+
 def fit(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: RunConfig, out: Path, *,
         n_train: int, has_val: bool, save: Callable[[], None], callbacks: list[Callback] | None = None) -> L.Trainer:
     """Train `module` on `datamodule` as `cfg` says, then `save()` on rank 0 and wait for every rank.
 
-    Writes `out/lightning/last.ckpt` (resume with `cfg.resume`) and `out/logs/.../metrics.csv`."""
+    Writes `out/lightning/last.ckpt` (resume with `cfg.resume`) and `out/logs/.../metrics.csv`; a
+    `BestCheckpoint` among `callbacks` also saves the best validation epoch's model."""
     multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and (cfg.devices > 1 or cfg.devices == -1))
     world = cfg.num_nodes * (cfg.devices if isinstance(cfg.devices, int) and cfg.devices > 0 else 1)
     ckpt_dir = out / "lightning"

@@ -1,5 +1,6 @@
-"""TransLocator's two fusion layers (Pramanick et al., ECCV 2022): per-layer CLS-token exchange between the
-RGB (R) and segmentation (S) branches, and attentive fusion of the two final CLS tokens."""
+"""TransLocator's two fusion layers (Pramanick et al., ECCV 2022, §3.2): multimodal feature fusion (MFF, Eq. 4),
+a CLS-token exchange between the RGB (R) and segmentation (S) branches between transformer layers, and
+attentive fusion of the two final CLS tokens (Eqs. 5–7)."""
 
 from __future__ import annotations
 
@@ -8,51 +9,72 @@ from torch import nn
 
 from geocore.errors import InputError
 
+FUSION_MODES = ("replace", "add")
+FUSION_PROJECTIONS = ("shared", "per_branch")
+
 
 class CLSFusion(nn.Module):
-    """Multimodal feature fusion after one transformer layer l (one instance per layer).
+    """Multimodal feature fusion after one transformer layer k (one instance per layer).
 
-    With c_R, c_S the (B, C) CLS tokens of the two branches after layer l:
+    Eq. 4 of the paper, with c_R, c_S the (B, C) CLS tokens of the two branches after layer k:
 
-        u   = P_R · c_R + P_S · c_S          (project each into a shared space and sum)
-        c_R ← Q_R · u,    c_S ← Q_S · u      (project back into each branch; mode "replace")
+        u = f(c_R) + f(c_S),      c_R ← g(u),   c_S ← g(u)          (projections "shared", mode "replace")
 
-    P_*, Q_* are linear layers with biases, separate per branch and per layer. Mode "add" instead adds the
-    back-projection to the branch's own token (c_R ← c_R + Q_R · u), a residual variant. The patch tokens are
-    untouched; the next layer's self-attention spreads the exchanged information to them. Initialisation:
-    P_R = P_S = I/2, Q_* = I (zero biases) in "replace" mode, so an ImageNet backbone starts from the mean of the
-    two CLS tokens rather than from a random rotation of them; Q_* = 0 in "add" mode (starts as no exchange).
+    one projection f and one back-projection g (linear, with biases), shared by the branches as Eq. 4 writes
+    them; both branches continue from the same fused CLS token, which the next layer's self-attention passes
+    back to each branch's own patch tokens. Eq. 4 has no layer index on f, g; each layer has its own here.
+
+    Options: projections "per_branch" (geocore before the paper was followed: u = P_R c_R + P_S c_S,
+    c_R ← Q_R u, c_S ← Q_S u); mode "add", a residual variant (c_b ← c_b + g(u)). Initialisation (the paper
+    gives none): f = I/2, g = I, zero biases, so an ImageNet backbone starts from the mean of the two CLS
+    tokens ("we sum the CLS tokens", rescaled so the token's scale does not double at every layer); g = 0 in
+    mode "add" (starts as no exchange).
     """
 
-    def __init__(self, dim: int, mode: str = "replace") -> None:
+    def __init__(self, dim: int, mode: str = "replace", projections: str = "shared") -> None:
         super().__init__()
-        if mode not in ("replace", "add"):
-            raise InputError(f"fusion mode: expected 'replace' or 'add', got {mode!r}")
-        self.mode = mode
-        self.proj_r, self.proj_s = nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.back_r, self.back_s = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        if mode not in FUSION_MODES:
+            raise InputError(f"fusion mode: expected one of {', '.join(FUSION_MODES)}, got {mode!r}")
+        if projections not in FUSION_PROJECTIONS:
+            raise InputError(f"fusion projections: expected one of {', '.join(FUSION_PROJECTIONS)}, "
+                             f"got {projections!r}")
+        self.mode, self.projections = mode, projections
+        eye = torch.eye(dim)
+        back = eye if mode == "replace" else torch.zeros(dim, dim)
+        if projections == "shared":
+            self.proj, self.back = nn.Linear(dim, dim), nn.Linear(dim, dim)  # f, g
+            init = ((self.proj, eye / 2), (self.back, back))
+        else:
+            self.proj_r, self.proj_s = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.back_r, self.back_s = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            init = ((self.proj_r, eye / 2), (self.proj_s, eye / 2), (self.back_r, back), (self.back_s, back))
         with torch.no_grad():
-            eye = torch.eye(dim)
-            back = eye if mode == "replace" else torch.zeros(dim, dim)
-            for lin, weight in ((self.proj_r, eye / 2), (self.proj_s, eye / 2), (self.back_r, back),
-                                (self.back_s, back)):
+            for lin, weight in init:
                 lin.weight.copy_(weight)
                 lin.bias.zero_()
 
     def forward(self, cls_r: torch.Tensor, cls_s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C), (B, C) -> the new (B, C) CLS tokens of the R and S branches."""
-        u = self.proj_r(cls_r) + self.proj_s(cls_s)  # (B, C) shared
+        if self.projections == "shared":
+            fused = self.back(self.proj(cls_r) + self.proj(cls_s))  # g(f(c_R) + f(c_S)), (B, C)
+            new_r, new_s = fused, fused
+        else:
+            u = self.proj_r(cls_r) + self.proj_s(cls_s)  # (B, C)
+            new_r, new_s = self.back_r(u), self.back_s(u)
         if self.mode == "add":
-            return cls_r + self.back_r(u), cls_s + self.back_s(u)
-        return self.back_r(u), self.back_s(u)
+            return cls_r + new_r, cls_s + new_s
+        return new_r, new_s
 
 
 class AttentiveFusion(nn.Module):
-    """Attentive fusion of the final CLS tokens into one (B, 2C) feature.
+    """Attentive fusion of the final CLS tokens into one (B, 2C) feature (Eqs. 5–7).
 
         a_b = W2_b · tanh(W1_b · c_b)        per branch b ∈ {R, S}; W1_b: C → hidden (8), W2_b: hidden → 1
         w   = softmax([a_R, a_S])            over the two branches, so w_R + w_S = 1
         f   = [(1 + w_R) · c_R ; (1 + w_S) · c_S]
+
+    The dense layers are Table 0.A.2's "[768, 8, 1]"; the paper names no activation (tanh here) and does not
+    say whether the two branches share them (they do not here).
     """
 
     def __init__(self, dim: int, hidden: int = 8) -> None:
