@@ -22,7 +22,9 @@ from geocore.geo.countries import describe
 from geocore.geo.distance import haversine_km
 from geocore.hints import apply_hint, check_hint, hint_model_for, text_log_probs
 from geocore.models.base import GalleryModel, GeoLocator
+from geocore.models.cell_classifier import CellClassifier
 from geocore.models.prediction import Prediction
+from geocore.models.views import batch_inputs
 from geocore.uncertainty.calibration import Calibration, validate_levels
 from geocore.uncertainty.regions import SearchRegion, search_regions
 
@@ -91,10 +93,10 @@ def prediction_table(pred: Prediction) -> pd.DataFrame:
 
 
 def _predict(model: GeoLocator, pixels: torch.Tensor, top_k: int, full: bool, refine: bool,
-             hint_logp: torch.Tensor | None, hint_weight: float) -> Prediction:
+             hint_logp: torch.Tensor | None, hint_weight: float, extra: dict | None = None) -> Prediction:
     full = full or hint_logp is not None
     if not refine:
-        pred = model.predict(pixels, top_k, full=full)
+        pred = model.predict(pixels, top_k, full=full, **(extra or {}))
         return pred if hint_logp is None else apply_hint(pred, hint_logp, hint_weight, top_k)
     if not isinstance(model, GalleryModel):
         raise InputError(f"refinement needs a GPS-gallery model (geoclip); {model.model_name} has none")
@@ -110,6 +112,17 @@ def _predict(model: GeoLocator, pixels: torch.Tensor, top_k: int, full: bool, re
     return fine
 
 
+def input_transform(model: GeoLocator, tencrop: bool = False):
+    """PIL photo → what `model.predict` takes: a cell model's `input_transform` (the whole photo segmented for
+    TransLocator; ten crops with `tencrop`), else the model's `preprocess`."""
+    if isinstance(model, CellClassifier):
+        return model.input_transform(tencrop)
+    if tencrop:
+        raise InputError(f"--tencrop: ten-crop averaging is defined for the cell models (translocator, geodecoder), "
+                         f"not {model.model_name}")
+    return model.preprocess
+
+
 def locate(
     model: GeoLocator,
     sources: Iterable[tuple[str, ImageSource]],
@@ -123,13 +136,16 @@ def locate(
     hint: str | None = None,
     hint_weight: float | None = None,
     hint_model: GalleryModel | None = None,
+    tencrop: bool = False,
 ) -> list[LocateResult]:
     """Predict each `(name, path-or-bytes)`; results in input order, failures carried as errors.
 
     regions: levels in (0, 1) (e.g. (0.5, 0.9)) whose search regions each result carries; `calibration` (fitted
     by `geocore calibrate` for this model and candidates) makes them calibrated. hint: a text query combined as
     p ∝ p_image · p_text^hint_weight (`geocore.hints`); `hint_model` scores it when `model` takes no text.
+    tencrop: average the papers' ten crops (cell models; `CellClassifier.prepare`).
     """
+    prepare = input_transform(model, tencrop)
     levels = validate_levels(regions, "--regions") if regions is not None else ()
     if calibration is not None and not levels:
         raise InputError("a calibration applies to search regions: ask for them too (--regions 0.5,0.9)")
@@ -148,8 +164,8 @@ def locate(
     def flush() -> None:
         if not ready:
             return
-        pixels = torch.stack([px for _, px in ready])
-        pred = _predict(model, pixels, top_k, need_full, refine, hint_logp, weight)
+        pixels, extra = batch_inputs([px for _, px in ready], model.device)
+        pred = _predict(model, pixels, top_k, need_full, refine, hint_logp, weight, extra)
         per_image = (search_regions(pred.probs_full, cells, levels, calibration=calibration, model=model.model_name)
                      if levels else [[] for _ in ready])
         for i, (res, _) in enumerate(ready):
@@ -171,7 +187,7 @@ def locate(
         except ImageError as err:
             res.error = str(err)
             continue
-        ready.append((res, model.preprocess(image)))
+        ready.append((res, prepare(image)))
         if len(ready) >= batch_size:
             flush()
     flush()

@@ -9,25 +9,24 @@ import pandas as pd
 import typer
 from rich.console import Console
 
+from geocore.data.safe_io import atomic_path, neutralise_frame
 from geocore.errors import InputError
 from geocore.geo.cells import assign_cells, check_latlon, load_partition
 from geocore.geo.cells_build import build_partition, write_partition
+from geocore.geo.tables import column_list, read_csv
 
 cells_app = typer.Typer(help="S2 geo-cell partitions: assign points, build partitions.", no_args_is_help=True)
 
 
 def read_coords(path: Path, lat_col: str, lon_col: str) -> tuple[pd.DataFrame, np.ndarray]:
     """Read a CSV with every field kept as text, and its validated (N, 2) (lat, lon) array."""
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: file not found; expected a CSV with columns {lat_col},{lon_col}")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a readable CSV ({str(err).strip().splitlines()[-1]})") from None
+    frame = read_csv(path, f"a CSV with columns {lat_col},{lon_col}", dtype=str, keep_default_na=False)
     missing = [c for c in (lat_col, lon_col) if c not in frame.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}; expected {lat_col} and {lon_col}, "
-                         f"got {','.join(map(str, frame.columns))}")
+                         f"got {column_list(frame.columns)}")
     latlon = np.c_[pd.to_numeric(frame[lat_col].str.strip(), errors="coerce"),
                    pd.to_numeric(frame[lon_col].str.strip(), errors="coerce")]
     return frame, check_latlon(latlon, source=str(path), first_line=2)
@@ -48,7 +47,8 @@ def assign(
     centre = cells.centroids_for(labels)
     frame = frame.assign(class_label=labels, cell_lat=centre[:, 0], cell_lon=centre[:, 1])
     output.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(output, index=False)
+    with atomic_path(output) as tmp:  # the input's own fields are kept: neutralised against spreadsheet formulas
+        neutralise_frame(frame).to_csv(tmp, index=False)
     typer.echo(f"{len(frame)} points, {int((labels < 0).sum())} unassigned (in no cell of {cells.name}, "
                f"{len(cells)} cells) -> {output}")
 
@@ -67,7 +67,9 @@ def build(
     _, latlon = read_coords(input_csv, lat_col, lon_col)
     with Console(stderr=True).status(f"partitioning {len(latlon)} points into S2 cells..."):
         table = build_partition(latlon, min_images=min_images, max_images=max_images, max_level=max_level)
-    write_partition(table, output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp:  # tokens and numbers only: nothing a spreadsheet could run
+        write_partition(table, tmp)
     kept = int(table["imgs_per_cell"].sum())
     typer.echo(f"{len(table)} cells; {kept} images kept, {len(latlon) - kept} dropped "
                f"(in cells with <= {min_images} images) -> {output}")

@@ -24,13 +24,14 @@ def evaluate(
     top_k: int = typer.Option(5, "--top-k", min=1),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes."),
+    tencrop: bool = typer.Option(False, "--tencrop", help="Cell models: average the papers' ten crops."),
 ) -> None:
     """Evaluate a model on a benchmark; interrupted runs keep finished rows (use --resume)."""
     console = Console(stderr=True)
     net = load_model_for_user(model, pretrained)
     report = run_evaluation(
         net, dataset, images, output, resume=resume, overwrite=overwrite,
-        batch_size=batch_size, top_k=top_k, device=device, num_workers=workers,
+        batch_size=batch_size, top_k=top_k, device=device, num_workers=workers, tencrop=tencrop,
     )
     if report.n_missing:
         console.print(f"{report.n_missing} image file(s) listed in {dataset.name} are missing from {images}: skipped")

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from geocore.data import safe_io
 from geocore.errors import InputError
 
 MODEL_OPT = typer.Option("geoclip", "--model", help="Registered model name (see `geocore models`).")
@@ -101,20 +102,12 @@ def _write(results: list, output: Path) -> None:
         if res.exif_gps:
             extra.update(exif_lat=res.exif_gps[0], exif_lon=res.exif_gps[1], exif_error_km=res.exif_error_km)
         rows += _rows(res.name, res.table, extra)
-    write_text_atomic(output, pd.DataFrame(rows).to_csv(index=False))
+    write_text_atomic(output, safe_io.to_csv_text(pd.DataFrame(rows)))  # names, places: no spreadsheet formulas
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename: a kill leaves the old file or none."""
-    import os
-    import uuid
-
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    safe_io.write_text_atomic(path, text)
 
 
 def _print_table(title: str, table: pd.DataFrame, console: Console) -> None:
@@ -153,6 +146,7 @@ def locate(
     hint: str = typer.Option(None, "--hint", help='Text hint combined with the photo, e.g. "coastal city in South America".'),
     hint_weight: float = typer.Option(None, "--hint-weight", help="w in p ∝ p_image · p_text^w (default 0.5)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
+    tencrop: bool = typer.Option(False, "--tencrop", help="Cell models: average the papers' ten crops."),
 ) -> None:
     """Where was each photo taken? Top-k locations with probabilities, place and country (offline), and how
     large an area to search."""
@@ -168,7 +162,7 @@ def locate(
     if net.random_backbone:
         console.print(f"[bold red]note:[/] {model} has a RANDOM backbone: these predictions mean nothing")
     results = run_locate(net, [(str(p), p) for p in paths], top_k=top_k, refine=refine, batch_size=batch_size,
-                         regions=levels, calibration=cal, hint=hint, hint_weight=hint_weight)
+                         regions=levels, calibration=cal, hint=hint, hint_weight=hint_weight, tencrop=tencrop)
     ok = [res for res in results if res.ok]
     for res in results:
         if not res.ok:
@@ -237,8 +231,10 @@ def embed(
             raise InputError(f"embed needs a GPS-gallery model (geoclip), not {model}")
         emb = net.embed_locations(points)
     emb = emb.cpu().numpy().astype(np.float32)
-    np.save(output, emb)
-    Console(stderr=True).print(f"{len(emb)} embeddings of dimension {emb.shape[1]} → {output}")
+    target = output if output.suffix == ".npy" else output.with_name(output.name + ".npy")  # as np.save names it
+    with safe_io.atomic_path(target) as tmp, open(tmp, "wb") as fh:  # a kill leaves the old file or none
+        np.save(fh, emb)
+    Console(stderr=True).print(f"{len(emb)} embeddings of dimension {emb.shape[1]} → {target}")
 
 
 def register(app: typer.Typer) -> None:

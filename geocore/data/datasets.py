@@ -19,10 +19,12 @@ from torch.utils.data import Dataset, default_collate
 
 from geocore.data.images import load_image
 from geocore.errors import ImageError, InputError
+from geocore.geo.tables import column_list, read_csv, shorten, to_numbers
 
 SCENE_LABELS = ("S3_Label", "S16_Label", "S365_Label")
 _CANONICAL = ("IMG_ID", "IMG_FILE", "LAT", "LON", *SCENE_LABELS)
 _SHOW = 5  # how many bad rows / duplicates a message names
+_MAX_NAME = 1024  # characters of an IMG_ID / IMG_FILE: a file name (path) is never longer
 
 
 def _line_list(lines: list[int]) -> str:
@@ -32,13 +34,13 @@ def _line_list(lines: list[int]) -> str:
 
 def _check_coord(frame: pd.DataFrame, field: str, limit: float) -> str | None:
     raw = frame[field]
-    values = pd.to_numeric(raw, errors="coerce").astype("float64")
+    values = pd.Series(to_numbers(raw), index=raw.index)
     bad = values.isna() | (values.abs() > limit)
     if not bad.any():
         frame[field] = values
         return None
     lines = [int(i) + 2 for i in bad[bad].index]  # +1 for 1-based, +1 for the header line
-    got = ", ".join(repr(str(v)) for v in raw[bad].head(3))
+    got = ", ".join(shorten(str(v)) for v in raw[bad].head(3))
     return f"line(s) {_line_list(lines)}: field {field} must be a number in [-{limit:g}, {limit:g}] (got {got})"
 
 
@@ -51,30 +53,38 @@ def read_benchmark_csv(path: str | Path) -> pd.DataFrame:
     missing columns.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path} does not exist (expected a benchmark CSV with IMG_ID/IMG_FILE,LAT,LON)")
     id_cols = {"IMG_ID": str, "IMG_FILE": str, "AUTHOR": str}
-    try:
-        frame = pd.read_csv(path, dtype=id_cols, keep_default_na=False, na_values=[""], encoding="utf-8-sig")
-    except pd.errors.EmptyDataError as exc:
-        raise InputError(f"{path} is empty (expected a CSV header with IMG_ID/IMG_FILE,LAT,LON)") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path} is not a readable CSV: {exc}") from exc
+    frame = read_csv(path, "a benchmark CSV with a header IMG_ID (or IMG_FILE),LAT,LON", dtype=id_cols,
+                     keep_default_na=False, na_values=[""])
     # Header names are matched case- and space-insensitively (e.g. "lat", " LON").
     canonical = {k.upper(): k for k in _CANONICAL}
     frame = frame.rename(columns=lambda c: canonical.get(str(c).strip().upper(), c))
+    twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if twice:
+        raise InputError(f"{path}: column(s) {', '.join(twice)} appear more than once in the header "
+                         "(names are matched ignoring case and spaces); expected one each")
     id_col = "IMG_ID" if "IMG_ID" in frame.columns else "IMG_FILE" if "IMG_FILE" in frame.columns else None
     missing = [c for c in ("LAT", "LON") if c not in frame.columns] + ([] if id_col else ["IMG_ID or IMG_FILE"])
     if missing:
         raise InputError(
-            f"{path} lacks column(s) {', '.join(missing)}: found {', '.join(map(str, frame.columns))}; "
+            f"{path} lacks column(s) {', '.join(missing)}: found {column_list(frame.columns)}; "
             "expected IMG_ID (or IMG_FILE), LAT, LON"
         )
+    if frame.empty:
+        raise InputError(f"{path} has a header but no rows (expected one row per image: IMG_ID (or IMG_FILE),LAT,LON)")
     frame["IMG_ID"] = frame[id_col].fillna("").astype(str).str.strip()
     problems = []
     empty = frame.index[frame["IMG_ID"] == ""]
     if len(empty):
         problems.append(f"line(s) {_line_list([int(i) + 2 for i in empty])}: field {id_col} is empty")
+    for col in dict.fromkeys((id_col, "IMG_FILE")):
+        if col in frame.columns:
+            long = frame.index[frame[col].fillna("").astype(str).str.len() > _MAX_NAME]
+            if len(long):
+                problems.append(f"line(s) {_line_list([int(i) + 2 for i in long])}: field {col} is longer than "
+                                f"{_MAX_NAME} characters (expected an image file name)")
     problems += [p for p in (_check_coord(frame, "LAT", 90), _check_coord(frame, "LON", 180)) if p]
     if problems:
         raise InputError(f"{path}: " + "; ".join(problems))
@@ -87,6 +97,14 @@ def read_benchmark_csv(path: str | Path) -> pd.DataFrame:
         more = f" and {len(groups) - _SHOW} more" if len(groups) > _SHOW else ""
         raise InputError(f"{path}: duplicate {id_col} values: {'; '.join(names)}{more} (expected unique IDs)")
     return frame
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, with names the file system refuses (too long, a NUL byte) counted as missing files."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 class BenchmarkDataset(Dataset):
@@ -117,7 +135,7 @@ class BenchmarkDataset(Dataset):
         file_col = "IMG_FILE" if "IMG_FILE" in frame.columns else "IMG_ID"
         frame["_path"] = [self.image_dir / str(f).strip() for f in frame[file_col]]
         frame["_row"] = range(len(frame))
-        present = frame["_path"].map(lambda p: p.is_file())
+        present = frame["_path"].map(_is_file)
         self.missing: list[str] = frame.loc[~present, "IMG_ID"].tolist()
         self.frame = (frame[present] if skip_missing else frame).reset_index(drop=True)
         self.labels = [c for c in SCENE_LABELS if c in frame.columns]
@@ -143,7 +161,7 @@ class BenchmarkDataset(Dataset):
             value = pd.to_numeric(row[col], errors="coerce")
             item[col] = -1 if pd.isna(value) or not math.isfinite(value) else int(value)
         path: Path = row["_path"]
-        if not path.is_file():
+        if not _is_file(path):
             item["error"] = f"{path} does not exist (image for {item['img_id']} listed in {self.csv_path})"
             return item
         try:

@@ -1,8 +1,9 @@
 """The one safe image loader: paths, bytes or file-likes in, a decoded RGB ``PIL.Image`` out.
 
-Every failure a user can cause (empty, not an image, truncated, decompression bomb) becomes an
-:class:`~geocore.errors.ImageError` naming the file. Animated images (GIF, WebP, APNG) yield their
-first frame. Global PIL state is left alone apart from registering the HEIF opener.
+Every failure a user can cause (empty, not an image, truncated, corrupt headers or EXIF,
+decompression bomb) becomes an :class:`~geocore.errors.ImageError` naming the file. Animated images
+(GIF, WebP, APNG) yield their first frame. Global PIL state is left alone apart from registering the
+HEIF opener.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import io
 import math
 import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from geocore.errors import ImageError
 
@@ -32,10 +34,29 @@ ImageSource = str | Path | bytes | bytearray | memoryview | BinaryIO
 
 _EXPECTED = "expected JPEG, PNG, WebP, HEIC, GIF, BMP or TIFF"
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif"}
-# Exceptions PIL decoders raise on malformed data (not only OSError).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+# What the decoders raise on malformed data, found by fuzzing (bench/bench_fuzz.py): PIL's plugins raise
+# OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError and struct.error; zlib.error
+# escapes from compressed PNG chunks; pillow_heif turns every libheif failure (corrupt boxes, its own
+# security limits) into RuntimeError, which also covers RecursionError and NotImplementedError; MemoryError
+# is an allocation a corrupt header asked for. Only calls into the decoders are wrapped in these.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError, struct.error,
+                  zlib.error, RuntimeError, MemoryError, OverflowError, ZeroDivisionError)
 _BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 _GPS_IFD = 0x8825
+_ORIENTATION = 0x0112
+# EXIF orientation → the transpose that shows the photo upright (as ImageOps.exif_transpose).
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
+_STRIP_PIXELS = 1_000_000  # pixels converted to RGB at a time: bounds the memory beyond the decoded image
+# Peak bytes a pixel costs while loading, by decoder (measured with bench/bench_fuzz.py). PIL holds RGB and
+# RGBA at 4 bytes a pixel and the conversion to RGB adds at most 4 more; libwebp's animation decoder, which PIL
+# reads every WebP through, holds two RGBA canvases and hands over a third copy; libtiff reads a strip (up to
+# the whole image, up to 8 bytes a pixel) beside PIL's image; libheif decodes into planes of its own. A file
+# is refused when width x height x this exceeds max_pixels x 8 bytes (~716 MB at the default limit): the
+# pixel limit is what binds for every other format.
+_PEAK_BYTES = {"WEBP": 18, "TIFF": 16, "HEIF": 10}
+_BUDGET_BYTES_PER_PIXEL = 8
 
 
 def image_bytes_digest(data: bytes | bytearray | memoryview) -> str:
@@ -97,6 +118,14 @@ def _bomb_error(name: str, size: tuple[int, int], limit: int) -> ImageError:
     )
 
 
+def _corrupt(name: str, exc: BaseException) -> ImageError:
+    """The one-line error for a decoder failure (libheif's size refusals read as "too large")."""
+    why = " ".join(str(exc).split())[:200] or type(exc).__name__
+    if isinstance(exc, MemoryError) or "security limit" in why.lower():
+        return ImageError(f"{name} is too large to decode safely ({why})")
+    return ImageError(f"{name} is truncated or corrupt: {why} ({_EXPECTED})")
+
+
 def _open(source: ImageSource, name: str, max_pixels: int | None) -> Image.Image:
     """Open (header only) and check the declared size before any pixel is decoded."""
     stream = _as_stream(source, name)
@@ -104,6 +133,7 @@ def _open(source: ImageSource, name: str, max_pixels: int | None) -> Image.Image
         raise ImageError(f"{name} is HEIC/HEIF, which needs pillow-heif (pip install pillow-heif)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", UserWarning)  # PIL's "Corrupt EXIF data" notes: nothing a user can act on
         try:
             img = Image.open(stream)
         except _BOMB as exc:
@@ -113,24 +143,59 @@ def _open(source: ImageSource, name: str, max_pixels: int | None) -> Image.Image
         except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:
             raise ImageError(f"{name} cannot be read: {exc.strerror or exc}") from exc
         except _DECODE_ERRORS as exc:
-            raise ImageError(f"{name} is truncated or corrupt: {exc}") from exc
-    if max_pixels is not None and img.size[0] * img.size[1] > max_pixels:
+            raise _corrupt(name, exc) from exc
+    w, h = img.size
+    if w < 1 or h < 1:
+        img.close()
+        raise ImageError(f"{name} declares a {w}x{h} image (expected at least 1x1 pixels)")
+    if max_pixels is not None and w * h > max_pixels:
         img.close()
         raise _bomb_error(name, img.size, max_pixels)
+    cost = _PEAK_BYTES.get(str(img.format), _BUDGET_BYTES_PER_PIXEL)
+    if max_pixels is not None and w * h * cost > max_pixels * _BUDGET_BYTES_PER_PIXEL:
+        img.close()
+        raise ImageError(
+            f"{name} is too large: decoding a {w}x{h} {img.format} takes about {w * h * cost / 1e6:,.0f} MB, over "
+            f"the {max_pixels * _BUDGET_BYTES_PER_PIXEL / 1e6:,.0f} MB allowed (at most "
+            f"{max_pixels * _BUDGET_BYTES_PER_PIXEL // cost:,} pixels for {img.format}; refused as a possible "
+            "decompression bomb)"
+        )
     return img
 
 
 def _composite_on_white(img: Image.Image) -> Image.Image:
-    rgba = img.convert("RGBA")
+    rgba = img if img.mode == "RGBA" else img.convert("RGBA")
     out = Image.new("RGB", rgba.size, (255, 255, 255))
-    out.paste(rgba, mask=rgba.getchannel("A"))
+    out.paste(rgba, mask=rgba)  # an RGBA mask is its alpha band, used in place
     return out
 
 
-def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
-    """Map 16/32-bit integer or float pixels to 0..255 by their range (never plain clipping)."""
-    arr = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+def _wide_values(img: Image.Image) -> np.ndarray:
+    return np.nan_to_num(np.asarray(img).astype(np.float32), copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _value_range(img: Image.Image) -> tuple[float, float]:
+    """(min, max) of a 16/32-bit integer or float image (NaN and infinities count as 0), a strip at a time."""
+    w, h = img.size
+    rows = max(1, _STRIP_PIXELS // w)
+    lo, hi = math.inf, -math.inf
+    for top in range(0, h, rows):
+        arr = _wide_values(img.crop((0, top, w, min(h, top + rows))))
+        if arr.size:
+            lo, hi = min(lo, float(arr.min())), max(hi, float(arr.max()))
+    return (lo, hi) if lo <= hi else (0.0, 0.0)
+
+
+def _scale_to_uint8(arr: np.ndarray, mode: str, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Map 16/32-bit integer or float pixels to 0..255 by their range (never plain clipping).
+
+    `value_range` is the (min, max) of the whole image when `arr` is one strip of it.
+    """
+    arr = np.nan_to_num(arr.astype(np.float32), copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    if value_range is not None:
+        lo, hi = value_range
+    else:
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
     if mode.startswith("I;16") or (mode == "I" and lo >= 0 and hi <= 65535):
         out = arr / 257.0  # full 16-bit range; mode I from 16-bit sources lands here too
     elif mode == "F" and lo >= 0 and hi <= 1:
@@ -142,10 +207,14 @@ def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _to_rgb(img: Image.Image, name: str) -> Image.Image:
+def _is_wide(mode: str) -> bool:
+    return mode.startswith("I") or mode == "F"
+
+
+def _to_rgb(img: Image.Image, name: str, value_range: tuple[float, float] | None = None) -> Image.Image:
     mode = img.mode
-    if mode.startswith("I") or mode == "F":
-        return Image.fromarray(_scale_to_uint8(np.asarray(img), mode)).convert("RGB")
+    if _is_wide(mode):
+        return Image.fromarray(_scale_to_uint8(np.asarray(img), mode, value_range)).convert("RGB")
     if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in img.info:
@@ -154,6 +223,65 @@ def _to_rgb(img: Image.Image, name: str) -> Image.Image:
         return img.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV, RGBX
     except (ValueError, OSError) as exc:
         raise ImageError(f"{name} has pixel mode {mode!r}, which cannot be converted to RGB") from exc
+
+
+def _target_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """The size with the longer side reduced to `max_side` (never enlarged), aspect kept."""
+    w, h = size
+    if max_side is None or max(w, h) <= max_side:
+        return w, h
+    scale = max_side / max(w, h)
+    return max(1, min(max_side, round(w * scale))), max(1, min(max_side, round(h * scale)))
+
+
+def _rgb_reduced(img: Image.Image, name: str, factor: tuple[int, int]) -> Image.Image:
+    """`_to_rgb` of the decoded image, box-reduced by integer `factor` (x, y), converted a strip of rows at a
+    time: beyond the decoded image, memory holds one strip and the (reduced) result, never a full-size copy.
+    """
+    w, h = img.size
+    fx, fy = factor
+    if img.mode == "RGB" and "transparency" not in img.info:  # nothing to convert
+        return img.reduce(factor) if factor != (1, 1) else img
+    convert = _converter(img, name)
+    step = max(fy, (_STRIP_PIXELS // w) // fy * fy)  # a multiple of fy, so reduce blocks never straddle strips
+    if step >= h and factor == (1, 1):
+        return convert(img)
+    out = Image.new("RGB", (math.ceil(w / fx), math.ceil(h / fy)))
+    for top in range(0, h, step):
+        strip = convert(img.crop((0, top, w, min(h, top + step))))
+        out.paste(strip.reduce(factor) if factor != (1, 1) else strip, (0, top // fy))
+    return out
+
+
+def _converter(img: Image.Image, name: str):
+    """A function taking a part of `img` (a strip, or `img` itself) to RGB exactly as `_to_rgb(img)` would."""
+    if img.mode == "P" and "transparency" in img.info:
+        # Transparency in a palette image belongs to the palette entry: composite the 256 entries on white
+        # once, and each strip is a plain palette lookup.
+        lut = img.crop((0, 0, 256, 1))
+        lut.frombytes(bytes(range(256)))
+        colours = list(_composite_on_white(lut).tobytes())
+
+        def convert(part: Image.Image) -> Image.Image:
+            part = part.copy() if part is img else part  # a strip is ours to change; the image is not
+            part.info.pop("transparency", None)
+            part.putpalette(colours, "RGB")
+            return part.convert("RGB")
+
+        return convert
+    value_range = _value_range(img) if _is_wide(img.mode) else None
+    return lambda part: _to_rgb(part, name, value_range)
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1..8); 1 when absent or malformed: bad EXIF never rejects decodable pixels."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            value = img.getexif().get(_ORIENTATION, 1)
+    except Exception:  # any EXIF parsing trouble means "upright"
+        return 1
+    return value if isinstance(value, int) and value in _TRANSPOSE else 1
 
 
 def _draft_jpeg(img: Image.Image, max_side: int) -> None:
@@ -180,31 +308,46 @@ def load_image(
 
     EXIF orientation is applied, animated images give their first frame, alpha is composited on
     white, and the longer side is reduced to ``max_side`` (``None`` keeps full size). Images with
-    more than ``max_pixels`` pixels are refused before decoding; PIL's own global limit
-    (``Image.MAX_IMAGE_PIXELS``) is also enforced, as an error rather than a warning.
-    Raises :class:`ImageError` naming the file for anything unreadable.
+    more than ``max_pixels`` pixels are refused before decoding, and so are WebP, TIFF and HEIF files
+    whose decoders would need more than ``max_pixels`` x 8 bytes (see ``_PEAK_BYTES``); PIL's own
+    global limit (``Image.MAX_IMAGE_PIXELS``) is also enforced, as an error rather than a warning.
+    Conversion to RGB and shrinking go a strip at a time, so memory peaks at the decoded image plus
+    the (reduced) result, never a second full-size copy.
+    Raises :class:`ImageError` naming the file for anything unreadable; nothing else escapes
+    (``bench/bench_fuzz.py`` and ``tests/test_fuzz_inputs.py`` hold it to that).
     """
     label = _source_name(source, name)
     img = _open(source, label, max_pixels)
     try:
-        if max_side is not None:
-            _draft_jpeg(img, max_side)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             try:
+                if max_side is not None:
+                    _draft_jpeg(img, max_side)
                 img.load()  # the first frame only, for animated images
             except _BOMB as exc:
                 raise _bomb_error(label, img.size, Image.MAX_IMAGE_PIXELS or 0) from exc
             except _DECODE_ERRORS as exc:
-                raise ImageError(f"{label} is truncated or corrupt: {exc}") from exc
+                raise _corrupt(label, exc) from exc
+        orientation = _orientation(img)
+        # Shrink while converting (as Image.thumbnail does: an integer box reduction to no less than twice
+        # the target, then LANCZOS), so a large image is never copied at full size; orient the small result.
+        w, h = img.size
+        tw, th = _target_size(img.size, max_side)
+        factor = (max(1, int(w / tw / 2)), max(1, int(h / th / 2)))
         try:
-            oriented = ImageOps.exif_transpose(img)
-        except Exception:  # malformed EXIF must not reject pixels that decoded fine
-            oriented = img.copy()
-        rgb = _to_rgb(oriented, label)
-        if max_side is not None and max(rgb.size) > max_side:
-            rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        return rgb
+            rgb = _rgb_reduced(img, label, factor)
+            if (tw, th) != (w, h):
+                box = (0.0, 0.0, w / factor[0], h / factor[1])
+                rgb = rgb.resize((tw, th), Image.Resampling.LANCZOS, box=box)
+        except ImageError:
+            raise
+        except _DECODE_ERRORS as exc:  # the rest of a lazily decoded file, or a mode PIL cannot convert
+            raise _corrupt(label, exc) from exc
+        if orientation != 1:
+            return rgb.transpose(_TRANSPOSE[orientation])
+        return rgb.copy() if rgb is img else rgb  # `img` is closed below
     finally:
         img.close()
 
@@ -236,9 +379,11 @@ def read_exif_gps(source: ImageSource, *, name: str | None = None) -> tuple[floa
     label = _source_name(source, name)
     img = _open(source, label, max_pixels=None)  # header only: size does not matter here
     try:
-        gps = img.getexif().get_ifd(_GPS_IFD)
-        lat = _gps_coord(gps.get(2), gps.get(1), "N", "S", 90.0)
-        lon = _gps_coord(gps.get(4), gps.get(3), "E", "W", 180.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # PIL's "Corrupt EXIF data" notes
+            gps = img.getexif().get_ifd(_GPS_IFD)
+            lat = _gps_coord(gps.get(2), gps.get(1), "N", "S", 90.0)
+            lon = _gps_coord(gps.get(4), gps.get(3), "E", "W", 180.0)
     except Exception:  # any EXIF parsing trouble means "no usable GPS"
         return None
     finally:
@@ -278,13 +423,15 @@ def read_exif_info(source: ImageSource, *, name: str | None = None) -> dict[str,
     img = _open(source, label, max_pixels=None)  # header only
     out: dict[str, str | None] = dict.fromkeys(_EXIF_TEXT_TAGS)
     try:
-        exif = img.getexif()
-        for key, (ifd, tag) in _EXIF_TEXT_TAGS.items():
-            try:
-                out[key] = _exif_text((exif.get_ifd(ifd) if ifd is not None else exif).get(tag))
-            except Exception:  # one malformed IFD leaves the other fields readable
-                out[key] = None
-    except Exception:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # PIL's "Corrupt EXIF data" notes
+            exif = img.getexif()
+            for key, (ifd, tag) in _EXIF_TEXT_TAGS.items():
+                try:
+                    out[key] = _exif_text((exif.get_ifd(ifd) if ifd is not None else exif).get(tag))
+                except Exception:  # one malformed IFD leaves the other fields readable
+                    out[key] = None
+    except Exception:  # any EXIF parsing trouble leaves the fields None
         pass
     finally:
         img.close()

@@ -18,7 +18,9 @@ from geocore.eval.metrics import GeoMetrics, compute_metrics
 from geocore.eval.results import collect_rows, merge_parts, parts_dir, write_part
 from geocore.eval.uncertainty import uncertainty_columns
 from geocore.geo.distance import haversine_km
+from geocore.locate import input_transform
 from geocore.models.base import GeoLocator
+from geocore.models.views import batch_inputs
 from geocore.geo.candidates import CandidateCells
 
 SCENE_COLUMNS = ("S3_Label", "S16_Label", "S365_Label")
@@ -99,13 +101,15 @@ def evaluate(
     num_workers: int = 0,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    tencrop: bool = False,
 ) -> EvaluationReport:
     """Evaluate `model` on a benchmark, writing per-image rows to `output` as batches finish.
 
     Each row also holds what search-region calibration needs (`geocore.eval.uncertainty`).
 
     With `resume`, images already in `output` (or its parts) are skipped. Missing image files
-    are counted and reported; images that fail to load get a row with an error status.
+    are counted and reported; images that fail to load get a row with an error status. `tencrop`: the
+    papers' ten crops, logits averaged (cell models).
     """
     output = Path(output)
     torch_device = resolve_device(device)  # before touching any file
@@ -117,7 +121,7 @@ def evaluate(
             p.unlink()
     output.parent.mkdir(parents=True, exist_ok=True)
     model = model.to(torch_device).eval()
-    dataset = BenchmarkDataset(dataset_csv, image_dir, transform=model.preprocess)
+    dataset = BenchmarkDataset(dataset_csv, image_dir, transform=input_transform(model, tencrop))
     done = collect_rows(output) if resume else pd.DataFrame(columns=["IMG_ID"])
     todo = dataset.subset(exclude_ids=set(done["IMG_ID"]))
     truth = dataset.frame.set_index("IMG_ID")
@@ -128,7 +132,8 @@ def evaluate(
         for step, batch in enumerate(tqdm(loader, desc=f"evaluate {model.model_name}", disable=not progress)):
             rows = _error_rows(batch, model.model_name, truth)
             if len(batch["img_id"]):
-                pred = model.predict(batch["image"].to(model.device), top_k, full=True)
+                pixels, extra = batch_inputs(batch["image"], model.device)
+                pred = model.predict(pixels, top_k, full=True, **extra)
                 cells = cells if cells is not None else model.candidate_cells()
                 rows = _batch_rows(batch, pred, model.model_name, cells) + rows
             if rows:

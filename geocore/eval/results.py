@@ -19,23 +19,43 @@ Schema (one row per image; Parquet, or CSV when the path ends in .csv):
 
 Rows are written in parts as batches finish (`<output>.parts/part-NNNNNN.parquet`, each
 written atomically) and merged into `<output>` at the end or on interruption, so a killed run
-loses no finished batch and `--resume` carries on from parts and output alike.
+loses no finished batch and `--resume` carries on from parts and output alike. Every write goes
+through a temporary file unique to its writer and one rename (`geocore.data.safe_io.atomic_path`):
+a kill leaves the old file or none, and the temporary files it may leave are never read.
+
+In a CSV results file the list columns are JSON, and text cells that a spreadsheet would run as a
+formula (starting with `=`, `+`, `-`, `@`, tab or carriage return) are written with a leading `'`,
+as is any text cell already starting with `'`; `read_results` drops that one quote again, so IMG_IDs
+read back exactly as written (`geocore.data.safe_io`). Numbers are never quoted.
+
+`read_results` checks every row: a file that is not a results file, or a row with an unusable
+field (missing or unparseable, coordinates out of range or infinite, top-k lists that are not lists
+of numbers, duplicate or empty IMG_IDs), is a one-line InputError naming the file, the line (CSV)
+or row (Parquet, counting from 1) and the field.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
+import math
 import shutil
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from geocore.data.safe_io import atomic_path, neutralise_frame, remove_stale_temps, restore_frame
 from geocore.errors import InputError
+from geocore.geo.tables import decode_text, one_line, parse_csv, shorten, to_numbers
 
 LIST_COLUMNS = ("topk_lat", "topk_lon", "topk_prob", "area_curve_km2")
 REQUIRED_COLUMNS = ("IMG_ID", "LAT", "LON", "PRED_LAT", "PRED_LON", "error_km", "model", "status")
+NUMBER_COLUMNS = ("truth_mass", "truth_area_km2", "localizability", "entropy", "S3_Label", "S16_Label", "S365_Label")
+MAX_PARQUET_BYTES = 1 << 30  # uncompressed: far above any benchmark's results, far below a compressed bomb
+_EXPECTED = "a results file written by `geocore evaluate` (Parquet, or CSV by its name)"
 
 
 def parts_dir(output: Path) -> Path:
@@ -43,16 +63,15 @@ def parts_dir(output: Path) -> Path:
 
 
 def _write_table(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix.lower() == ".csv":
-        out = df.copy()
-        for col in LIST_COLUMNS:
-            if col in out:
-                out[col] = out[col].map(lambda v: json.dumps([float(x) for x in v]) if _is_list(v) else "[]")
-        out.to_csv(tmp, index=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if path.suffix.lower() == ".csv":
+            out = df.copy()
+            for col in LIST_COLUMNS:
+                if col in out:
+                    out[col] = out[col].map(lambda v: json.dumps([float(x) for x in v]) if _is_list(v) else "[]")
+            neutralise_frame(out).to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
 
 
 def _is_list(value: object) -> bool:
@@ -67,38 +86,182 @@ def write_part(df: pd.DataFrame, output: Path, index: int) -> None:
 
 
 def read_results(path: str | Path, data: bytes | None = None) -> pd.DataFrame:
-    """Read a results file (Parquet, or CSV by its name) and check its schema.
+    """Read a results file (Parquet, or CSV by its name) and check its schema and every row.
 
     With `data`, the file's bytes are read from memory (an upload) and `path` only names it.
     """
     path = Path(path)
     if data is None and not path.is_file():
-        raise InputError(f"{path}: no such results file")
-    source = path if data is None else io.BytesIO(data)
+        raise InputError(f"{path}: no such results file" if not path.exists() else
+                         f"{path}: not a regular file; expected {_EXPECTED}")
+    is_csv = path.suffix.lower() == ".csv"
     try:
-        if path.suffix.lower() == ".csv":
-            df = pd.read_csv(source, dtype={"IMG_ID": str})
-            for col in LIST_COLUMNS:
-                if col in df:
-                    df[col] = df[col].map(lambda s: json.loads(s) if isinstance(s, str) else [])
-        else:
-            df = pd.read_parquet(source)
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not a readable results file ({' '.join(str(err).split())[:160]})") from None
+        raw = path.read_bytes() if data is None else bytes(data)
+    except OSError as err:
+        raise InputError(f"{path}: cannot be read ({err.strerror or one_line(err)})") from None
+    df = _read_csv(path, raw) if is_csv else _read_parquet(path, raw)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{path}: not a geocore results file; missing column(s) {', '.join(missing)}")
+    where = (lambda i: f"line {i + 2}") if is_csv else (lambda i: f"row {i + 1}")
+    return _check_rows(df.reset_index(drop=True), str(path), where)
+
+
+def _read_csv(path: Path, raw: bytes) -> pd.DataFrame:
+    text = decode_text(path, raw, _EXPECTED)
+    df = parse_csv(path, text, _EXPECTED, dtype={"IMG_ID": str, "model": str, "status": str, "candidates": str})
+    df = restore_frame(df)  # undo the quotes written against spreadsheet formulas
+    for col in LIST_COLUMNS:
+        if col in df:
+            df[col] = [_json_list(v, str(path), i, col) for i, v in enumerate(df[col].tolist())]
     return df
 
 
+def _json_list(value: object, source: str, i: int, col: str) -> list:
+    if not isinstance(value, str):  # an empty cell
+        return []
+    try:
+        out = json.loads(value)
+    except (ValueError, RecursionError) as err:
+        raise InputError(f"{source}: line {i + 2}: field '{col}': expected a JSON list of numbers, got "
+                         f"{shorten(value)} ({one_line(err, 80)})") from None
+    if isinstance(out, list) and any(isinstance(x, bool) for x in out):
+        return value  # JSON true/false are no numbers: left as text, which the row check refuses
+    return out
+
+
+def _read_parquet(path: Path, raw: bytes) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not raw:
+        raise InputError(f"{path} is empty; expected {_EXPECTED}")
+    try:
+        meta = pq.ParquetFile(io.BytesIO(raw)).metadata
+        size = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if size > MAX_PARQUET_BYTES:
+            raise InputError(f"{path}: {size:,} bytes of data once decompressed, over the {MAX_PARQUET_BYTES:,} "
+                             "allowed (refused as a possible decompression bomb)")
+        table = pq.read_table(io.BytesIO(raw))
+        table.validate(full=True)  # e.g. text that is not UTF-8, which pandas would only trip over later
+        return table.to_pandas()
+    except InputError:
+        raise
+    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError, IndexError, OverflowError, MemoryError,
+            NotImplementedError) as err:
+        raise InputError(f"{path}: not a readable results file ({one_line(err, 160)}); expected {_EXPECTED}") from None
+
+
+def _numbers(df: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values as float64, mask of cells that were not numbers at all: text, lists, ...)."""
+    raw = df[col]
+    values = to_numbers(raw)
+    missing = raw.map(_missing).to_numpy(dtype=bool)
+    return values, np.isnan(values) & ~missing
+
+
+def _missing(value: object) -> bool:
+    """An empty cell: None, NaN or pd.NA (never a list, which pd.isna would answer element by element)."""
+    return not isinstance(value, (list, tuple, dict, np.ndarray)) and bool(pd.isna(value))
+
+
+def _check_rows(df: pd.DataFrame, source: str, where: Callable[[int], str]) -> pd.DataFrame:
+    problems: list[str] = []
+
+    def flag(mask: np.ndarray, col: str, expected: str) -> None:
+        bad = np.flatnonzero(mask)
+        if bad.size:
+            i = int(bad[0])
+            more = f" (and {bad.size - 1} more row(s))" if bad.size > 1 else ""
+            problems.append(f"{where(i)}: field '{col}': expected {expected}, got {shorten(df[col].iat[i])}{more}")
+
+    ids = df["IMG_ID"]
+    bad_id = ~ids.map(lambda v: isinstance(v, str) and v.strip() != "").to_numpy(dtype=bool)
+    flag(bad_id, "IMG_ID", "a non-empty image id")
+    flag(ids.duplicated(keep="first").to_numpy(dtype=bool) & ~bad_id, "IMG_ID", "unique ids (this one repeats)")
+    coords = (("LAT", 90, False), ("LON", 180, False), ("PRED_LAT", 90, True), ("PRED_LON", 180, True))
+    for col, limit, nan_ok in coords:
+        values, text = _numbers(df, col)
+        finite = np.isfinite(values)
+        bad = text | (~finite & ~np.isnan(values)) | (finite & (np.abs(values) > limit))
+        if not nan_ok:
+            bad |= np.isnan(values)
+        flag(bad, col, f"a number in [-{limit}, {limit}]" + (" (empty when the image failed)" if nan_ok else ""))
+        df[col] = values
+    values, text = _numbers(df, "error_km")
+    flag(text | np.isinf(values) | (values < 0), "error_km", "a distance >= 0 in km (empty when the image failed)")
+    df["error_km"] = values
+    for col in ("model", "status"):
+        flag(~df[col].map(lambda v: isinstance(v, str) and v != "").to_numpy(dtype=bool), col, "text")
+    for col in NUMBER_COLUMNS + tuple(c for c in df.columns if str(c).startswith("area_") and c not in LIST_COLUMNS):
+        if col in df and not pd.api.types.is_numeric_dtype(df[col]):  # numeric columns keep their dtype
+            values, text = _numbers(df, col)
+            flag(text, col, "a number")
+            df[col] = values
+    lengths: dict[str, np.ndarray] = {}
+    for col in LIST_COLUMNS:
+        if col in df:
+            finite = col != "area_curve_km2"  # areas may be infinite (no candidate holds the truth)
+            lists, ok = _number_lists(df[col].tolist(), finite)
+            flag(~ok, col, "a list of numbers" if not finite else "a list of finite numbers")
+            df[col] = lists
+            lengths[col] = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    if "topk_lat" in lengths:
+        for col in ("topk_lon", "topk_prob"):
+            if col in lengths:
+                flag(lengths[col] != lengths["topk_lat"], col, "as many values as topk_lat")
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more problem(s)" if len(problems) > 3 else "")
+        raise InputError(f"{source}: not a usable results file: {shown}")
+    return df
+
+
+_EMPTY = np.empty(0)
+
+
+def _number_lists(values: list, finite: bool) -> tuple[list[list[float]], np.ndarray]:
+    """Each cell as a list of floats ([] when empty: a failed image's row) and whether it was a list of numbers
+    (no text, booleans, nesting or NaN; no infinity either when `finite`), checked column-wise."""
+    n = len(values)
+    ok = np.ones(n, dtype=bool)
+    arrays = []
+    for i, value in enumerate(values):
+        arr = _EMPTY
+        if isinstance(value, (list, tuple, np.ndarray)):
+            try:
+                arr = np.asarray(value, dtype=np.float64)  # text, huge integers, ragged nesting: refused here
+            except (ValueError, TypeError, OverflowError):
+                ok[i], arr = False, _EMPTY
+            if arr.ndim != 1 or (isinstance(value, np.ndarray) and value.size and value.dtype.kind not in "iuf"):
+                ok[i], arr = False, _EMPTY
+        elif not _missing(value):
+            ok[i] = False
+        arrays.append(arr)
+    lengths = np.fromiter((a.size for a in arrays), dtype=np.int64, count=n)
+    flat = np.concatenate(arrays) if arrays else _EMPTY
+    bad = np.isnan(flat) | (np.isinf(flat) if finite else False)
+    if bad.any():
+        ok[np.unique(np.repeat(np.arange(n), lengths)[bad])] = False
+    return [a.tolist() if good else [] for a, good in zip(arrays, ok)], ok
+
+
 def collect_rows(output: Path) -> pd.DataFrame:
-    """Everything finished so far: the merged output plus any parts, last write of an IMG_ID winning."""
+    """Everything finished so far: the merged output plus any parts, last write of an IMG_ID winning.
+
+    Only finished files are read: temporary files a killed writer left (`.*.tmp`) never match
+    `part-*.parquet`. A part that cannot be read anyway (a disk fault) is skipped with a warning: its
+    images are simply evaluated again.
+    """
     frames = []
     if output.is_file():
         frames.append(read_results(output))
     folder = parts_dir(output)
     if folder.is_dir():
-        frames += [pd.read_parquet(p) for p in sorted(folder.glob("part-*.parquet"))]
+        for p in sorted(folder.glob("part-*.parquet")):
+            try:
+                frames.append(read_results(p))
+            except InputError as err:
+                warnings.warn(f"{err}; its images will be evaluated again", stacklevel=2)
     if not frames:
         return pd.DataFrame(columns=list(REQUIRED_COLUMNS))
     df = pd.concat(frames, ignore_index=True)
@@ -110,4 +273,5 @@ def merge_parts(output: Path) -> pd.DataFrame:
     df = collect_rows(output)
     _write_table(df, output)
     shutil.rmtree(parts_dir(output), ignore_errors=True)
+    remove_stale_temps(output)  # what writers killed while merging left behind
     return df

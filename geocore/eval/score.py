@@ -11,6 +11,7 @@ import pandas as pd
 from geocore.data.datasets import read_benchmark_csv
 from geocore.errors import InputError
 from geocore.eval.metrics import GeoMetrics, compute_metrics
+from geocore.geo.tables import column_list, read_csv, to_numbers
 
 _HEADER_LINES = 2  # a DataFrame row i is line i + 2 of its CSV (1-based, after the header)
 
@@ -32,15 +33,14 @@ def read_predictions_csv(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file (expected a predictions CSV with IMG_ID,LAT,LON)")
-    try:
-        df = pd.read_csv(path, dtype={"IMG_ID": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a readable CSV ({err})") from None
+    df = read_csv(path, "a predictions CSV with columns IMG_ID,LAT,LON", dtype={"IMG_ID": str})
     missing = [c for c in ("IMG_ID", "LAT", "LON") if c not in df.columns]
     if missing:
-        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, df.columns))}")
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; found {column_list(df.columns)}")
     for col in ("LAT", "LON"):
-        df[col] = pd.to_numeric(df[col], errors="coerce")
+        df[col] = to_numbers(df[col])  # text, NaN and ±inf all fail the range check later
+    df["IMG_ID"] = df["IMG_ID"].fillna("").str.strip()
+    df = df.copy()  # one block per dtype again: a file of thousands of columns leaves the frame fragmented
     df["_line"] = np.arange(len(df)) + _HEADER_LINES
     return df
 
@@ -49,8 +49,9 @@ def _problems(pred: pd.DataFrame, truth_ids: set[str]) -> dict[str, pd.Series]:
     lat, lon = pred["LAT"], pred["LON"]
     bad_coord = ~(lat.between(-90, 90) & lon.between(-180, 180))  # NaN fails between()
     return {
+        "empty IMG_ID": pred["IMG_ID"] == "",
         "bad coordinates (LAT in [-90, 90], LON in [-180, 180] expected)": bad_coord,
-        "duplicate IMG_ID": pred["IMG_ID"].duplicated(keep=False),
+        "duplicate IMG_ID": pred["IMG_ID"].duplicated(keep=False) & (pred["IMG_ID"] != ""),
         "IMG_ID not in the ground truth": ~pred["IMG_ID"].isin(truth_ids),
     }
 

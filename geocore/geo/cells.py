@@ -22,6 +22,7 @@ import pandas as pd
 import s2geometry as s2
 
 from geocore.errors import InputError
+from geocore.geo.tables import column_list, read_csv, shorten
 
 COLUMNS = ("class_label", "hex_id", "imgs_per_cell", "latitude_mean", "longitude_mean")
 MAX_LEVEL = 30
@@ -173,7 +174,7 @@ def cell_hierarchy(fine: CellPartition, *coarser: CellPartition) -> np.ndarray:
 def _fail(source: str, row: int | None, column: str, expected: str, got: object = None) -> InputError:
     line = "" if row is None else f" line {row + 2}"  # row 0 is on line 2, after the header
     got = got.item() if isinstance(got, np.generic) else got
-    seen = "" if got is None else f", got {got!r}"
+    seen = "" if got is None else f", got {shorten(got)}"
     return InputError(f"{source}:{line} field '{column}': expected {expected}{seen}")
 
 
@@ -181,7 +182,7 @@ def _parse_numbers(df: pd.DataFrame, column: str, source: str, integer: bool) ->
     values = pd.to_numeric(df[column].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(values)
     if integer:
-        bad |= values != np.round(values)
+        bad |= (values != np.round(values)) | (np.abs(values) > 2**53)  # beyond 2^53 a float is no exact integer
     if bad.any():
         r = int(np.flatnonzero(bad)[0])
         raise _fail(source, r, column, "an integer" if integer else "a finite number", df[column].iat[r])
@@ -237,7 +238,7 @@ def partition_from_frame(frame: pd.DataFrame, source: str, name: str = "") -> Ce
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(f"{source}: missing column(s) {', '.join(missing)}; expected header "
-                         f"{','.join(COLUMNS)}, got {','.join(map(str, frame.columns))}")
+                         f"{','.join(COLUMNS)}, got {column_list(frame.columns)}")
     if frame.empty:
         raise InputError(f"{source}: no rows; expected at least one cell")
     frame = frame.reset_index(drop=True).astype(str)
@@ -261,13 +262,10 @@ def partition_from_frame(frame: pd.DataFrame, source: str, name: str = "") -> Ce
 def load_partition(path: str | Path) -> CellPartition:
     """Read and validate a partition CSV; InputError names the file, line and field on any problem."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{path}: partition file not found; expected a CSV with columns {','.join(COLUMNS)}")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a readable CSV ({str(err).strip().splitlines()[-1]}); expected columns "
-                         f"{','.join(COLUMNS)}") from None
+    frame = read_csv(path, f"a partition CSV with columns {','.join(COLUMNS)}", dtype=str, keep_default_na=False,
+                     skipinitialspace=True)
     return partition_from_frame(frame, str(path), name=path.stem)
 
 

@@ -10,12 +10,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from geocore.errors import InputError
 from geocore.geo.coords import validate_latlon, wrap_longitude
 from geocore.geo.distance import EARTH_RADIUS_KM
+from geocore.geo.tables import column_list, read_csv, to_numbers
 
 KM_PER_DEG = EARTH_RADIUS_KM * math.pi / 180  # ≈ 111.19 km per degree of latitude
 MAX_GRID_POINTS = 5_000_000
@@ -37,20 +37,23 @@ def default_gallery() -> torch.Tensor:
 
 
 def _read_csv(path: Path) -> np.ndarray:
-    try:
-        df = pd.read_csv(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: gallery file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a readable CSV ({' '.join(str(err).split())[:120]})") from None
-    cols = {str(c).strip().lower(): c for c in df.columns}
-    lat = next((cols[n] for n in _LAT_NAMES if n in cols), None)
+    if not path.exists():
+        raise InputError(f"{path}: gallery file not found")
+    df = read_csv(path, "a gallery CSV with LAT,LON columns")
+    cols: dict[str, list] = {}
+    for c in df.columns:
+        cols.setdefault(str(c).strip().lower(), []).append(c)
+    lat = next((cols[n] for n in _LAT_NAMES if n in cols), None)  # the first of the accepted names present
     lon = next((cols[n] for n in _LON_NAMES if n in cols), None)
     if lat is None or lon is None:
-        raise InputError(f"{path}: needs LAT and LON columns; found fields: {', '.join(map(str, df.columns)) or 'none'}")
+        raise InputError(f"{path}: needs LAT and LON columns; found fields: {column_list(df.columns)}")
+    if len(lat) > 1 or len(lon) > 1:  # "LAT" and "lat ": which one?
+        raise InputError(f"{path}: columns {column_list(lat if len(lat) > 1 else lon)} differ only in case or "
+                         "spaces; expected one LAT and one LON column")
+    lat, lon = lat[0], lon[0]
     if df.empty:
         raise InputError(f"{path}: no rows")
-    values = df[[lat, lon]].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    values = np.c_[to_numbers(df[lat]), to_numbers(df[lon])]
     return validate_latlon(values, source=str(path), row_offset=2)  # row 2 = first data line
 
 
