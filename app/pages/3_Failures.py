@@ -13,12 +13,12 @@ if APP_DIR not in sys.path:  # the `ui` package in app/
     sys.path.insert(0, APP_DIR)
 
 import hashlib  # noqa: E402
-import os  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from geocore import viz  # noqa: E402
+from geocore.data.roots import resolve_inside  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 from geocore.eval.analysis import (  # noqa: E402
     BAND_COLORS, BAND_NAMES, FAILED, accuracy_by_true_region, annotate_results, compare_results, metrics_row,
@@ -28,11 +28,15 @@ from geocore.eval.regions import SEA  # noqa: E402
 from geocore.eval.results import read_results  # noqa: E402
 from geocore.eval.uncertainty import has_uncertainty, uncertainty_tables  # noqa: E402
 from ui.deck import hex_rgba, world_deck  # noqa: E402
+from ui.folders import NOT_SHARED, data_roots, files_in, folder_input, shared_file  # noqa: E402
 from ui.maps import prediction_map, show_map  # noqa: E402
 from ui.models import load_model, model_picker, random_label  # noqa: E402
-from ui.page import setup_page, show_error, show_unavailable  # noqa: E402
+from ui.page import (  # noqa: E402
+    md_text, release_free_memory, setup_page, show_error, show_figure, show_unavailable,
+)
 from ui.regions import calibration_upload, km2, pct  # noqa: E402
-from ui.results import show_photo  # noqa: E402
+from ui.results import pixels_only, show_photo  # noqa: E402
+from ui.tables import show_table  # noqa: E402
 
 SCENES = ("S3_Label", "S16_Label", "S365_Label")
 
@@ -48,35 +52,36 @@ def annotated(_df: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def pick_results(label: str, key: str) -> tuple[str, pd.DataFrame] | None:
-    """Upload or choose from a folder; returns (name, annotated frame) or None."""
-    src = st.radio(f"{label}: source", ["Pick from a folder", "Upload"], horizontal=True, key=f"{key}_src")
+    """Upload, or choose from a folder this server shares (`ui.folders`); returns (name, annotated frame) or None."""
+    shared = data_roots().enabled
+    sources = ["Pick from a folder", "Upload"] if shared else ["Upload"]
+    src = st.radio(f"{label}: source", sources, horizontal=True, key=f"{key}_src") if shared else "Upload"
     try:
         if src == "Upload":
             up = st.file_uploader(f"{label}: results file", type=["parquet", "csv"], key=f"{key}_up")
+            if not shared and key == "a":
+                st.caption(NOT_SHARED)
             if up is None:
                 return None
             data = up.getvalue()
             return up.name, annotated(read_results(up.name, data), hashlib.sha256(data).hexdigest())
-        folder = st.text_input(f"{label}: folder", value=os.environ.get("GEOCORE_RESULTS_DIR", "results"),
-                               key=f"{key}_dir")
-        path = Path(folder).expanduser()
-        if not path.is_dir():
-            st.info(f"No folder {folder!r}: type a folder holding results files, or upload one.")
+        path = folder_input(f"{label}: folder", key=f"{key}_dir", env="GEOCORE_RESULTS_DIR")
+        if path is None:
             return None
-        files = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".parquet", ".csv") and p.is_file())
+        files = files_in(path, (".parquet", ".csv"))
         if not files:
-            st.info(f"No .parquet or .csv results files in {folder}.")
+            st.info(f"No .parquet or .csv results files in {md_text(path)}.")
             return None
-        choice = path / st.selectbox(f"{label}: file", files, key=f"{key}_file")
+        choice = shared_file(path, st.selectbox(f"{label}: file", files, key=f"{key}_file"))
         stat = choice.stat()
-        return choice.name, annotated(read_results(choice), f"{choice.resolve()}:{stat.st_mtime_ns}:{stat.st_size}")
+        return choice.name, annotated(read_results(choice), f"{choice}:{stat.st_mtime_ns}:{stat.st_size}")
     except GeocoreError as err:
         show_error(err)
         return None
 
 
 def metrics_table(*frames: tuple[pd.DataFrame, str]) -> None:
-    st.dataframe(pd.DataFrame([metrics_row(df, label) for df, label in frames]), hide_index=True, width="stretch")
+    show_table(pd.DataFrame([metrics_row(df, label) for df, label in frames]))
 
 
 def coverage_display(coverage: pd.DataFrame) -> pd.DataFrame:
@@ -113,7 +118,7 @@ def how_sure(df: pd.DataFrame) -> None:
         tables = uncertainty_tables(df)
     n = int(tables["abstention"]["n"].max())  # the photos judged: status ok, with a truth mass
     with left:
-        st.dataframe(coverage_display(tables["coverage"]), hide_index=True, width="stretch")
+        show_table(coverage_display(tables["coverage"]))
         st.caption(f"Over the {n:,} located photos of the file (the filters do not apply). Coverage: the share of "
                    "photos whose true location lies inside the region; "
                    + (f"calibrated on {calibration.n:,} photos of {calibration.model}, so it should match the level."
@@ -121,13 +126,13 @@ def how_sure(df: pd.DataFrame) -> None:
                       "not calibrated (raw probability mass): an over-confident model covers less than the level."))
     c1, c2 = st.columns(2)
     with c1:
-        st.pyplot(viz.plot_abstention(tables["abstention"], title="Answer only the most localizable photos")
-                  .figure, clear_figure=True)
+        show_figure(viz.plot_abstention(tables["abstention"], title="Answer only the most localizable photos")
+                    .figure)
         with st.expander("Abstention table"):
-            st.dataframe(tables["abstention"].round(3), hide_index=True, width="stretch")
+            show_table(tables["abstention"].round(3))
     with c2:
-        st.pyplot(viz.plot_recall_vs_area(tables["recall_vs_area"], coverage=tables["coverage"],
-                                          title="Truth found against the area searched").figure, clear_figure=True)
+        show_figure(viz.plot_recall_vs_area(tables["recall_vs_area"], coverage=tables["coverage"],
+                                            title="Truth found against the area searched").figure)
 
 
 def lines_deck(df: pd.DataFrame, limit: int = 5000):
@@ -158,32 +163,33 @@ def region_maps(df: pd.DataFrame, radius: float) -> None:
     for by, table in tables.items():
         ax = viz.plot_choropleth(table["accuracy"], by=by, label=f"accuracy ≤ {radius:g} km",
                                  title=f"Accuracy per {by} (true location), grey = no images")
-        st.pyplot(ax.figure, clear_figure=True)
+        show_figure(ax.figure)
     countries = tables["country"]
-    st.dataframe(countries.assign(accuracy=(100 * countries["accuracy"]).round(1))
-                 .rename(columns={"accuracy": f"acc ≤ {radius:g} km (%)"}), hide_index=True, width="stretch")
+    show_table(countries.assign(accuracy=(100 * countries["accuracy"]).round(1))
+                 .rename(columns={"accuracy": f"acc ≤ {radius:g} km (%)"}))
 
 
 def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
     """One row of the worst-first table: its photo, this model's heatmap (truth, recorded prediction, error
     line) and Grad-CAM, each with a notice when it cannot be shown."""
     st.markdown("##### Open an image")
-    folder = st.text_input("Image folder (optional): the benchmark images, named by IMG_ID", key="f_img_dir",
-                           value=os.environ.get("GEOCORE_IMAGES_DIR", ""), placeholder="e.g. data/im2gps3k/images")
-    if not folder.strip():
-        st.caption("Type the folder holding the images to open a row with its heatmap and Grad-CAM.")
+    if not data_roots().enabled:
+        st.caption("Opening a row's image needs the benchmark images in a folder this server shares: its operator "
+                   "sets `GEOCORE_DATA_DIRS` (see “Running a shared server” in app/README.md).")
         return
-    root = Path(folder.strip()).expanduser()
-    if not root.is_dir():
-        st.info(f"No folder {folder!r}: type the folder holding the benchmark images.")
+    root = folder_input("Image folder (optional): the benchmark images, named by IMG_ID", key="f_img_dir",
+                        env="GEOCORE_IMAGES_DIR", placeholder="e.g. data/im2gps3k/images", default_first_root=False)
+    if root is None:
+        st.caption("Type the folder holding the images (inside the shared folders) to open a row with its heatmap "
+                   "and Grad-CAM.")
         return
     first = worst.drop_duplicates("IMG_ID")
     if first.empty:
         st.info("No images under these filters.")
         return
-    err = dict(zip(first["IMG_ID"], first["error_km"]))
+    km = dict(zip(first["IMG_ID"], first["error_km"]))
     img_id = st.selectbox("Image (worst first)", list(first["IMG_ID"]), key="f_row",
-                          format_func=lambda i: f"{i} — " + ("failed" if pd.isna(err[i]) else f"{err[i]:,.0f} km"))
+                          format_func=lambda i: f"{i} — " + ("failed" if pd.isna(km[i]) else f"{km[i]:,.0f} km"))
     row = first[first["IMG_ID"] == img_id].iloc[0]
     truth = (float(row["LAT"]), float(row["LON"]))
     ok = bool(row["ok"])
@@ -192,12 +198,16 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
     def paren(c: str) -> str:
         return c if c == SEA else f"({c})"
 
-    st.markdown(f"**{img_id}** — truth {truth[0]:.4f}, {truth[1]:.4f} {paren(row['country'])}; "
+    st.markdown(f"**{md_text(img_id)}** — truth {truth[0]:.4f}, {truth[1]:.4f} {paren(row['country'])}; "
                 + (f"recorded prediction {recorded[0]:.4f}, {recorded[1]:.4f} {paren(row['pred_country'])}, "
                    f"**{row['error_km']:,.1f} km** away" if ok else f"no prediction ({row['status']})"))
-    path = root / img_id.strip()  # as `geocore evaluate` reads it: the folder joined with the IMG_ID
+    try:  # as `geocore evaluate` reads it, the folder joined with the IMG_ID, but never leaving the folder
+        path = resolve_inside(root, str(img_id).strip())
+    except GeocoreError as err:
+        st.error(f"Not opened: {md_text(err)}")
+        return
     if not path.is_file():
-        st.info(f"{img_id} is not in the folder {folder}.", icon="ℹ️")
+        st.info(f"{md_text(img_id)} is not in the folder {md_text(root)}.", icon="ℹ️")
         return
     from geocore.data.images import load_image
 
@@ -215,7 +225,7 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
         right.info("The heatmap and Grad-CAM need a model with weights (see above).", icon="ℹ️")
         return
     stat = path.stat()
-    key = (name, str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    key = (name, str(path), stat.st_mtime_ns, stat.st_size)
     cache = st.session_state.setdefault("_failures_drill", {})
     if key not in cache:
         cache.clear()  # one image at a time
@@ -224,7 +234,7 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
 
         out: dict = {}
         try:
-            with st.spinner(f"Running {name} on {img_id}…"):
+            with st.spinner(f"Running {name} on {md_text(img_id)}…"):
                 out["res"] = locate(model, [(img_id, path)], top_k=min(5, model.num_candidates()), full=True)[0]
         except GeocoreError as err:
             out["res_error"] = str(err)
@@ -239,7 +249,7 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
         random_label(model)
         res = out.get("res")
         if res is None or not res.ok:
-            st.error(f"{img_id}: {out.get('res_error') or res.error}")
+            st.error(md_text(f"{img_id}: {out.get('res_error') or res.error}"))
         else:
             m = prediction_map(res.prediction, res.table, truth=truth, truth_km=row["error_km"] if ok else None,
                                truth_label=f"truth of {img_id}", recorded=recorded,
@@ -249,8 +259,8 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
                        "results file's prediction; red dashes: its error.")
     with left:
         if "cam" in out:
-            st.image(out["cam"].overlay, caption=f"Grad-CAM — where {name} looked for: {out['cam'].target_desc}",
-                     width="stretch")
+            st.image(pixels_only(out["cam"].overlay), width="stretch",
+                     caption=f"Grad-CAM — where {name} looked for: {out['cam'].target_desc}")
         else:
             show_unavailable("Grad-CAM", out["cam_error"])
 
@@ -265,11 +275,12 @@ def comparison(df: pd.DataFrame, name: str) -> None:
     metrics_table((df, name), (df_b, name_b))
     both = compare_results(df, df_b, r)
     n = both["right"].value_counts()
-    st.write(f"{len(both)} images in both. Within {r:g} km: **{n.get('only a', 0)}** only by {name}, "
-             f"**{n.get('only b', 0)}** only by {name_b}, {n.get('both', 0)} by both.")
+    st.write(f"{len(both)} images in both. Within {r:g} km: **{n.get('only a', 0)}** only by {md_text(name)}, "
+             f"**{n.get('only b', 0)}** only by {md_text(name_b)}, {n.get('both', 0)} by both.")
     for col, which, good, bad in zip(st.columns(2), ("only a", "only b"), (name, name_b), (name_b, name)):
-        col.markdown(f"Right in **{good}**, wrong in **{bad}**")
-        col.dataframe(both[both["right"] == which].drop(columns="right").round(1), hide_index=True, width="stretch")
+        col.markdown(f"Right in **{md_text(good)}**, wrong in **{md_text(bad)}**")
+        with col:
+            show_table(both[both["right"] == which].drop(columns="right").round(1))
 
 
 picked = pick_results("Results", "a")
@@ -277,7 +288,7 @@ if picked is not None:
     name, df = picked
     model_names = ", ".join(sorted(map(str, df["model"].dropna().unique()))) or "?"
     st.subheader("Metrics")
-    st.caption(f"{name} — model {model_names}. Accuracy (%) within each radius of the true location, as "
+    st.caption(f"{md_text(name)} — model {md_text(model_names)}. Accuracy (%) within each radius of the true location, as "
                "the papers print it; failed images are left out and counted.")
     metrics_table((df, name))
     how_sure(df)
@@ -312,7 +323,7 @@ if picked is not None:
         ["Error distribution", "Truth → prediction", "Per country / continent", "Worst first", "Compare two files"])
     with tab_dist:
         if view["ok"].any():
-            st.pyplot(viz.plot_error_histogram(view.loc[view["ok"], "error_km"]).figure, clear_figure=True)
+            show_figure(viz.plot_error_histogram(view.loc[view["ok"], "error_km"]).figure)
         else:
             st.info("No located images under these filters.")
     with tab_map:
@@ -331,10 +342,10 @@ if picked is not None:
         cols += [c for c in ("localizability", "area_90_km2") if c in view.columns]
         cols += [c for c in SCENES if c in view.columns] + ["status"]
         ordered = view.sort_values("error_km", ascending=False, na_position="first")
-        st.dataframe(ordered[cols].round({"error_km": 1, "LAT": 4, "LON": 4, "PRED_LAT": 4, "PRED_LON": 4,
-                                          "localizability": 2, "area_90_km2": 0}),
-                     hide_index=True, width="stretch")
+        show_table(ordered[cols].round({"error_km": 1, "LAT": 4, "LON": 4, "PRED_LAT": 4, "PRED_LON": 4,
+                                        "localizability": 2, "area_90_km2": 0}))
         models = df["model"].dropna().astype(str).unique()
         drilldown(ordered, models[0] if len(models) == 1 else None)
     with tab_cmp:
         comparison(df, name)
+    release_free_memory()  # the figures, maps and tables drawn are garbage now

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from geocore import viz  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 from ui.deck import apply_selected_point, world_deck  # noqa: E402
-from ui.page import setup_page, show_error  # noqa: E402
+from ui.page import setup_page, show_error, show_figure  # noqa: E402
 from ui.results import place_text  # noqa: E402
 
 PICK_LAYER = "grid"
@@ -117,7 +117,7 @@ with tab_sim:
                     selection_mode="single-object")
     ax = viz.plot_world_image(sim, title=f"Cosine similarity to ({lat:.2f}, {lon:.2f})", cmap="magma",
                               colorbar="cosine similarity", points={f"{lat:.2f}, {lon:.2f}": (lat, lon)})
-    st.pyplot(ax.figure, clear_figure=True)
+    show_figure(ax.figure)
     from geocore.geo.countries import describe
 
     st.markdown(f"Point: **{place_text(describe(np.array([[lat, lon]])).iloc[0])}** · "

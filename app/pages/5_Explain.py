@@ -16,8 +16,9 @@ import streamlit as st  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 from geocore.models.base import GalleryModel  # noqa: E402
 from ui.models import load_model, model_picker, random_label  # noqa: E402
-from ui.page import setup_page, show_error, show_unavailable  # noqa: E402
-from ui.results import place_text  # noqa: E402
+from ui.page import release_free_memory, setup_page, show_error, show_unavailable  # noqa: E402
+from ui.results import pixels_only, place_text  # noqa: E402
+from ui.tables import show_table  # noqa: E402
 
 setup_page("Explain", "🔬")
 st.title("Explain a prediction")
@@ -35,7 +36,7 @@ name = model_picker(key="model_explain")
 model = load_model(name) if name else None
 if model is not None:
     up = st.file_uploader("Photo", type=["jpg", "jpeg", "png", "webp", "heic", "heif"], key="explain_upload")
-    files = list(st.session_state.get("_test_uploads") or [])[:1]  # test seam (AppTest cannot upload)
+    files = list(st.session_state.get("_test_uploads") or [])[:1]  # test seam: [(name, bytes)]
     if up is not None:
         files = [(up.name, up.getvalue())]
     if not files:
@@ -77,7 +78,8 @@ if model is not None:
 
             with st.spinner("Computing Grad-CAM…"):  # a TransLocator reuses the segmentation shown beside it
                 cam = gradcam(model, image, target, seg=labels if model.needs_segmentation else None)
-            st.image(cam.overlay, caption=f"where the model looked for: {cam.target_desc}", width="stretch")
+            st.image(pixels_only(cam.overlay), caption=f"where the model looked for: {cam.target_desc}",
+                     width="stretch")
         except (ImportError, GeocoreError) as err:
             show_unavailable("Grad-CAM", err)
     with col_seg:
@@ -87,9 +89,8 @@ if model is not None:
         else:
             from geocore.explain.segmentation import overlay
 
-            st.image(overlay(image, labels), caption=f"{seg.name}: ADE20K classes", width="stretch")
-            st.dataframe(seg.legend(labels).head(10).assign(share=lambda d: (100 * d["share"]).round(1)),
-                         hide_index=True, width="stretch")
+            st.image(pixels_only(overlay(image, labels)), caption=f"{seg.name}: ADE20K classes", width="stretch")
+            show_table(seg.legend(labels).head(10).assign(share=lambda d: (100 * d["share"]).round(1)))
     st.subheader("Scene")
     try:
         from geocore.explain.scene import classify_scene
@@ -98,3 +99,4 @@ if model is not None:
         st.write(f"**{scene.s3_name}** — " + ", ".join(f"{k} {v:.0%}" for k, v in scene.s3_probs.items()))
     except (ImportError, GeocoreError) as err:
         show_unavailable("Scene recognition", err)
+    release_free_memory()  # the photo's pixels, Grad-CAM and segmentation are garbage now

@@ -106,19 +106,26 @@ def base_map(center: tuple[float, float] = (20.0, 0.0), zoom: int = 2):
 
 def map_html(m) -> str | None:
     """Self-contained HTML of a folium map: Leaflet inlined, no external URL left; None without Leaflet."""
-    import folium
-
     assets = leaflet_assets()
     if assets is None:
         return None
     js, css = assets
-    saved_js, saved_css = folium.Map.default_js, folium.Map.default_css
-    folium.Map.default_js, folium.Map.default_css = [], []
-    try:
-        html = m.get_root().render()
-    finally:
-        folium.Map.default_js, folium.Map.default_css = saved_js, saved_css
+    # no CDN links: set on this map only (the class attributes stay as they are, so maps rendered at the same
+    # time in other sessions' threads never see them swapped)
+    m.default_js, m.default_css = [], []
+    html = m.get_root().render()
     return html.replace("<head>", f"<head>\n<style>{css}</style>\n<script>{js}</script>\n", 1)
+
+
+def forget_parsed_urls() -> None:
+    """Empty `urllib.parse.urlsplit`'s cache. Since Python 3.11 it keeps the last 128 strings it parsed, and
+    `st.iframe` (is this a URL?) and folium's image overlay pass each map's whole HTML (~1 MB) and heatmap data
+    URI through it: a busy server would hold the last 128 maps (~0.4 GB) for nothing."""
+    import urllib.parse
+
+    cache_clear = getattr(urllib.parse.urlsplit, "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()
 
 
 def show_map(m, height: int = 460) -> None:
@@ -128,6 +135,7 @@ def show_map(m, height: int = 460) -> None:
         st.warning("Map scripts are missing (app/static/vendor): run `make setup` to install Leaflet locally.")
         return
     st.iframe(html, height=height)
+    forget_parsed_urls()
 
 
 def _mercator_y(lat: np.ndarray) -> np.ndarray:

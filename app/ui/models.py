@@ -17,6 +17,7 @@ from ui.page import show_error
 RANDOM_LABEL = "random backbone, predictions mean nothing"
 TEST_MODEL_ENV = "GEOCORE_APP_TEST_MODEL"
 TEST_GALLERY_ENV = "GEOCORE_APP_TEST_GALLERY"
+TEST_LOAD_LOG_ENV = "GEOCORE_APP_TEST_LOAD_LOG"  # a file: one line per model load (the load test counts them)
 GALLERY_MODES = {"Model gallery": "default", "Gallery inside a region": "bbox", "Grid over a region": "grid"}
 
 
@@ -98,6 +99,9 @@ def _load_model_cached(name: str, small_gallery: bool) -> GeoLocator:
     from geocore.models.registry import load_model_for_user
 
     model = load_model_for_user(name)  # a TransLocator comes with its default segmenter
+    if os.environ.get(TEST_LOAD_LOG_ENV):
+        with open(os.environ[TEST_LOAD_LOG_ENV], "a", encoding="utf-8") as log:
+            log.write(f"{name}\n")
     if small_gallery and isinstance(model, GalleryModel):
         model.set_gallery(grid_gallery(1000.0))
     return model

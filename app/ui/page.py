@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import re
+
 import streamlit as st
 
 RESPONSIBLE_USE = (
@@ -17,9 +20,19 @@ def setup_page(title: str, icon: str = "🌍") -> None:
     st.set_page_config(page_title=f"{title} · geocore", page_icon=icon, layout="wide")
 
 
+_MARKDOWN_ACTIVE = re.compile(r"([\\\[\]()!<>$`*~|])")
+
+
+def md_text(text: object) -> str:
+    """`text` (a name or ID from a file or an upload) safe inside markdown: on one line, with the characters that
+    make links, images (which the browser would fetch from anywhere), HTML, code, maths or emphasis escaped, so a
+    results file's IMG_ID such as ``![x](https://tracker.example/p.png)`` shows as text."""
+    return _MARKDOWN_ACTIVE.sub(r"\\\1", " ".join(str(text).splitlines()))
+
+
 def show_error(err: BaseException) -> None:
-    """A user-fixable error as one notice (never a traceback)."""
-    st.error(str(err))
+    """A user-fixable error as one notice (never a traceback); names in it are shown as text (`md_text`)."""
+    st.error(md_text(err))
 
 
 def show_unavailable(what: str, err: BaseException) -> None:
@@ -29,3 +42,39 @@ def show_unavailable(what: str, err: BaseException) -> None:
         st.info(f"{what} is not available in this installation ({err.name or err}).", icon="ℹ️")
     else:
         st.info(f"{what} is not available: {err}", icon="ℹ️")
+
+
+def show_figure(fig) -> None:
+    """A matplotlib figure on the page, then closed: pyplot keeps every figure it made until closed, so a
+    figure only cleared (`st.pyplot(..., clear_figure=True)`) would stay in the server's memory for good."""
+    import matplotlib.pyplot as plt
+
+    try:
+        st.pyplot(fig)
+    finally:
+        plt.close(fig)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's `malloc_trim`, or None (another C library, another system)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand the memory the server has freed back to the system (glibc's `malloc_trim(0)`; a no-op elsewhere).
+
+    Streamlit runs every rerun in a new thread, and glibc gives threads their own memory arenas (up to 8 per
+    core) that keep what was freed in them: in the load test (bench/bench_load.py) the server's RSS kept climbing
+    by several MB per located photo without this, although nothing is kept; with it, it levels off. Called after
+    a page's heavy work; takes a few ms. (`MALLOC_ARENA_MAX=2` in the server's environment does better still.)"""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

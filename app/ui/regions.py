@@ -17,7 +17,7 @@ from geocore.uncertainty.calibration import Calibration
 LEVELS: tuple[float, ...] = (0.5, 0.9)  # the regions every located photo carries
 LEVEL_CHOICES = {"50 %": 0.5, "90 %": 0.9}
 MAX_COUNTRIES = 8  # countries named per region; the rest are counted
-CALIBRATION_SEAM = "_test_calibration"  # test seam: AppTest cannot upload, tests put (name, bytes) here
+CALIBRATION_SEAM = "_test_calibration"  # test seam: tests put (name, bytes) here
 NOT_CALIBRATED = "not calibrated (raw probability mass)"
 # drawn over the heatmap: the report's colours (geocore.report), 50 % solid, 90 % dashed
 REGION_STYLES = {0.5: {"color": "#1f4e9c", "dashArray": None}, 0.9: {"color": "#00a0a0", "dashArray": "7 5"}}

@@ -16,19 +16,31 @@ from geocore.models.base import GeoLocator
 from ui.maps import prediction_map, show_map
 from ui.models import random_label
 from ui.regions import REGION_STYLES, pct, region_table
+from ui.tables import show_table
 
 THUMBNAIL_PX = 640
 
 
+def pixels_only(image: Image.Image) -> Image.Image:
+    """A copy of `image` with its pixels and nothing else: no EXIF (GPS, camera, time), XMP, ICC profile, comment
+    or text chunk can reach what the page serves (`st.image` re-encodes a PIL image; this makes sure the encoder
+    has no metadata to copy)."""
+    clean = Image.new(image.mode, image.size)
+    if image.mode == "P" and image.palette is not None:
+        clean.putpalette(image.getpalette())
+    clean.paste(image)
+    return clean
+
+
 def show_photo(image: Image.Image | ImageSource, caption: str) -> None:
-    """A photo (PIL image, path or bytes) as a thumbnail of at most 640 px; an unreadable one is skipped
-    (its error is reported where it was located)."""
+    """A photo (PIL image, path or bytes) as a thumbnail of at most 640 px, its metadata stripped (`pixels_only`);
+    an unreadable one is skipped (its error is reported where it was located)."""
     try:
         img = image.copy() if isinstance(image, Image.Image) else load_image(image, name=caption)
     except GeocoreError:
         return
     img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-    st.image(img, caption=caption, width="stretch")
+    st.image(pixels_only(img), caption=caption, width="stretch")
 
 
 def topk_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -80,7 +92,7 @@ def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: b
     with left:
         if image_bytes is not None:
             show_photo(image_bytes, res.name)
-        st.dataframe(topk_display(res.table), hide_index=True, width="stretch")
+        show_table(topk_display(res.table))
         if res.exif_gps is not None:
             (st.success if res.exif_in_region(0.9) is not False else st.warning)(exif_text(res, 0.9))
         else:

@@ -94,9 +94,17 @@ def _results(folder: Path) -> None:
     }).to_parquet(folder / "demo_results.parquet", index=False)
 
 
+class ServedApp(str):
+    """The served app's URL (a str), with the server's process id and log file: the load bench reads its memory
+    (/proc/PID/status) and its log."""
+
+    pid: int
+    log_path: Path
+
+
 @contextlib.contextmanager
-def serve_app(tmp: Path, **env_extra: str) -> Iterator[str]:
-    """`streamlit run app/Home.py` in test mode on a free 127.0.0.1 port; yields its URL (the bench uses it too)."""
+def serve_app(tmp: Path, **env_extra: str) -> Iterator[ServedApp]:
+    """`streamlit run app/Home.py` in test mode on a free 127.0.0.1 port; yields its URL (the benches use it too)."""
     port = _free_port()
     env = {**os.environ, "GEOCORE_APP_TEST_MODEL": "geoclip-tiny", "GEOCORE_APP_TEST_GALLERY": "small",
            "GEOCORE_APP_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -122,7 +130,9 @@ def serve_app(tmp: Path, **env_extra: str) -> Iterator[str]:
                     log.flush()
                     raise RuntimeError("streamlit did not start:\n" + log_path.read_text()[-3000:])
                 time.sleep(0.2)
-            yield url
+            served = ServedApp(url)
+            served.pid, served.log_path = proc.pid, log_path
+            yield served
         finally:
             proc.terminate()
             try:
@@ -142,7 +152,7 @@ def app_url(tmp_path_factory):
     results.mkdir()
     _results(results)
     try:
-        with serve_app(tmp, GEOCORE_RESULTS_DIR=str(results)) as url:
+        with serve_app(tmp, GEOCORE_DATA_DIRS=str(results), GEOCORE_RESULTS_DIR=str(results)) as url:
             yield url
     except RuntimeError as err:
         pytest.fail(str(err))
