@@ -19,7 +19,6 @@ import hashlib
 import html
 import io
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from geocore.data.images import ImageSource, load_image, read_exif_info
+from geocore.data.safe_io import atomic_path
 from geocore.errors import GeocoreError, ImageError, InputError
 from geocore.locate import LocateResult, locate
 from geocore.models.base import GalleryModel, GeoLocator
@@ -588,16 +588,9 @@ def write_html(text: str, output: str | Path) -> Path:
     if output.is_dir():
         raise InputError(f"{output} is a folder; expected a file name such as case.html")
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(output) as tmp:
+        tmp.touch(mode=0o600)  # created private, before any byte of the photos is in it
+        tmp.write_text(text, encoding="utf-8")
     return output
 
 

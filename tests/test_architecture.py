@@ -15,7 +15,7 @@ ALLOWED: dict[str, set[str]] = {
     "weights": {"errors"},
     "data": {"errors", "geo"},
     "models": {"errors", "geo", "weights", "data"},
-    "uncertainty": {"errors", "geo", "models", "eval.metrics"},  # models: the Prediction type
+    "uncertainty": {"errors", "geo", "data", "models", "eval.metrics"},  # models: the Prediction type
     "explain": {"errors", "geo", "data", "models"},
     "eval": {"errors", "geo", "data", "models", "uncertainty", "explain", "locate"},
     "locate": {"errors", "geo", "data", "models", "uncertainty", "hints"},
