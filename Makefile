@@ -25,7 +25,7 @@ test: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest
 
 app: setup
-	$(VENV)/bin/streamlit run app/Home.py
+	MALLOC_ARENA_MAX=2 $(VENV)/bin/streamlit run app/Home.py  # fewer malloc arenas: flat memory under load
 
 bench: setup
 	$(PY) -m bench.run

@@ -470,11 +470,7 @@ def test_gallery_cache_and_calibration_writes_are_atomic(monkeypatch, tmp_path):
     cal = fit_calibration(np.linspace(0.05, 0.95, 30), model="m", fingerprint="fp")
     target = cal.save(tmp_path / "cal.json")
     old = target.read_bytes()
-    def dump_half(obj, fh, **kwargs):
-        fh.write('{"format": "geocore-cal')
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("json.dump", dump_half)
+    _die_half_way(monkeypatch)  # Calibration.save writes through geocore.data.safe_io
     with pytest.raises(KeyboardInterrupt):
         cal.save(target)
     assert target.read_bytes() == old and Calibration.load(target) == cal
