@@ -8,6 +8,7 @@ corrupt or mismatched file is recomputed and overwritten, never a crash.
 from __future__ import annotations
 
 import hashlib
+import tokenize
 import os
 import uuid
 import warnings
@@ -107,7 +108,7 @@ class GalleryEmbeddingCache:
             # rows are unit vectors: catches zeroed or garbled data that still parses
             if arr is None or not np.isfinite(arr).all() or np.abs(np.linalg.norm(arr, axis=1) - 1).max() > 1e-3:
                 raise ValueError("unexpected shape, dtype or values")
-        except (OSError, ValueError, EOFError) as err:
+        except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as err:  # a garbled .npy header
             warnings.warn(f"gallery embedding cache {path} is unreadable ({err}); recomputing", stacklevel=3)
             return None
         return torch.from_numpy(arr)

@@ -31,6 +31,7 @@ import numpy as np
 
 from geocore.data.safe_io import write_text_atomic
 from geocore.errors import InputError
+from geocore.geo.tables import shorten
 
 FORMAT = "geocore-calibration"
 SCORE = "hpd-truth-mass"
@@ -121,6 +122,9 @@ class Calibration:
         field on any problem."""
         try:
             obj = json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise InputError(f"{source}: not a calibration file (JSON nested too deeply); expected JSON written by "
+                             "geocore") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             where = f"{err.msg} at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
             raise InputError(f"{source}: not a calibration file ({where}); expected JSON written by geocore") from None
@@ -134,36 +138,39 @@ def _field(data: dict, source: str, name: str, kind, expected: str):
         raise InputError(f"{source}: field '{name}' is missing; expected {expected}")
     value = data[name]
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise InputError(f"{source}: field '{name}': expected {expected}, got {value!r}")
+        raise InputError(f"{source}: field '{name}': expected {expected}, got {shorten(value)}")
     return value
 
 
 def _numbers(data: dict, source: str, name: str) -> list[float]:
     values = _field(data, source, name, list, "a list of numbers")
     if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise InputError(f"{source}: field '{name}': expected a non-empty list of numbers, got {values!r}")
-    return [float(v) for v in values]
+        raise InputError(f"{source}: field '{name}': expected a non-empty list of numbers, got {shorten(values)}")
+    try:
+        return [float(v) for v in values]
+    except OverflowError:
+        raise InputError(f"{source}: field '{name}': a number too large for a float") from None
 
 
 def _parse(data: dict, source: str) -> dict:
     if data.get("format", FORMAT) != FORMAT:
-        raise InputError(f"{source}: field 'format': expected '{FORMAT}', got {data['format']!r}")
+        raise InputError(f"{source}: field 'format': expected '{FORMAT}', got {shorten(data['format'])}")
     if data.get("score", SCORE) != SCORE:
-        raise InputError(f"{source}: field 'score': expected '{SCORE}', got {data['score']!r}")
+        raise InputError(f"{source}: field 'score': expected '{SCORE}', got {shorten(data['score'])}")
     out = {name: _field(data, source, name, str, "a string") for name in ("model", "fingerprint", "created", "version")}
     out["n"] = _field(data, source, "n", int, "a positive integer (calibration images)")
     if out["n"] < 1:
         raise InputError(f"{source}: field 'n': expected a positive integer (calibration images), got {out['n']}")
     levels, masses = _numbers(data, source, "levels"), _numbers(data, source, "masses")
     if tuple(levels) != validate_levels(levels, f"{source}: field 'levels'"):
-        raise InputError(f"{source}: field 'levels': expected increasing levels without repeats, got {levels}")
+        raise InputError(f"{source}: field 'levels': expected increasing levels without repeats, got {shorten(levels)}")
     if len(masses) != len(levels):
         raise InputError(f"{source}: field 'masses': expected one mass per level ({len(levels)}), got {len(masses)}")
     bad = [m for m in masses if not 0.0 <= m <= 1.0]
     if bad:
         raise InputError(f"{source}: field 'masses': expected values in [0, 1], got {bad[0]}")
     if any(b < a for a, b in zip(masses, masses[1:])):
-        raise InputError(f"{source}: field 'masses': expected masses that do not decrease as levels grow, got {masses}")
+        raise InputError(f"{source}: field 'masses': expected masses that do not decrease as levels grow, got {shorten(masses)}")
     out.update(levels=tuple(levels), masses=tuple(masses))
     return out
 
