@@ -126,7 +126,8 @@ def evaluate(
     todo = dataset.subset(exclude_ids=set(done["IMG_ID"]))
     truth = dataset.frame.set_index("IMG_ID")
     loader = DataLoader(todo, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_errors)
-    n_parts = len(list(parts_dir(output).glob("part-*.parquet")))
+    # after the highest part on disk (a count could land on an existing part if a merge was killed mid-cleanup)
+    n_parts = 1 + max((int(p.stem.split("-")[1]) for p in parts_dir(output).glob("part-[0-9]*.parquet")), default=-1)
     cells: CandidateCells | None = None  # the candidates' areas, for search-region statistics (made once)
     try:
         for step, batch in enumerate(tqdm(loader, desc=f"evaluate {model.model_name}", disable=not progress)):
