@@ -26,30 +26,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import s2geometry as s2
 import torch
 
-from geocore.geo.cells import CellPartition, partition_from_frame
+
 from geocore.models.registry import create_model
+from tests.test_translocator import tiny_partitions  # the suite's nested S2 partitions (5 / 10 / 20 cells)
 
 TINY = {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32}
 TINY_DECODER = {"decoder_depth": 2, "decoder_heads": 2, "decoder_mlp": 64, "decoder_dropout": 0.0}
-
-
-def tiny_partitions() -> tuple[CellPartition, CellPartition, CellPartition]:
-    """Nested S2 partitions: 5 faces (coarse) → 10 level-1 cells (middle) → 20 level-2 cells (fine)."""
-    coarse = [s2.S2CellId.FromFacePosLevel(f, 0, 0) for f in range(5)]
-    middle = [c.child(i) for c in coarse for i in range(2)]
-    fine = [c.child(i) for c in middle for i in range(2)]
-
-    def part(cells: list) -> CellPartition:
-        ll = [c.ToLatLng() for c in cells]
-        frame = pd.DataFrame({"class_label": range(len(cells)), "hex_id": [c.ToToken() for c in cells],
-                              "imgs_per_cell": 100, "latitude_mean": [p.lat().degrees() for p in ll],
-                              "longitude_mean": [p.lng().degrees() for p in ll]}).astype(str)
-        return partition_from_frame(frame, "tiny")
-
-    return part(coarse), part(middle), part(fine)
 
 
 def markdown(frame: pd.DataFrame) -> str:
