@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-
 from geocore.models.registry import create_model
 from tests.test_translocator import tiny_partitions  # the suite's nested S2 partitions (5 / 10 / 20 cells)
 
