@@ -36,8 +36,8 @@ def _noisy(clean: torch.Tensor, norm: float, g: torch.Generator) -> torch.Tensor
 def run(n_queries: int = 1000, seed: int = 0) -> list[dict]:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     enc = load_location_encoder()
-    scale = torch.load(geoclip_package_dir() / "model" / "weights" / "logit_scale_weights.pth",
-                       weights_only=True).exp().reshape(())
+    scale_file = geoclip_package_dir() / "model" / "weights" / "logit_scale_weights.pth"
+    scale = torch.load(scale_file, weights_only=True).exp().reshape(())
     gallery = default_gallery()
     rng = np.random.default_rng(seed)
     held = rng.choice(len(gallery), n_queries, replace=False)
