@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark and rewrite bench/RESULTS.md.
 
-`python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, encoder, refine, app, load,
+`python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, encoder, refine, app, load, hostile,
 calibration, hints, gpu) and replaces
 it in RESULTS.md, keeping the others; `--quick` uses fewer runs.
 """
@@ -211,6 +211,41 @@ def section_hints(runs: int, quick: bool) -> list[str]:
     ]
 
 
+def section_hostile(runs: int, quick: bool) -> list[str]:
+    """The long variants of the suite's safety tests: 5,000+ fuzzed images and 8,000 tables; 20 kills."""
+    import contextlib
+    import io
+    import os
+    import subprocess
+    import time
+
+    from bench import bench_fuzz
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = bench_fuzz.main(["--cases", "1000" if quick else "5000", "--table-cases", "200" if quick else "1000"])
+    start = time.perf_counter()
+    kills = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "slow", "tests/test_kill_resume.py",
+                            "-p", "no:cacheprovider"], capture_output=True, text=True,
+                           env={**os.environ, "GEOCORE_KILL_RESUME": "20"}, cwd=Path(__file__).resolve().parents[1])
+    tail = (kills.stdout.strip().splitlines() or ["(no output)"])[-1]
+    return [
+        "## Hostile files and kills",
+        "",
+        "`bench/bench_fuzz.py` (seeded mutations of valid JPEG, PNG, WebP, HEIC, TIFF and GIF files plus crafted bombs; "
+        "every CSV / JSON / Parquet reader fed mutated files): each outcome must be an image or the project's one-line "
+        "error, within the time and memory bounds. " + ("No escapes." if status == 0 else "**Escapes found: see below.**"),
+        "",
+        "```text",
+        out.getvalue().strip(),
+        "```",
+        "",
+        f"`GEOCORE_KILL_RESUME=20 pytest -m slow tests/test_kill_resume.py` (evaluate SIGKILLed at 20 random moments, "
+        f"Parquet and CSV, resumed each time, compared with an uninterrupted run): `{tail}` "
+        f"({time.perf_counter() - start:.0f} s).",
+    ]
+
+
 def section_gpu(runs: int, quick: bool) -> list[str]:
     if torch.cuda.is_available():
         return ["## GPU", "", f"GPU present ({torch.cuda.get_device_name(0)}): GPU figures are not benchmarked yet."]
@@ -226,6 +261,7 @@ SECTIONS = {
     "load": section_load,
     "calibration": section_calibration,
     "hints": section_hints,
+    "hostile": section_hostile,
     "gpu": section_gpu,
 }
 
@@ -264,6 +300,7 @@ SECTION_TITLES = {
     "load": "App: several people at once",
     "calibration": "Calibrated search regions",
     "hints": "Text hint weight",
+    "hostile": "Hostile files and kills",
     "gpu": "GPU",
 }
 
