@@ -25,3 +25,12 @@ def test_usage_mistake_is_not_a_traceback(capsys):
     assert main(["score", "--bogus"]) == 2
     err = capsys.readouterr().err
     assert "No such option" in err and "Traceback" not in err
+
+
+def test_help_imports_no_heavy_library():
+    """`geocore --help` answers without torch, open_clip, timm, lightning or geopandas (seconds of start-up)."""
+    code = ("import sys; from geocore.cli.main import main; code = main(['--help']); "
+            "print([m for m in ('torch', 'open_clip', 'timm', 'lightning', 'geopandas') if m in sys.modules], code)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "[] 0", proc.stdout[-500:] + proc.stderr[-500:]
+    assert "locate" in proc.stdout and "calibrate" in proc.stdout

@@ -7,9 +7,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from geocore.eval.evaluate import evaluate as run_evaluation
-from geocore.eval.report import metrics_table
-from geocore.models.registry import load_model_for_user
 
 
 def evaluate(
@@ -28,6 +25,10 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a benchmark; interrupted runs keep finished rows (use --resume)."""
     console = Console(stderr=True)
+    from geocore.eval.evaluate import evaluate as run_evaluation  # torch loads only when evaluating
+    from geocore.eval.report import metrics_table
+    from geocore.models.registry import load_model_for_user
+
     net = load_model_for_user(model, pretrained)
     report = run_evaluation(
         net, dataset, images, output, resume=resume, overwrite=overwrite,

@@ -9,8 +9,6 @@ import typer
 from rich.console import Console
 
 from geocore.errors import InputError
-from geocore.eval.report import metrics_table
-from geocore.eval.score import score_files
 
 
 def score(
@@ -29,6 +27,9 @@ def score(
         return _score_results(results, calibration, as_json)
     if pred is None or truth is None:
         raise InputError("give --pred and --truth (or --results from `geocore evaluate`)")
+    from geocore.eval.report import metrics_table  # numpy/torch load only when scoring
+    from geocore.eval.score import score_files
+
     result = score_files(pred, truth, skip_bad=skip_bad)
     if as_json:
         typer.echo(json.dumps(result.metrics.to_dict()))
@@ -43,7 +44,7 @@ def score(
 
 def _score_results(path: Path, calibration: Path | None, as_json: bool) -> None:
     from geocore.eval.metrics import compute_metrics
-    from geocore.eval.report import uncertainty_report
+    from geocore.eval.report import metrics_table, uncertainty_report
     from geocore.eval.results import read_results
     from geocore.eval.uncertainty import has_uncertainty, uncertainty_tables
     from geocore.uncertainty.calibration import Calibration

@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from geocore.models.registry import list_models, model_entry
 from geocore.weights.download import download_weights
 from geocore.weights.sources import SOURCES
 from geocore.weights.status import weights_status
@@ -44,6 +43,8 @@ def download(
 def models(as_json: bool = typer.Option(False, "--json", help="One JSON list of rows.")) -> None:
     """List the registered models and whether their weights are present here."""
     rows = []
+    from geocore.models.registry import list_models, model_entry  # torch: only when models are listed
+
     for name in list_models():
         entry = model_entry(name)
         info = entry.weights_info() if entry.weights_info else None
