@@ -92,7 +92,7 @@ def _write(results: list, output: Path) -> None:
                               "properties": {"image": rec["image"], "kind": "candidate", **props}})
             for f in rec["regions"]:
                 feats.append({**f, "properties": {"image": rec["image"], "kind": "search_region", **f["properties"]}})
-        write_text_atomic(output, json.dumps({"type": "FeatureCollection", "features": feats}))
+        safe_io.write_text_atomic(output, json.dumps({"type": "FeatureCollection", "features": feats}))
         return
     rows = []
     for res in results:
@@ -102,12 +102,7 @@ def _write(results: list, output: Path) -> None:
         if res.exif_gps:
             extra.update(exif_lat=res.exif_gps[0], exif_lon=res.exif_gps[1], exif_error_km=res.exif_error_km)
         rows += _rows(res.name, res.table, extra)
-    write_text_atomic(output, safe_io.to_csv_text(pd.DataFrame(rows)))  # names, places: no spreadsheet formulas
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: a kill leaves the old file or none."""
-    safe_io.write_text_atomic(path, text)
+    safe_io.write_text_atomic(output, safe_io.to_csv_text(pd.DataFrame(rows)))  # names, places: no spreadsheet formulas
 
 
 def _print_table(title: str, table: pd.DataFrame, console: Console) -> None:
