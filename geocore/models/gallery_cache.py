@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import tokenize
-import os
-import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from geocore.data.safe_io import atomic_path
 from geocore.geo.projection import equal_earth
 from geocore.weights.paths import cache_dir
 
@@ -115,13 +114,10 @@ class GalleryEmbeddingCache:
 
     def _save(self, key: str, emb: torch.Tensor) -> None:
         path = self.path_for(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
                 np.save(f, emb.detach().to("cpu").numpy())
-            os.replace(tmp, path)
         except OSError as err:
-            tmp.unlink(missing_ok=True)
             warnings.warn(f"could not write gallery embedding cache {path} ({err}); keeping it in memory only",
                           stacklevel=3)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from geocore.data.datasets import BenchmarkDataset, collate_skip_errors
+from geocore.data.safe_io import atomic_path
 from geocore.errors import InputError
 from geocore.models.geoclip import GeoCLIP
 from geocore.train.data import open_training_csv, split_ids, train_transform_for, training_gallery
@@ -91,12 +90,8 @@ def extract_features(model: GeoCLIP, dataset: BenchmarkDataset, path: str | Path
     payload = {"features": torch.cat(feats), "latlon": torch.stack([torch.cat(lat), torch.cat(lon)], 1).float(),
                "img_ids": ids, "n_failed": n_failed, "meta": cache_meta(model, dataset, views)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
