@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark and rewrite bench/RESULTS.md.
 
 `python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, encoder, refine, app, load, hostile,
-calibration, hints, gpu) and replaces
+calibration, hints, precision, gpu) and replaces
 it in RESULTS.md, keeping the others; `--quick` uses fewer runs.
 """
 
@@ -246,10 +246,24 @@ def section_hostile(runs: int, quick: bool) -> list[str]:
     ]
 
 
+def section_precision(runs: int, quick: bool) -> list[str]:
+    from bench import bench_precision
+
+    return bench_precision.section(bench_precision.run(n_geoclip=16 if quick else 48, n_cells=16 if quick else 32))
+
+
 def section_gpu(runs: int, quick: bool) -> list[str]:
-    if torch.cuda.is_available():
-        return ["## GPU", "", f"GPU present ({torch.cuda.get_device_name(0)}): GPU figures are not benchmarked yet."]
-    return ["## GPU", "", "No GPU was available for this run: no GPU training/evaluation figures."]
+    """The prepared GPU run (`bench/gpu_run.py`) when a GPU is here."""
+    if not torch.cuda.is_available():
+        return ["## GPU", "", "No GPU was available for this run: no GPU training/evaluation figures. On a GPU, "
+                "`python -m bench.gpu_run --out DIR` (about 5–7 minutes) writes this section."]
+    import tempfile
+
+    from bench import gpu_run
+
+    with tempfile.TemporaryDirectory() as out:
+        gpu_run.main(["--out", out])
+        return (Path(out) / "gpu_section.md").read_text().rstrip("\n").splitlines()
 
 
 SECTIONS = {
@@ -262,6 +276,7 @@ SECTIONS = {
     "calibration": section_calibration,
     "hints": section_hints,
     "hostile": section_hostile,
+    "precision": section_precision,
     "gpu": section_gpu,
 }
 
@@ -301,6 +316,7 @@ SECTION_TITLES = {
     "calibration": "Calibrated search regions",
     "hints": "Text hint weight",
     "hostile": "Hostile files and kills",
+    "precision": "Precision: bf16 against fp32",
     "gpu": "GPU",
 }
 

