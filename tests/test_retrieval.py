@@ -37,7 +37,7 @@ def test_large_galleries_are_scanned_in_float16_made_once():
     model = create_model("geoclip-tiny", gallery=points)
     emb = model.embed_locations(torch.tensor([[48.85, 2.35], [-33.9, 151.2]]))
     first = model.predict_embeddings(emb, 5, full=True)
-    exact = (model.logit_scale.exp() * emb @ model.gallery_embeddings().T).softmax(-1)
+    exact = (model.logit_scale.exp() * emb @ model.gallery_embeddings().float().T).softmax(-1)
     assert (first.probs_full - exact).abs().max() < 1e-4  # float16 scan, float32 answer
     again = model.predict_embeddings(emb, 5)
     assert torch.equal(first.indices, again.indices)

@@ -22,6 +22,11 @@ the reported area), which one contains a point (for the truth's score), and thei
   `sphere.py`); the unclipped cells tile the sphere (areas sum to 4πR²). Building the cells of the 100K
   gallery takes about 2 s (2 cores); `gallery_cells` keeps them in memory per gallery. Their polygons share
   edges vertex for vertex, so a region of 50K cells merges in about 1.5 s (GEOS coverage union).
+* `GalleryS2Cells` — retrieval through the approximate index (galleries of millions of points, whose Voronoi
+  diagram is out of reach): each point stands for the S2 cell (level `s2_level_for(M)`, about M cells over
+  the sphere: ~50 km² at 10M points) that holds it; points in one cell share its exact area equally, as
+  same-site points do above. A region is the union of the S2 cells holding its points; `locate` returns the
+  first point of the cell containing a place (-1 in a cell with no gallery point).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from scipy.spatial import SphericalVoronoi, cKDTree
 from shapely.geometry.base import BaseGeometry
 
 from geocore.errors import InputError
-from geocore.geo.cells import CellPartition, assign_cells, cell_ranges, check_latlon, ids_to_tokens
+from geocore.geo.cells import (CellPartition, assign_cells, cell_ranges, check_latlon, ids_to_tokens,
+                                leaf_cell_ids, parent_ids)
 from geocore.geo.distance import EARTH_RADIUS_KM
 from geocore.geo.polygons import rings_to_polygons, union
 from geocore.geo.sphere import EdgeClip, boundary, cell_areas, ring_edges, sort_ccw, to_xyz
@@ -270,6 +276,69 @@ class S2Cells(CandidateCells):
         b = np.roll(self._vertices[idx], -1, axis=1).reshape(-1, 3)
         cell = np.repeat(np.arange(idx.size), 4)
         return boundary(cell, EdgeClip(np.zeros_like(a), a, b, None), self.step_km / EARTH_RADIUS_KM)
+
+
+def s2_level_for(num_points: int) -> int:
+    """The S2 level with about as many cells as points (6 · 4^L ≈ M), in [6, 13]."""
+    return int(np.clip(round(np.log(max(num_points, 6) / 6.0) / np.log(4.0)), 6, 13))
+
+
+class GalleryS2Cells(CandidateCells):
+    """Gallery points (M, 2), each standing for the level-`level` S2 cell that holds it (shared equally)."""
+
+    def __init__(self, points, level: int | None = None, *, step_km: float = STEP_KM) -> None:
+        latlon = _as_latlon(points, "gallery points")
+        self.step_km = step_km
+        self._latlon32 = latlon.astype(np.float32)
+        self.level = s2_level_for(latlon.shape[0]) if level is None else int(level)
+        if not 0 <= self.level <= 30:
+            raise InputError(f"S2 level: expected 0..30, got {level}")
+        self.cell_ids, self.site_of = np.unique(parent_ids(leaf_cell_ids(latlon), self.level), return_inverse=True)
+        n_sites = self.cell_ids.size
+        self.site_first = np.full(n_sites, latlon.shape[0], dtype=np.int64)
+        np.minimum.at(self.site_first, self.site_of, np.arange(latlon.shape[0]))
+        cells_ = [s2.S2Cell(s2.S2CellId(int(i))) for i in self.cell_ids.tolist()]
+        verts = [(v.x(), v.y(), v.z()) for c in cells_ for v in (c.GetVertex(k) for k in range(4))]
+        self._vertices = np.asarray(verts, np.float64).reshape(-1, 4, 3)  # (S, 4, 3) CCW
+        site_area = np.fromiter((c.ExactArea() for c in cells_), np.float64, n_sites) * EARTH_RADIUS_KM**2
+        size = np.bincount(self.site_of, minlength=n_sites)
+        self._areas = site_area[self.site_of] / size[self.site_of]  # (M,)
+
+    @property
+    def areas_km2(self) -> np.ndarray:
+        return self._areas
+
+    @property
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self._latlon32.tobytes()).hexdigest()[:16]
+        return f"gallery-s2:{len(self)}:L{self.level}:{digest}"
+
+    def locate(self, latlon) -> np.ndarray:
+        cell = parent_ids(leaf_cell_ids(_as_latlon(latlon, "points to locate")), self.level)
+        pos = np.clip(np.searchsorted(self.cell_ids, cell), 0, self.cell_ids.size - 1)
+        return np.where(self.cell_ids[pos] == cell, self.site_first[pos], -1).astype(np.int64)
+
+    def _rings(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sites = np.unique(self.site_of[idx])
+        a = self._vertices[sites].reshape(-1, 3)  # (4S, 3)
+        b = np.roll(self._vertices[sites], -1, axis=1).reshape(-1, 3)
+        cell = np.repeat(np.arange(sites.size), 4)
+        return boundary(cell, EdgeClip(np.zeros_like(a), a, b, None), self.step_km / EARTH_RADIUS_KM)
+
+
+_S2_CACHE: OrderedDict[tuple, GalleryS2Cells] = OrderedDict()
+
+
+def gallery_s2_cells(points) -> GalleryS2Cells:
+    """`GalleryS2Cells` of a gallery at the automatic level, built once per gallery (the last 2 kept)."""
+    latlon = _as_latlon(points, "gallery points").astype(np.float32)
+    key = (hashlib.sha256(latlon.tobytes()).hexdigest(), latlon.shape[0])
+    if key not in _S2_CACHE:
+        _S2_CACHE[key] = GalleryS2Cells(latlon)
+        while len(_S2_CACHE) > 2:
+            _S2_CACHE.popitem(last=False)
+    _S2_CACHE.move_to_end(key)
+    return _S2_CACHE[key]
 
 
 _CACHE: OrderedDict[tuple, GalleryCells] = OrderedDict()

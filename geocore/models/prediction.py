@@ -16,6 +16,9 @@ class Prediction:
     candidates: (M, 2) the points the model scores (GPS gallery or geo-cell centroids), if known
     probs_full: (B, M) probability of every candidate, when asked for (heatmaps)
     indices:    (B, k) top-k positions in `candidates`
+    outside_mass:  (B,) galleries searched through the approximate index (`geocore.models.ann_index`): the
+                   estimated probability outside the retrieved points (`probs` then sum to at most 1 − it)
+    outside_bound: (B,) the most that mass can be (every point outside scores at most the last retrieved one)
     """
 
     coords: torch.Tensor
@@ -23,6 +26,8 @@ class Prediction:
     candidates: torch.Tensor | None = None
     probs_full: torch.Tensor | None = None
     indices: torch.Tensor | None = None
+    outside_mass: torch.Tensor | None = None
+    outside_bound: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.coords.shape[0]
@@ -41,6 +46,8 @@ class Prediction:
             candidates=self.candidates,
             probs_full=None if self.probs_full is None else self.probs_full[sl],
             indices=None if self.indices is None else self.indices[sl],
+            outside_mass=None if self.outside_mass is None else self.outside_mass[sl],
+            outside_bound=None if self.outside_bound is None else self.outside_bound[sl],
         )
 
     @classmethod
