@@ -99,6 +99,7 @@ def serve():
     """
     import json
 
+    import geocore.eval.evaluate  # noqa: F401  (torch and Lightning imported once, before the forks)
     from geocore.cli.main import main
     from geocore.models.registry import register_model
 
@@ -365,7 +366,7 @@ def test_cli_outputs_are_atomic(monkeypatch, tmp_path):
     table = pd.DataFrame({"rank": [1], "lat": [-33.9], "lon": [151.2], "prob": [0.9], "place": ["=Sydney"],
                           "admin1": [""], "country": ["AUS"]})
     result = SimpleNamespace(name="a.jpg", table=table, regions=[], calibrated=False, exif_gps=None, exif_error_km=None,
-                             extras={})
+                             extras={}, precision="fp32")
     for name in ("out.csv", "out.geojson"):
         target = tmp_path / name
         locate_cli._write([result], target)

@@ -7,6 +7,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from geocore.cli.precision import PRECISION_OPT
+from geocore.weights.preflight import check_default_weights
+
+# The options of every command that runs on the predict loop (`geocore.eval.predict_loop`); None = not given.
+ACCELERATOR_OPT = typer.Option(None, "--accelerator", help="auto, cpu or gpu (default auto: a GPU when there is one).")
+DEVICES_OPT = typer.Option(None, "--devices", min=1, help="Devices per node (more than one: DDP; default 1).")
+NODES_OPT = typer.Option(None, "--num-nodes", min=1, help="Machines (start the command on each, e.g. srun; default 1).")
+STRATEGY_OPT = typer.Option(None, "--strategy", help="ddp (the default with more than one device or node) or auto.")
 
 
 def evaluate(
@@ -19,28 +27,45 @@ def evaluate(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     top_k: int = typer.Option(5, "--top-k", min=1),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes."),
+    device: str = typer.Option(None, "--device", help="One device: cpu, cuda or cuda:N (or use --accelerator)."),
+    accelerator: str = ACCELERATOR_OPT,
+    devices: int = DEVICES_OPT,
+    num_nodes: int = NODES_OPT,
+    strategy: str = STRATEGY_OPT,
+    precision: str = PRECISION_OPT,
+    workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes (per device)."),
     tencrop: bool = typer.Option(False, "--tencrop", help="Cell models: average the papers' ten crops."),
 ) -> None:
-    """Evaluate a model on a benchmark; interrupted runs keep finished rows (use --resume)."""
+    """Evaluate a model on a benchmark, on one device or many; interrupted runs keep finished rows (use --resume)."""
     console = Console(stderr=True)
-    from geocore.eval.evaluate import evaluate as run_evaluation  # torch loads only when evaluating
+    check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
+    from geocore.eval.evaluate import evaluate as run_evaluation  # torch and lightning load only when evaluating
+    from geocore.eval.predict_loop import loop_options
     from geocore.eval.report import metrics_table
     from geocore.models.registry import load_model_for_user
 
+    loop_options(device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                 precision=precision)  # a mistaken option fails before the model loads
     net = load_model_for_user(model, pretrained)
     report = run_evaluation(
-        net, dataset, images, output, resume=resume, overwrite=overwrite,
-        batch_size=batch_size, top_k=top_k, device=device, num_workers=workers, tencrop=tencrop,
+        net, dataset, images, output, resume=resume, overwrite=overwrite, batch_size=batch_size, top_k=top_k,
+        device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+        precision=precision, num_workers=workers, tencrop=tencrop,
     )
+    if report is None:  # another rank than 0: rank 0 merges and reports
+        return
     if report.n_missing:
         console.print(f"{report.n_missing} image file(s) listed in {dataset.name} are missing from {images}: skipped")
     if report.n_failed:
         console.print(f"{report.n_failed} image(s) could not be read: see the status column of {output}")
     if report.n_resumed:
         console.print(f"resumed: {report.n_resumed} image(s) were already done")
+    if report.n_unfinished:
+        console.print(f"[red]{report.n_unfinished} image(s) have no row[/] (a process failed, or its parts are not "
+                      f"visible here): run again with --resume")
     Console().print(metrics_table(report.metrics, title=f"{model} on {dataset.name}"))
+    if report.precision:
+        console.print(f"precision: {report.precision} (--precision {precision})")
     console.print(f"per-image results: {output}")
 
 

@@ -1,4 +1,4 @@
-"""Batched, resumable evaluation of a model on a benchmark (CSV + image folder)."""
+"""Batched, resumable evaluation of a model on a benchmark (CSV + image folder), on one device or many."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from geocore.data.datasets import BenchmarkDataset, collate_skip_errors
 from geocore.errors import InputError
 from geocore.eval.metrics import GeoMetrics, compute_metrics
-from geocore.eval.results import collect_rows, merge_parts, parts_dir, write_part
+from geocore.eval.predict_loop import BatchPredictor, loader_for, loop_options, predict_to_parts
+from geocore.eval.results import collect_rows, merge_parts, parts_dir
 from geocore.eval.uncertainty import uncertainty_columns
+from geocore.geo.candidates import CandidateCells
 from geocore.geo.distance import haversine_km
 from geocore.locate import input_transform
 from geocore.models.base import GeoLocator
+from geocore.models.precision import current_precision
 from geocore.models.views import batch_inputs
-from geocore.geo.candidates import CandidateCells
 
 SCENE_COLUMNS = ("S3_Label", "S16_Label", "S365_Label")
 
@@ -33,15 +33,8 @@ class EvaluationReport:
     n_missing: int
     n_failed: int
     n_resumed: int
-
-
-def resolve_device(device: str) -> torch.device:
-    """`cpu`, `cuda` or `cuda:N`; a clear error when CUDA is asked for and absent."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise InputError(f"--device {device}: expected cpu, cuda or cuda:N")
-    return torch.device(device)
+    n_unfinished: int = 0  # images with no row after the run (a rank failed, or parts not visible to rank 0)
+    precision: str | None = None  # what `precision` resolved to on rank 0's device (None: nothing was predicted)
 
 
 def _batch_rows(batch: dict, pred, model_name: str, cells: CandidateCells) -> list[dict]:
@@ -86,7 +79,6 @@ def _error_rows(batch: dict, model_name: str, truth: pd.DataFrame) -> list[dict]
     return rows
 
 
-@torch.no_grad()
 def evaluate(
     model: GeoLocator,
     dataset_csv: str | Path,
@@ -97,52 +89,65 @@ def evaluate(
     overwrite: bool = False,
     batch_size: int = 32,
     top_k: int = 5,
-    device: str = "cpu",
+    device: str | None = None,
+    accelerator: str | None = None,
+    devices: int | None = None,
+    num_nodes: int | None = None,
+    strategy: str | None = None,
+    precision: str = "fp32",
     num_workers: int = 0,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
     tencrop: bool = False,
-) -> EvaluationReport:
+) -> EvaluationReport | None:
     """Evaluate `model` on a benchmark, writing per-image rows to `output` as batches finish.
 
     Each row also holds what search-region calibration needs (`geocore.eval.uncertainty`).
 
-    With `resume`, images already in `output` (or its parts) are skipped. Missing image files
-    are counted and reported; images that fail to load get a row with an error status. `tencrop`: the
-    papers' ten crops, logits averaged (cell models).
+    Runs on Lightning's predict loop (`geocore.eval.predict_loop`): `accelerator`, `devices` (per node),
+    `num_nodes`, `strategy` (ddp when more than one device or node) as `geocore train` takes them, or the older
+    `device` (cpu, cuda, cuda:N); `precision` auto | fp32 (default: exactly the reference) | bf16. Each rank writes its finished batches as its
+    own part files; rank 0 merges them, in the CSV's order, and gets the report (the other ranks get None).
+
+    With `resume`, images already in `output` (or its parts, whichever rank wrote them) are skipped. Missing image
+    files are counted and reported; images that fail to load get a row with an error status. `tencrop`: the
+    papers' ten crops, logits averaged (cell models). `on_batch(i)` is called after each batch's part is written.
     """
     output = Path(output)
-    torch_device = resolve_device(device)  # before touching any file
+    opts = loop_options(device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                        strategy=strategy, precision=precision, batch_size=batch_size, num_workers=num_workers,
+                        progress=progress)  # before touching any file
     if (output.exists() or parts_dir(output).exists()) and not (resume or overwrite):
         raise InputError(f"{output}: already exists; pass --resume to carry on or --overwrite to start again")
-    if overwrite and not resume:
+    if overwrite and not resume:  # every rank may do this: nothing is written before all ranks have started
         output.unlink(missing_ok=True)
         for p in parts_dir(output).glob("*"):
-            p.unlink()
+            p.unlink(missing_ok=True)
     output.parent.mkdir(parents=True, exist_ok=True)
-    model = model.to(torch_device).eval()
+    model = model.eval()
     dataset = BenchmarkDataset(dataset_csv, image_dir, transform=input_transform(model, tencrop))
     done = collect_rows(output) if resume else pd.DataFrame(columns=["IMG_ID"])
-    todo = dataset.subset(exclude_ids=set(done["IMG_ID"]))
+    todo = dataset.subset(exclude_ids=set(done["IMG_ID"]))  # the same on every rank: read before any rank writes
     truth = dataset.frame.set_index("IMG_ID")
-    loader = DataLoader(todo, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_errors)
-    # after the highest part on disk (a count could land on an existing part if a merge was killed mid-cleanup)
-    n_parts = 1 + max((int(p.stem.split("-")[1]) for p in parts_dir(output).glob("part-[0-9]*.parquet")), default=-1)
-    cells: CandidateCells | None = None  # the candidates' areas, for search-region statistics (made once)
-    try:
-        for step, batch in enumerate(tqdm(loader, desc=f"evaluate {model.model_name}", disable=not progress)):
-            rows = _error_rows(batch, model.model_name, truth)
-            if len(batch["img_id"]):
-                pixels, extra = batch_inputs(batch["image"], model.device)
-                pred = model.predict(pixels, top_k, full=True, **extra)
-                cells = cells if cells is not None else model.candidate_cells()
-                rows = _batch_rows(batch, pred, model.model_name, cells) + rows
-            if rows:
-                write_part(pd.DataFrame(rows), output, n_parts + step)
-            if on_batch is not None:
-                on_batch(step)
-    finally:
-        results = merge_parts(output)
+    cells: list[CandidateCells] = []  # the candidates' areas, for search-region statistics (made once per rank)
+    used: list[str] = []  # the precision in force in predict_step
+
+    def rows(net: GeoLocator, batch: dict) -> pd.DataFrame | None:
+        out = _error_rows(batch, net.model_name, truth)
+        if len(batch["img_id"]):
+            pixels, extra = batch_inputs(batch["image"], net.device)
+            pred = net.predict(pixels, top_k, full=True, **extra)
+            cells[:] = cells or [net.candidate_cells()]
+            used[:] = [current_precision()]
+            out = _batch_rows(batch, pred, net.model_name, cells[0]) + out
+        return pd.DataFrame(out) if out else None
+
+    module = BatchPredictor(model, rows, opts.precision)
+    loader = loader_for(todo, opts, collate_skip_errors)
+    results = predict_to_parts(module, loader, output, opts, lambda: merge_parts(output, order=dataset.img_ids),
+                               on_batch=on_batch, merge_on_failure=True)
+    if results is None:  # not rank 0
+        return None
     ok = results[results["status"] == "ok"]
     metrics = compute_metrics(ok[["PRED_LAT", "PRED_LON"]].to_numpy(float), ok[["LAT", "LON"]].to_numpy(float))
     return EvaluationReport(
@@ -151,4 +156,6 @@ def evaluate(
         n_missing=dataset.n_missing,
         n_failed=int((results["status"] != "ok").sum()),
         n_resumed=len(done),
+        n_unfinished=len(set(dataset.img_ids) - set(results["IMG_ID"])),
+        precision=used[0] if used else None,
     )

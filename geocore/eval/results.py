@@ -17,10 +17,11 @@ Schema (one row per image; Parquet, or CSV when the path ends in .csv):
 | localizability, entropy | float | log10 km² of the 90 % region (lower = more localizable); entropy in nats |
 | candidates | str | fingerprint of the gallery / cells the model scored |
 
-Rows are written in parts as batches finish (`<output>.parts/part-NNNNNN.parquet`, each
-written atomically) and merged into `<output>` at the end or on interruption, so a killed run
-loses no finished batch and `--resume` carries on from parts and output alike. Every write goes
-through a temporary file unique to its writer and one rename (`geocore.data.safe_io.atomic_path`):
+Rows are written in parts as batches finish (`<output>.parts/part-rank<R>-NNNNNN.parquet`: each process
+(rank) of a run numbers its own parts, each written atomically) and merged into `<output>` by rank 0 at the
+end (or, in a one-process run, on interruption), so a killed run loses no finished batch and `--resume`
+carries on from parts and output alike, whichever rank wrote them. Merged rows follow the benchmark's order.
+Every write goes through a temporary file unique to its writer and one rename (`geocore.data.safe_io.atomic_path`):
 a kill leaves the old file or none, and the temporary files it may leave are never read.
 
 In a CSV results file the list columns are JSON, and text cells that a spreadsheet would run as a
@@ -39,10 +40,12 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import shutil
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -50,6 +53,9 @@ import pandas as pd
 from geocore.data.safe_io import atomic_path, neutralise_frame, remove_stale_temps, restore_frame
 from geocore.errors import InputError
 from geocore.geo.tables import decode_text, one_line, parse_csv, shorten, to_numbers
+
+if TYPE_CHECKING:
+    from geocore.locate import LocateResult
 
 LIST_COLUMNS = ("topk_lat", "topk_lon", "topk_prob", "area_curve_km2")
 REQUIRED_COLUMNS = ("IMG_ID", "LAT", "LON", "PRED_LAT", "PRED_LON", "error_km", "model", "status")
@@ -78,11 +84,25 @@ def _is_list(value: object) -> bool:
     return isinstance(value, (list, tuple)) or hasattr(value, "__array__")
 
 
-def write_part(df: pd.DataFrame, output: Path, index: int) -> None:
-    """Write one batch of rows atomically beside `output`."""
+def _part_name(index: int, rank: int | None, kind: str = "part") -> str:
+    return f"{kind}-{index:06d}.parquet" if rank is None else f"{kind}-rank{rank}-{index:06d}.parquet"
+
+
+def write_part(df: pd.DataFrame, output: Path, index: int, rank: int | None = None, kind: str = "part") -> None:
+    """Write one batch of rows atomically beside `output` (`part-rank<rank>-<index>`, or `part-<index>`;
+    another `kind` than "part" is a file `collect_rows` does not read)."""
     folder = parts_dir(output)
     folder.mkdir(parents=True, exist_ok=True)
-    _write_table(df, folder / f"part-{index:06d}.parquet")
+    _write_table(df, folder / _part_name(index, rank, kind))
+
+
+def next_part_index(output: Path, rank: int | None = None) -> int:
+    """The index after the highest part `rank` has on disk (not a count: a merge killed mid-cleanup can leave
+    gaps, and a new part must never land on an existing one)."""
+    prefix = "part-" if rank is None else f"part-rank{rank}-"
+    pattern = re.compile(re.escape(prefix) + r"(\d{6,})\.parquet$")
+    found = (pattern.match(p.name) for p in parts_dir(output).glob("part-*.parquet"))
+    return 1 + max((int(m.group(1)) for m in found if m), default=-1)
 
 
 def read_results(path: str | Path, data: bytes | None = None) -> pd.DataFrame:
@@ -245,6 +265,30 @@ def _number_lists(values: list, finite: bool) -> tuple[list[list[float]], np.nda
     return [a.tolist() if good else [] for a, good in zip(arrays, ok)], ok
 
 
+EXTRA_LOCATE_COLUMNS = ("calibrated", "exif_lat", "exif_lon", "exif_error_km")
+
+
+def located_table(results: Sequence[LocateResult]) -> pd.DataFrame:
+    """The table `geocore locate --output FILE.csv|.parquet` writes: one row per top-k answer of each located photo
+    (`image`, then region areas, `calibrated` and EXIF GPS when there are any, then the top-k table's columns)."""
+    rows = []
+    for res in results:
+        extra = {f"region_{round(100 * r.level)}_km2": r.area_km2 for r in res.regions}
+        if res.regions:
+            extra["calibrated"] = res.calibrated
+        if res.exif_gps:
+            extra.update(exif_lat=res.exif_gps[0], exif_lon=res.exif_gps[1], exif_error_km=res.exif_error_km)
+        rows += [{"image": res.name, **extra, **row} for row in res.table.to_dict("records")]
+    return locate_columns(pd.DataFrame(rows))
+
+
+def locate_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """`df`'s columns in `located_table`'s order, whichever photo brought them (EXIF may come with a later one)."""
+    front = [c for c in df.columns if str(c).startswith("region_")] + [c for c in EXTRA_LOCATE_COLUMNS if c in df]
+    rest = [c for c in df.columns if c != "image" and c not in front]
+    return df[(["image"] if "image" in df else []) + front + rest]
+
+
 def collect_rows(output: Path) -> pd.DataFrame:
     """Everything finished so far: the merged output plus any parts, last write of an IMG_ID winning.
 
@@ -268,9 +312,19 @@ def collect_rows(output: Path) -> pd.DataFrame:
     return df.drop_duplicates("IMG_ID", keep="last").reset_index(drop=True)
 
 
-def merge_parts(output: Path) -> pd.DataFrame:
-    """Fold parts into `output` (atomically), then remove them."""
+def in_order(df: pd.DataFrame, order: Sequence[str], column: str = "IMG_ID") -> pd.DataFrame:
+    """`df`'s rows sorted by the position of `column` in `order` (stable; values not in `order` go last)."""
+    pos = pd.Index(order).get_indexer(df[column].astype(str))
+    pos = np.where(pos < 0, len(order), pos)
+    return df.iloc[np.argsort(pos, kind="stable")].reset_index(drop=True)
+
+
+def merge_parts(output: Path, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Fold parts into `output` (atomically), rows in the order of the IMG_IDs in `order` if given, then remove
+    the parts."""
     df = collect_rows(output)
+    if order is not None:
+        df = in_order(df, order)
     _write_table(df, output)
     shutil.rmtree(parts_dir(output), ignore_errors=True)
     remove_stale_temps(output)  # what writers killed while merging left behind
