@@ -3,20 +3,34 @@
 The app runs as the browser test runs it (tests/browser/test_app_browser.py): `streamlit run
 app/Home.py` on a free 127.0.0.1 port with the test-only settings GEOCORE_APP_TEST_MODEL=geoclip-tiny
 (random tiny backbone) and GEOCORE_APP_TEST_GALLERY=small (1000 km grid gallery), offline, driven by
-Playwright in Debian's Chromium with every non-local request blocked. Each timed run opens a fresh
-Locate page (untimed: a new session, so the uploader holds one photo and no earlier map is on the
-page), then times from `set_input_files` until the probability heatmap overlay
+Playwright in Debian's Chromium that resolves no host but 127.0.0.1 (any other request is recorded;
+no request interception, which would turn the browser's cache off). Each timed run opens a fresh Locate
+page (untimed: a new session, so the uploader holds one photo and no earlier map is on the page; its
+script finished, the network idle and 0.5 s more, as when someone picks a photo), then times
+from `set_input_files` on the photo uploader until the probability heatmap overlay
 (`img.leaflet-image-layer`) is present in the Leaflet map inside the component iframe (the condition
 the browser test checks). Every run uploads a different generated JPEG, so neither the page's result
 cache nor anything else can skip work. One untimed upload first: the model load and the gallery
 embedding happen then.
 
 Baseline, in the same run: the same model (same registry name and small grid gallery) and the same
-photos through the library, `geocore.locate.locate(model, [(name, bytes)], top_k=5, full=True)`,
-exactly what the Locate page calls (the gallery embedded by one untimed call first). The two sides
+photos through the library, `geocore.locate.locate(model, [(name, bytes)], top_k=5, full=True,
+precision="auto")`, exactly what the Locate page calls (the gallery embedded by one untimed call first). The two sides
 are interleaved photo by photo (library, then app), so on a shared machine both see the same load:
 with 2 cores and other work running, the tiny model's `locate()` alone swings from ~12 ms to ~270 ms.
 Ratio = app median / library median: what the app adds over the prediction itself.
+
+Breakdown of each app run, from the browser's side (events as Playwright reports them, so each mark is
+late by up to one ~10 ms poll): the photo's upload request finished; the websocket message carrying the
+map's HTML arrived (the page script ran up to the map: locate, regions, map building); the heatmap in
+the DOM (the browser parsed the map's page and Leaflet drew it). Also counted: the map HTML's size,
+everything the server sent, and the messages the browser sent (one rerun request per upload). In the
+same process, the app's map code on the library's result: the heatmap PNG and the whole map
+(`prediction_map` + `map_html`).
+
+`python -m bench.bench_app [--runs N] [--before PATH/app/Home.py]` prints the RESULTS.md section;
+`--before` also serves a saved copy of an earlier app (e.g. `git archive HEAD app | tar -x -C DIR`, with
+app/static/vendor copied beside it) on a second port and times it interleaved with the current one.
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import contextlib
 import importlib.util
 import io
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -39,8 +54,14 @@ BROWSER_TEST = REPO / "tests" / "browser" / "test_app_browser.py"
 MODEL = "geoclip-tiny"
 GALLERY_KM = 1000.0  # what GEOCORE_APP_TEST_GALLERY=small gives the test model (app/ui/models.py)
 TOP_K = 5  # the Locate page's default top-k slider value
+PRECISION = "auto"  # the Locate page's default precision (bf16 on a CPU with AVX512-BF16 or AMX)
 TIMEOUT_S = 180.0
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
+LOCAL_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"  # Chromium resolves no other host
+NON_LOCAL = re.compile("^(?!(?:" + "|".join(re.escape(p) for p in LOCAL) + "))")  # any URL not starting so
+PHOTOS = "input[type=file][multiple]"  # the Locate page's photo uploader (the sidebar's calibration takes one file)
+IDLE_MS = 500  # the pause on a loaded, idle page before each timed upload
+MAP_MESSAGE_BYTES = 50_000  # a websocket message this large carries a map's HTML (the other messages are < 5 kB)
 
 
 def _browser_helpers():
@@ -96,7 +117,8 @@ def _env(**values: str):
 
 @contextlib.contextmanager
 def _library_locate():
-    """Yields `one(photo) -> seconds` timing `locate()` as the Locate page calls it, on the app's test model."""
+    """Yields `one(photo) -> (seconds, result)` timing `locate()` as the Locate page calls it, on the app's test
+    model."""
     import torch
 
     from geocore.geo.gallery import grid_gallery
@@ -109,15 +131,37 @@ def _library_locate():
         model.set_gallery(grid_gallery(GALLERY_KM))
         top = min(TOP_K, len(model.gallery))
 
-        def one(photo: tuple[str, bytes]) -> float:
+        def one(photo: tuple[str, bytes]):
             t0 = time.perf_counter()
             with torch.no_grad():
-                res = locate(model, [photo], top_k=top, full=True)
+                res = locate(model, [photo], top_k=top, full=True, precision=PRECISION)
             t = time.perf_counter() - t0
             assert res[0].ok and res[0].prediction.probs_full is not None, res[0].error
-            return t
+            return t, res[0]
 
         yield one
+
+
+def _map_build(res) -> dict[str, float]:
+    """Seconds the app's map code (app/ui/maps.py, this checkout) takes on a library result, in this process:
+    the heatmap PNG alone, and the whole map (`prediction_map` + `map_html`, the PNG included)."""
+    import sys
+
+    app_dir = str(REPO / "app")
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    from ui import maps
+
+    pred = res.prediction
+    latlon = pred.candidates.detach().cpu().double().numpy()
+    probs = pred.probs_full[0].detach().cpu().double().numpy()
+    t0 = time.perf_counter()
+    maps.probability_png(latlon, probs)
+    t1 = time.perf_counter()
+    html = maps.map_html(maps.prediction_map(pred, res.table, truth=res.exif_gps, truth_km=res.exif_error_km))
+    t2 = time.perf_counter()
+    assert html is not None, "Leaflet is not installed in app/static/vendor (make setup)"
+    return {"png": t1 - t0, "map": t2 - t1}
 
 
 def _heatmap_drawn(page) -> bool:
@@ -132,46 +176,75 @@ def _heatmap_drawn(page) -> bool:
     return False
 
 
-def _upload_and_wait(page, photo: tuple[str, bytes]) -> float:
-    """Seconds from `set_input_files` to the heatmap overlay present in the map's iframe."""
+def _upload_and_wait(page, photo: tuple[str, bytes], events: list) -> dict[str, float]:
+    """One timed upload: seconds from `set_input_files` to the heatmap overlay present in the map's iframe
+    ("total"), with the breakdown marks (see the module docstring) read from `events`, which the page's
+    listeners fill with (kind, perf_counter time, size)."""
     name, data = photo
+    events.clear()
     t0 = time.perf_counter()
-    page.set_input_files("input[type=file]", files=[{"name": name, "mimeType": "image/jpeg", "buffer": data}])
+    page.set_input_files(PHOTOS, files=[{"name": name, "mimeType": "image/jpeg", "buffer": data}])
     deadline = t0 + TIMEOUT_S
+    frame_at = None
     while not _heatmap_drawn(page):
+        if frame_at is None and page.query_selector("iframe"):
+            frame_at = time.perf_counter()
         if time.perf_counter() > deadline:
             raise TimeoutError(f"no heatmap drawn {TIMEOUT_S:.0f} s after uploading {name}")
         time.sleep(0.01)
-    return time.perf_counter() - t0
+    t = time.perf_counter()
+    seen = list(events)
+    uploaded = [when for kind, when, _ in seen if kind == "uploaded"]
+    maps = [(when, size) for kind, when, size in seen if kind == "in" and size >= MAP_MESSAGE_BYTES]
+    out = {"total": t - t0, "ws_bytes": float(sum(size for kind, _, size in seen if kind == "in")),
+           "sent": float(sum(kind == "out" for kind, _, _ in seen))}
+    if uploaded:
+        out["upload"] = uploaded[0] - t0
+    out["frame"] = (frame_at or t) - t0  # the map's iframe in the page
+    if maps:
+        out["map_message"], out["map_bytes"] = maps[0][0] - t0, float(maps[0][1])
+    return out
+
+
+def _listen(page, events: list) -> None:
+    """Record the upload request's end and every websocket message (kind, time, bytes) into `events`."""
+    def on_ws(ws):
+        ws.on("framereceived", lambda p: events.append(("in", time.perf_counter(), len(p))))
+        ws.on("framesent", lambda p: events.append(("out", time.perf_counter(), len(p))))
+
+    page.on("websocket", on_ws)
+    page.on("requestfinished", lambda r: events.append(("uploaded", time.perf_counter(), 0))
+            if "/_stcore/upload_file/" in r.url and r.method == "PUT" else None)
 
 
 @contextlib.contextmanager
-def _app_locate(helpers, blocked: list[str]):
-    """Starts the app and Chromium; yields `one(photo) -> seconds`, each on a fresh Locate page."""
-    from playwright.sync_api import sync_playwright
-
+def _app_locate(helpers, pw, blocked: list[str], home: Path | None = None):
+    """Starts the app (`home`: another copy of Home.py) and a Chromium of Playwright `pw`; yields
+    `one(photo) -> marks`, each on a fresh Locate page (`_upload_and_wait`)."""
     with tempfile.TemporaryDirectory() as tmp, \
-            helpers.serve_app(Path(tmp), GEOCORE_APP_TEST_MODEL=MODEL, GEOCORE_RESULTS_DIR=tmp) as url, \
-            sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=helpers.CHROMIUM, args=helpers.CHROME_ARGS, headless=True)
+            helpers.serve_app(Path(tmp), home=home, GEOCORE_APP_TEST_MODEL=MODEL, GEOCORE_RESULTS_DIR=tmp) as url:
+        # No request interception here (the browser test routes every request to check it): Playwright turns the
+        # HTTP cache off while routing, so each fresh page fetched Streamlit's lazily loaded scripts again from
+        # the server busy with the upload, ~1 s more per upload than a browser with its cache. Chromium resolves
+        # no host but 127.0.0.1 instead, and every non-local request the page tries is recorded.
+        browser = pw.chromium.launch(executable_path=helpers.CHROMIUM, headless=True,
+                                     args=[*helpers.CHROME_ARGS, LOCAL_ONLY])
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
-
-        def gate(route):
-            if route.request.url.startswith(LOCAL):
-                route.continue_()
-            else:
-                blocked.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", gate)
+        context.on("request", lambda r: blocked.append(r.url) if NON_LOCAL.search(r.url) else None)
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_S * 1000)
+        events: list = []
+        _listen(page, events)
 
-        def one(photo: tuple[str, bytes]) -> float:
+        def one(photo: tuple[str, bytes]) -> dict[str, float]:
             page.goto(url + "/Locate")  # untimed: fresh session, one photo in the uploader, no earlier map
-            page.wait_for_selector("input[type=file]", state="attached")
+            page.wait_for_selector(PHOTOS, state="attached")
             helpers._settle(page)
-            return _upload_and_wait(page, photo)
+            # and idle, as a page is when someone picks a photo: the script's end is not the end of the page's
+            # own loading (scripts, fonts, layout), which would otherwise be timed with the upload
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(IDLE_MS)
+            return _upload_and_wait(page, photo, events)
 
         try:
             yield one
@@ -180,12 +253,20 @@ def _app_locate(helpers, blocked: list[str]):
             browser.close()
 
 
-def upload_to_heatmap(runs: int = 5) -> dict:
+def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median of each mark over the runs that have it."""
+    keys = {k for r in runs for k in r}
+    return {k: statistics.median(r[k] for r in runs if k in r) for k in sorted(keys)}
+
+
+def upload_to_heatmap(runs: int = 5, before: Path | None = None) -> dict:
     """App (upload → heatmap drawn) vs library (`locate`) on the same photos and model.
 
-    Returns {"app": Timing, "library": Timing, "ratio": app/library, "model", "gallery", "runs",
-    "blocked": non-local requests the page tried}, or {"skipped": reason} when Chromium or
-    Playwright (or the browser test's helpers) is missing.
+    Returns {"app": Timing, "library": Timing, "ratio": app/library, "model", "gallery", "runs", "blocked":
+    non-local requests the page tried, "breakdown": median marks of the app runs (seconds, bytes, counts),
+    "map_build": median in-process seconds of the map code ("png", "map")}; with `before` (an earlier copy's
+    Home.py) also "before": Timing, "before_breakdown", timed interleaved with the others. Or {"skipped":
+    reason} when Chromium or Playwright (or the browser test's helpers) is missing.
     """
     try:
         helpers = _browser_helpers()
@@ -195,16 +276,97 @@ def upload_to_heatmap(runs: int = 5) -> dict:
         return {"skipped": f"{helpers.CHROMIUM} not found (apt-get install chromium)"}
     if importlib.util.find_spec("playwright") is None:
         return {"skipped": "playwright (Python) is not installed"}
-    photos = [_photo(i) for i in range(runs + 1)]  # photos[0]: the untimed warm-up on both sides
+    photos = [_photo(i) for i in range(runs + 1)]  # photos[0]: the untimed warm-up on every side
     blocked: list[str] = []
-    lib_t, app_t = [], []
-    with _library_locate() as lib, _app_locate(helpers, blocked) as app:
-        lib(photos[0])  # gallery embedding
+    lib_t, app_runs, old_runs, builds = [], [], [], []
+    from playwright.sync_api import sync_playwright
+
+    with contextlib.ExitStack() as stack:
+        lib = stack.enter_context(_library_locate())
+        pw = stack.enter_context(sync_playwright())
+        app = stack.enter_context(_app_locate(helpers, pw, blocked))
+        old = stack.enter_context(_app_locate(helpers, pw, blocked, home=before)) if before else None
+        _map_build(lib(photos[0])[1])  # gallery embedding; the map code's imports
         app(photos[0])  # model load and gallery embedding in the server
-        for photo in photos[1:]:  # interleaved, so both sides see the same load on a shared machine
-            lib_t.append(lib(photo))
-            app_t.append(app(photo))
-    app_timing, lib_timing = _timing(app_t), _timing(lib_t)
-    return {"app": app_timing, "library": lib_timing, "ratio": app_timing.median_s / lib_timing.median_s,
-            "runs": runs, "model": f"{MODEL} (random tiny backbone)", "gallery": f"{GALLERY_KM:,.0f} km grid",
-            "blocked": blocked}
+        if old:
+            old(photos[0])
+        for photo in photos[1:]:  # interleaved, so every side sees the same load on a shared machine
+            t, res = lib(photo)
+            lib_t.append(t)
+            builds.append(_map_build(res))
+            if old:
+                old_runs.append(old(photo))
+            app_runs.append(app(photo))
+    app_timing, lib_timing = _timing([r["total"] for r in app_runs]), _timing(lib_t)
+    out = {"app": app_timing, "library": lib_timing, "ratio": app_timing.median_s / lib_timing.median_s,
+           "runs": runs, "model": f"{MODEL} (random tiny backbone)", "gallery": f"{GALLERY_KM:,.0f} km grid",
+           "blocked": blocked, "breakdown": _medians(app_runs), "map_build": _medians(builds)}
+    if old:
+        out["before"], out["before_breakdown"] = _timing([r["total"] for r in old_runs]), _medians(old_runs)
+    return out
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.0f} ms"
+
+
+def breakdown_rows(marks: dict[str, float]) -> list[str]:
+    """Table cells (upload sent, map message, heatmap in DOM, map HTML, sent by the server, sent by the browser)
+    from `upload_to_heatmap`'s median marks."""
+    get = marks.get
+    return [_ms(get("upload", float("nan"))), _ms(get("map_message", float("nan"))), _ms(marks["total"]),
+            f"{get('map_bytes', 0) / 1e3:,.0f} kB", f"{marks['ws_bytes'] / 1e3:,.0f} kB", f"{marks['sent']:.0f}"]
+
+
+def section_lines(app: dict) -> list[str]:
+    """The "App: upload to drawn heatmap" section of bench/RESULTS.md from `upload_to_heatmap`'s result."""
+    lines = ["## App: upload to drawn heatmap", ""]
+    if "skipped" in app:
+        return lines + [f"Skipped: {app['skipped']}."]
+    lines += [
+        f"Locate page in headless Chromium (Playwright, offline): time from `set_input_files` to the heatmap "
+        f"overlay present in the Leaflet map inside the component iframe, a different photo each run on a fresh "
+        f"Locate page that has finished loading (network idle, then 0.5 s), one untimed upload first. Baseline: "
+        f"the same photos through `geocore.locate.locate(model, [(name, bytes)], top_k=5, full=True, "
+        f"precision=\"auto\")` (the page's default precision), interleaved photo by photo with the app runs "
+        f"(same load on this shared machine). Model {app['model']}, {app['gallery']} gallery (the app's test "
+        f"mode): the figure measures the app's own overhead, not ViT-L. Whole process (a Streamlit server and "
+        f"Chromium beside the bench).",
+        "",
+        "| app: upload → heatmap drawn | library: `locate()` | app / library |",
+        "|---|---|---|",
+        f"| {app['app'].fmt()} | {app['library'].fmt()} | {app['ratio']:,.0f}× |",
+        "",
+        "Where the time goes (medians; `python -m bench.bench_app`): from `set_input_files`, the photo's upload "
+        "request finished, the websocket message with the map's HTML arrived (the page script ran to the map), "
+        "the heatmap was in the map's DOM; the map HTML and everything the server sent per upload; messages "
+        "the browser sent (the uploader's file-URL request and one rerun request).",
+        "",
+        "| app | upload sent | map message | heatmap in DOM | map HTML | server → browser | browser → server |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    if "before" in app:
+        lines.append("| before (earlier copy, same run) | " + " | ".join(breakdown_rows(app["before_breakdown"]))
+                     + " |")
+    lines.append("| now | " + " | ".join(breakdown_rows(app["breakdown"])) + " |")
+    build = app["map_build"]
+    lines += ["", f"The map code in-process on the library's results (app/ui/maps.py): heatmap PNG "
+                  f"{_ms(build['png'])}, whole map (`prediction_map` + `map_html`) {_ms(build['map'])}. "
+                  f"Non-local requests the pages tried (blocked): {len(app['blocked'])}."]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench.bench_app [--runs N] [--before PATH/Home.py]`: print the RESULTS.md section."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--before", type=Path, default=None, help="an earlier copy's app/Home.py, timed beside")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    print("\n".join(section_lines(upload_to_heatmap(args.runs, before=args.before))))
+
+
+if __name__ == "__main__":
+    main()

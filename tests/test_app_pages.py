@@ -186,9 +186,11 @@ def _tiny_cities():
 
 
 def _expected(files, **kwargs):
-    """What the library answers for these photos with the page's model (the page must show the same)."""
+    """What the library answers for these photos with the page's model at the page's default precision ("auto")
+    (the page must show the same)."""
     from geocore.locate import locate
 
+    kwargs.setdefault("precision", "auto")
     return locate(_tiny_cities(), files, top_k=5, full=True, regions=(0.5, 0.9), **kwargs)
 
 
@@ -313,6 +315,123 @@ def test_text_query_two_queries_side_by_side():
     at.button(key="ex_2").click().run()  # "Great Wall of China" → query B (A is already set)
     assert at.text_input(key="query_b").value == "Great Wall of China"
     assert any("Great Wall of China" in t for t in _texts(at.markdown))
+
+
+def _precision_caption(at: AppTest) -> list[str]:
+    return [t for t in _texts(at.caption) if t.startswith("Precision: ")]
+
+
+def test_locate_precision_choice_reaches_the_library_and_says_what_ran():
+    """Precision auto / fp32 / bf16 beside the model (default auto): each gives the library's answer at that
+    precision, and the page says which ran (auto: which one, and why)."""
+    from geocore.models.precision import resolve_precision
+    from ui.models import precision_text
+
+    files = [("cairo.jpg", _jpeg(5, gps=(30.0444, 31.2357)))]
+    at = _run("locate", {"_test_uploads": files})
+    select = at.selectbox(key="precision")
+    assert select.options == ["auto", "fp32", "bf16"] and select.value == "auto"
+    auto = resolve_precision("auto", "cpu")
+    assert _precision_caption(at) == [f"Precision: {precision_text('auto', auto, 'cpu')}"]
+    for choice in ("fp32", "bf16"):
+        at.selectbox(key="precision").set_value(choice).run()
+        assert not at.exception, [e.value for e in at.exception]
+        (res,) = _expected(files, precision=choice)
+        assert res.precision == choice
+        assert list(at.dataframe[0].value["probability"]) == list(res.table["prob"].round(4))
+        assert _precision_caption(at)[0].startswith(f"Precision: {choice} (chosen")
+    assert at.session_state["_locate_cache"][0][1] == "bf16"  # the precision is part of the results' key
+
+
+def test_precision_text_names_the_reason(monkeypatch):
+    from geocore.models import precision
+    from ui.models import precision_text
+
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    assert precision_text("auto", "bf16", "cpu") == "bf16 (auto: this CPU has avx512_bf16)"
+    assert precision_text("fp32", "fp32", "cpu") == "fp32 (chosen)"
+    assert precision_text("bf16", "bf16", "cpu") == "bf16 (chosen)"
+    monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ())
+    assert precision_text("auto", "fp32", "cpu") == "fp32 (auto: this CPU has no AMX or AVX512-BF16)"
+    assert "may be slower than fp32" in precision_text("bf16", "bf16", "cpu")
+
+
+def test_text_query_and_explain_take_the_precision():
+    from geocore.locate import prediction_table
+    from geocore.models.precision import use_precision
+
+    at = _run("text")
+    assert at.selectbox(key="precision_text").value == "auto"
+    at.selectbox(key="precision_text").set_value("fp32").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _precision_caption(at) == ["Precision: fp32 (chosen)"] * 2  # one per query
+    model = _tiny_cities()
+    with use_precision("fp32"):
+        expected = prediction_table(model.predict_text(["Pyramids of Giza"], 5, full=True))
+    assert list(at.dataframe[0].value["probability"]) == list(expected["prob"].round(4))
+
+    at = _run("explain", {"_test_uploads": [("a.jpg", _jpeg(3))]})
+    assert at.selectbox(key="precision_explain").value == "auto"
+    at.selectbox(key="precision_explain").set_value("bf16").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _precision_caption(at) == ["Precision: bf16 (chosen)"] or "may be slower" in _precision_caption(at)[0]
+
+
+def test_locate_rerun_keeps_the_same_map():
+    """A rerun that changes nothing on the map (here: none at all) sends the same map page, so the browser keeps
+    its frame instead of reloading it (folium names every element anew on each build)."""
+    if maps.leaflet_assets() is None:
+        pytest.skip("Leaflet is not installed in app/static/vendor (run `make setup`)")
+    at = _run("locate", {"_test_uploads": [("paris.jpg", _jpeg(1, gps=(48.8566, 2.3522)))]})
+    first = _srcdoc(at)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _srcdoc(at) == first
+    at.radio(key="region_level").set_value("50 %").run()  # another map: built for it
+    assert _srcdoc(at) != first and '"level": 0.5' in _srcdoc(at)
+    at.radio(key="region_level").set_value("90 %").run()  # and back: the one remembered
+    assert _srcdoc(at) == first
+
+
+def test_heatmap_png_has_the_pixels_its_blur_needs():
+    """The heatmap image: a palette PNG as wide as its blur needs (the 1,000 km grid far less than 720 px, a
+    100K gallery the full 720), its peak where the probability is, transparent where there is none."""
+    import base64
+
+    from geocore.geo.gallery import grid_gallery
+
+    grid = grid_gallery(1000.0).numpy().astype(np.float64)
+    assert maps.heatmap_width(len(grid)) < 300 and maps.heatmap_width(100_000) == maps.HEATMAP_MAX_PX
+    probs = np.zeros(len(grid))
+    at = int(np.argmin(np.abs(grid[:, 0] - 45.0) + np.abs(grid[:, 1] - 20.0)))  # all mass on one point
+    probs[at] = 1.0
+    uri = maps.probability_png(grid, probs)
+    img = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    width = maps.heatmap_width(len(grid))
+    assert img.format == "PNG" and img.mode == "P" and img.size == (width, width)
+    value = np.asarray(img)  # palette index = probability scaled to 0..255
+    row, col = np.unravel_index(np.argmax(value), value.shape)
+    lat, lon = grid[at]
+    y = np.log(np.tan(np.pi / 4 + np.deg2rad(lat) / 2))  # Web-Mercator rows, as Leaflet places the image
+    ymax = np.log(np.tan(np.pi / 4 + np.deg2rad(maps.MERCATOR_MAX_LAT) / 2))
+    assert value.max() == 255 and abs(col - (lon + 180) / 360 * width) <= 1
+    assert abs(row - (ymax - y) / (2 * ymax) * width) <= 1
+    rgba = np.asarray(img.convert("RGBA"))
+    assert rgba[0, 0, 3] == 0 and rgba[row, col, 3] == round(0.85 * 255)  # no probability: fully transparent
+
+
+def test_region_outline_is_simplified_but_keeps_small_parts():
+    """The drawn region: each part simplified, and a part smaller than the tolerance (a small island of the
+    region) drawn as it is instead of vanishing."""
+    import shapely
+    from shapely.geometry import MultiPolygon, box
+
+    big = box(0, 0, 30, 20).segmentize(0.5)  # ~200 vertices along straight edges
+    tiny = box(50, 50, 50.05, 50.05)
+    out = maps._simplify_for_drawing(MultiPolygon([big, tiny]), 0.1)
+    parts = shapely.get_parts(out)
+    assert len(parts) == 2 and parts[1].equals(tiny)
+    assert shapely.get_num_coordinates(parts[0]) == 5 and parts[0].equals(box(0, 0, 30, 20))
 
 
 def _results(path: Path, errors_km: list[float], model: str = "m") -> Path:

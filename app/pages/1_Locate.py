@@ -13,7 +13,9 @@ import streamlit as st  # noqa: E402
 
 from geocore.errors import GeocoreError  # noqa: E402
 from geocore.models.base import GalleryModel  # noqa: E402
-from ui.models import gallery_controls, gallery_view, hint_controls, load_model, model_picker  # noqa: E402
+from ui.models import (  # noqa: E402
+    gallery_controls, gallery_view, hint_controls, load_model, model_picker, precision_note, precision_picker,
+)
 from ui.page import release_free_memory, setup_page, show_error  # noqa: E402
 from ui.regions import (  # noqa: E402
     LEVELS, calibration_upload, candidates_fingerprint, level_control, usable_calibration,
@@ -29,6 +31,7 @@ st.caption("JPEG, PNG, WebP or HEIC; one or many. Processed in memory only, neve
 name = model_picker()
 model = load_model(name) if name else None
 if model is not None:
+    precision = precision_picker()
     top_k = st.sidebar.slider("Top-k", 1, 20, 5, key="top_k")
     choice = gallery_controls(model)
     refine = st.sidebar.toggle("Refine (zoom in around the top-k)", value=False, key="refine",
@@ -64,7 +67,7 @@ if model is not None:
         from geocore.locate import locate
 
         k = min(top_k, net.num_candidates())
-        key = (name, k, choice, bool(refine), hint.text, hint.weight,
+        key = (name, precision, k, choice, bool(refine), hint.text, hint.weight,
                uploaded_cal.digest if calibration is not None else None, levels,
                tuple(image_bytes_digest(b) + n for n, b in files))
         cached = st.session_state.get("_locate_cache")
@@ -76,7 +79,7 @@ if model is not None:
                 with st.spinner(f"Locating {len(files)} photo(s)…"):
                     results = locate(net, files, top_k=k, full=True, refine=bool(refine), regions=levels,
                                      calibration=calibration, hint=hint.text, hint_weight=hint.weight,
-                                     hint_model=hint.scorer)
+                                     hint_model=hint.scorer, precision=precision)
             except GeocoreError as err:
                 show_error(err)
             else:
@@ -84,17 +87,20 @@ if model is not None:
         if results is not None:
             bad = sum(not r.ok for r in results)
             st.write(f"{len(results) - bad} photo(s) located" + (f", {bad} could not be read" if bad else "") + ".")
+            precision_note(precision, results[0].precision, net.device)
             data = dict(files)
-            for res in results:
+            for i, res in enumerate(results):
                 with st.container(border=True):
-                    render_locate_result(res, model, image_bytes=data.get(res.name), level=level)
+                    render_locate_result(res, model, image_bytes=data.get(res.name), level=level,
+                                         map_memo=(key, i))
             release_free_memory()  # the maps' HTML and the photos' decoded pixels are garbage now
 
             st.subheader("Case report")
             st.caption("One self-contained HTML file for the record: each photo (re-encoded, no metadata) with its "
                        "SHA-256, EXIF, top-k, maps with the search regions, Grad-CAM, and what produced the answers "
                        "(model, weights, hint, calibration). It opens offline."
-                       + (" The report ranks without refinement." if refine else ""))
+                       + (" The report ranks without refinement." if refine else "")
+                       + (" It runs at fp32 (the reference precision)." if results[0].precision != "fp32" else ""))
             if st.button("Prepare case report (HTML)", key="report_prepare"):
                 from geocore.report import render_report
 

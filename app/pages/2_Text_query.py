@@ -11,7 +11,7 @@ import streamlit as st  # noqa: E402
 
 from geocore.errors import GeocoreError  # noqa: E402
 from ui.maps import prediction_map, show_map  # noqa: E402
-from ui.models import load_model, model_picker, random_label  # noqa: E402
+from ui.models import load_model, model_picker, precision_note, precision_picker, random_label  # noqa: E402
 from ui.page import release_free_memory, setup_page, show_error  # noqa: E402
 from ui.results import place_text, topk_display  # noqa: E402
 from ui.tables import show_table  # noqa: E402
@@ -28,6 +28,7 @@ if model is not None and not model.supports_text:
     st.info(f"{name} has no text tower: text queries need a GeoCLIP model.")
     model = None
 if model is not None:
+    precision = precision_picker(key="precision_text")
     top_k = st.sidebar.slider("Top-k", 1, 20, 5, key="top_k_text")
     compare = st.sidebar.toggle("Compare two queries side by side", value=True, key="compare")
 
@@ -53,8 +54,10 @@ if model is not None:
                 continue
             try:
                 from geocore.locate import prediction_table
+                from geocore.models.precision import use_precision
 
-                pred = model.predict_text([query], min(top_k, model.num_candidates()), full=True)
+                with use_precision(precision, model.device) as used:
+                    pred = model.predict_text([query], min(top_k, model.num_candidates()), full=True)
                 table = prediction_table(pred)
             except GeocoreError as err:
                 show_error(err)
@@ -63,4 +66,5 @@ if model is not None:
             st.markdown(f"**“{query}”** → top-1: {place_text(table.iloc[0])}")
             show_map(prediction_map(pred, table), height=360)
             show_table(topk_display(table))
+            precision_note(precision, used, model.device)
     release_free_memory()  # the maps' HTML is garbage now

@@ -15,7 +15,7 @@ import streamlit as st  # noqa: E402
 
 from geocore.errors import GeocoreError  # noqa: E402
 from geocore.models.base import GalleryModel  # noqa: E402
-from ui.models import load_model, model_picker, random_label  # noqa: E402
+from ui.models import load_model, model_picker, precision_note, precision_picker, random_label  # noqa: E402
 from ui.page import release_free_memory, setup_page, show_error, show_unavailable  # noqa: E402
 from ui.results import pixels_only, place_text  # noqa: E402
 from ui.tables import show_table  # noqa: E402
@@ -35,6 +35,7 @@ def segmenter():
 name = model_picker(key="model_explain")
 model = load_model(name) if name else None
 if model is not None:
+    precision = precision_picker(key="precision_explain")
     up = st.file_uploader("Photo", type=["jpg", "jpeg", "png", "webp", "heic", "heif"], key="explain_upload")
     files = list(st.session_state.get("_test_uploads") or [])[:1]  # test seam: [(name, bytes)]
     if up is not None:
@@ -48,7 +49,7 @@ if model is not None:
     photo_name, data = files[0]
     try:
         image = load_image(data, name=photo_name)
-        res = locate(model, [(photo_name, data)], top_k=min(5, model.num_candidates()))[0]
+        res = locate(model, [(photo_name, data)], top_k=min(5, model.num_candidates()), precision=precision)[0]
     except GeocoreError as err:
         show_error(err)
         st.stop()
@@ -56,6 +57,7 @@ if model is not None:
         st.error(res.error)
         st.stop()
     random_label(model)
+    precision_note(precision, res.precision, model.device)
     table = res.table
     choice = st.selectbox("Explain the answer", list(range(len(table))), key="explain_target",
                           format_func=lambda i: f"#{i + 1} {place_text(table.iloc[i])} (p={table.iloc[i]['prob']:.3f})")
@@ -77,7 +79,8 @@ if model is not None:
             from geocore.explain.gradcam import gradcam
 
             with st.spinner("Computing Grad-CAM…"):  # a TransLocator reuses the segmentation shown beside it
-                cam = gradcam(model, image, target, seg=labels if model.needs_segmentation else None)
+                cam = gradcam(model, image, target, seg=labels if model.needs_segmentation else None,
+                              precision=precision)
             st.image(pixels_only(cam.overlay), caption=f"where the model looked for: {cam.target_desc}",
                      width="stretch")
         except (ImportError, GeocoreError) as err:
@@ -95,7 +98,7 @@ if model is not None:
     try:
         from geocore.explain.scene import classify_scene
 
-        scene = classify_scene(model, image)
+        scene = classify_scene(model, image, precision=precision)
         st.write(f"**{scene.s3_name}** — " + ", ".join(f"{k} {v:.0%}" for k, v in scene.s3_probs.items()))
     except (ImportError, GeocoreError) as err:
         show_unavailable("Scene recognition", err)

@@ -8,9 +8,13 @@ Maps work with no network at all:
   are dropped: nothing here uses them.
 - The basemap is the Natural Earth 1:110m countries layer shipped with geocore (tiles=None);
   OpenStreetMap tiles are added on top only when a cached ≤1 s reachability check succeeds.
-- The probability heatmap is our own PNG (Web-Mercator rows, so it lines up with Leaflet) placed
-  with `folium.raster_layers.ImageOverlay` as a data URI: no HeatMap plugin JS to fetch. It sits in its own
-  pane between the basemap and the vector overlays, so search regions, markers and lines draw on top of it.
+- The probability heatmap is our own PNG (Web-Mercator rows, so it lines up with Leaflet) placed with
+  `L.imageOverlay` as a data URI: no HeatMap plugin JS to fetch. It sits in its own pane between the basemap
+  and the vector overlays, so search regions, markers and lines draw on top of it. It has only as many pixels
+  as its blur needs, one palette byte each, and the browser stretches it smoothly: a 720² RGBA PNG encoded with
+  `optimize=True` used to be most of the time from an upload to the drawn map (bench/RESULTS.md).
+- The countries layer is serialised once per server (`countries_json`) and, like the heatmap, written into
+  each map's script as it is (`raw_script`), not re-serialised, re-styled and template-compiled per map.
 - A search region is a `folium.GeoJson` layer of its (Multi)Polygon (split at the antimeridian), outlined in
   the report's colour for its level, its SVG paths of class `REGION_CLASS`.
 """
@@ -24,8 +28,10 @@ import math
 import os
 import socket
 import time
+from collections.abc import Callable, Hashable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -39,6 +45,9 @@ LEAFLET_DIRS = (VENDOR / "node_modules" / "leaflet" / "dist", VENDOR / "leaflet"
 TILE_HOST = ("tile.openstreetmap.org", 443)
 OFFLINE_ENV = "GEOCORE_APP_OFFLINE"  # test-only: skip the tile check
 MERCATOR_MAX_LAT = 85.0511287798
+HEATMAP_MAX_PX = 720  # the heatmap image's width (= height) for a dense gallery
+HEATMAP_MIN_PX = 128
+HEATMAP_PX_PER_SIGMA = 4.0  # pixels per blur radius: a smooth surface needs no more
 
 
 @lru_cache(maxsize=1)
@@ -82,6 +91,58 @@ def countries_geojson() -> dict:
     return gj
 
 
+@lru_cache(maxsize=1)
+def countries_json() -> str:
+    """`countries_geojson()` as JSON text, made once per server: every map embeds this same string (with "</"
+    escaped, so no name can close the map's <script>)."""
+    return json.dumps(countries_geojson()).replace("</", "<\\/")
+
+
+@lru_cache(maxsize=1)
+def _raw_script_class():
+    """A folium child whose JavaScript goes into the map's <script> as it is. (branca compiles every macro's output
+    as a Jinja template before writing it: for the countries' 200 kB that alone took ~16 ms a map.)"""
+    from branca.element import Element, MacroElement
+
+    class _Text(Element):
+        def __init__(self, text: str):
+            super().__init__()
+            self._text = text
+
+        def render(self, **kwargs) -> str:
+            return self._text
+
+    class RawScript(MacroElement):
+        def __init__(self, name: str, js: str):
+            super().__init__()
+            self._name, self._js = name, js
+
+        def render(self, **kwargs) -> None:
+            js = self._js.replace("__MAP__", self._parent.get_name()).replace("__SELF__", self.get_name())
+            self.get_root().script.add_child(_Text(js), name=self.get_name())
+
+    return RawScript
+
+
+def raw_script(name: str, js: str):
+    """A folium element adding `js` to the map's script; `__MAP__` in it names the map, `__SELF__` the element."""
+    return _raw_script_class()(name, js)
+
+
+_ESCAPE_JS = 'function (c) { return "&#" + c.charCodeAt(0) + ";"; }'
+
+
+def countries_layer(fill_opacity: float):
+    """The countries basemap in the "basemap" pane: `countries_json()` inlined as it is, one style for every
+    country, its name as a tooltip (HTML-escaped in the browser)."""
+    style = json.dumps({"fillColor": "#f4f1e8", "color": "#8a8a8a", "weight": 0.6, "fillOpacity": fill_opacity})
+    return raw_script("countries", (
+        f"var __SELF__ = L.geoJson({countries_json()}, {{pane: \"basemap\", style: {style}}})\n"
+        f"  .bindTooltip(function (layer) {{ return String(layer.feature.properties.name)"
+        f".replace(/[&<>\"'`]/g, {_ESCAPE_JS}); }}, {{sticky: true}})\n"
+        "  .addTo(__MAP__);\n"))
+
+
 def tip(text: str) -> str:
     """Tooltip text safe inside folium's JS template literals (a backtick, as in "Sha`biyat", breaks the map)."""
     return str(text).replace("\\", "&#92;").replace("`", "&#96;").replace("${", "&#36;{")
@@ -98,9 +159,7 @@ def base_map(center: tuple[float, float] = (20.0, 0.0), zoom: int = 2):
         folium.TileLayer("OpenStreetMap", name="OpenStreetMap", opacity=0.6).add_to(m)
     # the countries sit in their own pane under the overlays, so heatmaps and markers draw on top of land
     folium.map.CustomPane("basemap", z_index=250, pointer_events=True).add_to(m)
-    style = {"fillColor": "#f4f1e8", "color": "#8a8a8a", "weight": 0.6, "fillOpacity": 0.2 if online else 1.0}
-    folium.GeoJson(countries_geojson(), name="countries", pane="basemap", style_function=lambda f: style,
-                   tooltip=folium.GeoJsonTooltip(["name"], labels=False)).add_to(m)
+    countries_layer(0.2 if online else 1.0).add_to(m)
     return m
 
 
@@ -128,12 +187,36 @@ def forget_parsed_urls() -> None:
         cache_clear()
 
 
+NO_LEAFLET = "Map scripts are missing (app/static/vendor): run `make setup` to install Leaflet locally."
+MAP_MEMO = "_map_html"  # session state: (group, {key: HTML}), the maps of the latest results only
+
+
 def show_map(m, height: int = 460) -> None:
     """Draw a folium map (or say how to install Leaflet when it is missing)."""
     html = map_html(m)
     if html is None:
-        st.warning("Map scripts are missing (app/static/vendor): run `make setup` to install Leaflet locally.")
+        st.warning(NO_LEAFLET)
         return
+    st.iframe(html, height=height)
+    forget_parsed_urls()
+
+
+def show_remembered_map(group: Hashable, key: Hashable, build: Callable[[], Any], height: int = 460) -> None:
+    """`show_map(build())`, its HTML remembered in this session under (`group`, `key`) while `group` (e.g. the
+    results the map belongs to) stays the same. A rerun that changes nothing on the map (preparing the report)
+    neither builds it again nor reloads its frame: folium gives every build new element ids, so a rebuilt map
+    is a new page for the browser. In memory, in this session only, like the results it is drawn from."""
+    memo = st.session_state.get(MAP_MEMO)
+    if memo is None or memo[0] != group:
+        memo = (group, {})
+        st.session_state[MAP_MEMO] = memo
+    html = memo[1].get(key)
+    if html is None:
+        html = map_html(build())
+        if html is None:
+            st.warning(NO_LEAFLET)
+            return
+        memo[1][key] = html
     st.iframe(html, height=height)
     forget_parsed_urls()
 
@@ -143,20 +226,36 @@ def _mercator_y(lat: np.ndarray) -> np.ndarray:
     return np.log(np.tan(np.pi / 4 + np.deg2rad(lat) / 2))
 
 
-def probability_png(latlon: np.ndarray, probs: np.ndarray, width: int = 720, sigma_px: float | None = None,
+def heatmap_blur_deg(n_points: int) -> float:
+    """The heatmap's blur radius in degrees of longitude: about 0.6 of the mean gap between `n_points` candidates
+    (so a sparse gallery reads as a surface rather than isolated dots), between 0.75° and 12°."""
+    spacing_deg = math.sqrt(41253.0 / max(n_points, 1))  # sphere area in deg² / points
+    return float(np.clip(0.6 * spacing_deg, 0.75, 12.0))
+
+
+def heatmap_width(n_points: int) -> int:
+    """Pixels across the heatmap image: `HEATMAP_PX_PER_SIGMA` per blur radius, 128 to 720. The surface is smooth
+    at that scale, so the browser's stretching loses nothing; the 100K gallery keeps the full 720."""
+    return int(np.clip(round(HEATMAP_PX_PER_SIGMA * 360.0 / heatmap_blur_deg(n_points)), HEATMAP_MIN_PX,
+                       HEATMAP_MAX_PX))
+
+
+def probability_png(latlon: np.ndarray, probs: np.ndarray, width: int | None = None, sigma_px: float | None = None,
                     cmap: str = "inferno_r") -> str:
     """A world probability heatmap as a PNG data URI, rows spaced in Web-Mercator y (Leaflet's projection).
 
-    The blur follows the candidates' spacing (about 0.6 of the mean gap between points), so a sparse
-    gallery reads as a surface rather than isolated dots, and the 100K gallery keeps its detail.
+    The blur follows the candidates' spacing (`heatmap_blur_deg`) and the image has as many pixels as that blur
+    needs (`heatmap_width`, unless `width` is given). Saved without `optimize` (zlib's default effort): for
+    a smooth 720² heatmap that search bought ~7 % in size for ~6× the time.
     """
     from matplotlib import colormaps
     from PIL import Image
     from scipy.ndimage import gaussian_filter
 
+    if width is None:
+        width = heatmap_width(len(latlon)) if sigma_px is None else HEATMAP_MAX_PX
     if sigma_px is None:
-        spacing_deg = math.sqrt(41253.0 / max(len(latlon), 1))  # sphere area in deg² / points
-        sigma_px = float(np.clip(0.6 * spacing_deg * width / 360.0, 1.5, 24.0))
+        sigma_px = heatmap_blur_deg(len(latlon)) * width / 360.0
     height = width  # Mercator world square between ±85.05°
     ymax = _mercator_y(np.array([MERCATOR_MAX_LAT]))[0]
     col = np.clip(((latlon[:, 1] + 180.0) / 360.0 * width).astype(int), 0, width - 1)
@@ -166,23 +265,41 @@ def probability_png(latlon: np.ndarray, probs: np.ndarray, width: int = 720, sig
     grid = gaussian_filter(grid, sigma_px, mode="wrap")
     if grid.max() > 0:
         grid = grid / grid.max()
-    rgba = colormaps[cmap](grid)
-    rgba[..., 3] = np.clip(grid ** 0.5 * 1.2, 0, 0.85)
+    # colour and opacity are both functions of the value: a 256-entry RGBA palette and one byte per pixel
+    levels = np.linspace(0.0, 1.0, 256)
+    palette = colormaps[cmap](levels)
+    palette[:, 3] = np.clip(levels ** 0.5 * 1.2, 0, 0.85)
+    img = Image.fromarray(np.rint(grid * 255).astype(np.uint8), "P")
+    img.putpalette((palette * 255).round().astype(np.uint8).tobytes(), rawmode="RGBA")
     buf = io.BytesIO()
-    Image.fromarray((rgba * 255).astype(np.uint8), "RGBA").save(buf, format="PNG", optimize=True)
+    img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def add_heatmap(m, latlon: np.ndarray, probs: np.ndarray) -> None:
-    """The probability of each (lat, lon) candidate as a heatmap layer of `m`."""
+    """The probability of each (lat, lon) candidate as a heatmap layer of `m`: an `L.imageOverlay` of
+    `probability_png` in its own pane (above land, under the overlays), stretched smoothly by the browser."""
     import folium
 
-    folium.map.CustomPane("heatmap", z_index=300, pointer_events=False).add_to(m)  # above land, under overlays
-    folium.raster_layers.ImageOverlay(
-        probability_png(np.asarray(latlon, np.float64), np.asarray(probs, np.float64)),
-        bounds=[[-MERCATOR_MAX_LAT, -180.0], [MERCATOR_MAX_LAT, 180.0]], name="probability", opacity=1.0,
-        interactive=False, zindex=2, pane="heatmap",
-    ).add_to(m)
+    folium.map.CustomPane("heatmap", z_index=300, pointer_events=False).add_to(m)
+    uri = probability_png(np.asarray(latlon, np.float64), np.asarray(probs, np.float64))
+    bounds = [[-MERCATOR_MAX_LAT, -180.0], [MERCATOR_MAX_LAT, 180.0]]
+    raw_script("heatmap", f"var __SELF__ = L.imageOverlay({json.dumps(uri)}, {json.dumps(bounds)}, "
+                          '{pane: "heatmap", opacity: 1.0, interactive: false, zIndex: 2}).addTo(__MAP__);\n').add_to(m)
+
+
+def _simplify_for_drawing(geom, tolerance_deg: float):
+    """A (Multi)Polygon simplified part by part with plain Douglas-Peucker (~1 ms, against ~30 ms for shapely's
+    topology-preserving kind on a 1,000 km grid's 90 % region): at a 300th of the region's size a self-crossing
+    it could make is below a pixel, and a part it would erase (smaller than the tolerance) is kept as it is."""
+    import shapely
+
+    if geom.geom_type not in ("Polygon", "MultiPolygon"):
+        return geom.simplify(tolerance_deg, preserve_topology=True)
+    parts = shapely.get_parts(geom)
+    simple = shapely.simplify(parts, tolerance_deg, preserve_topology=False)
+    simple = np.where(shapely.is_empty(simple), parts, simple)
+    return simple[0] if len(simple) == 1 else shapely.multipolygons(simple)
 
 
 def region_geojson(region, tolerance_deg: float | None = None) -> dict:
@@ -195,7 +312,7 @@ def region_geojson(region, tolerance_deg: float | None = None) -> dict:
         tolerance_deg = float(np.clip(math.sqrt(max(region.area_km2, 0.0)) / 111.2 / 300.0, 0.01, 0.1))
     geom = region.geometry
     if not geom.is_empty and tolerance_deg > 0:
-        geom = geom.simplify(tolerance_deg, preserve_topology=True)
+        geom = _simplify_for_drawing(geom, tolerance_deg)
 
     def rnd(c):
         return [rnd(x) for x in c] if isinstance(c[0], (list, tuple)) else [round(c[0], 3), round(c[1], 3)]

@@ -93,6 +93,47 @@ def model_picker(*, key: str = "model", prefer: str | None = None) -> str | None
                             format_func=labels.get, key=key)
 
 
+PRECISION_HELP = ("Precision of the image and text towers: auto runs bf16 where this hardware runs it fast (a CUDA "
+                  "GPU with bf16, a CPU with AMX or AVX512-BF16) and fp32 elsewhere; fp32 is the reference. The "
+                  "location encoder, the gallery scan and the softmax always run in float32.")
+
+
+def precision_picker(*, key: str = "precision") -> str:
+    """Sidebar "Precision: auto / fp32 / bf16" under the model choice (default auto); the choice, as the library
+    takes it (`locate(..., precision=...)`, `geocore.models.precision.use_precision`)."""
+    from geocore.models.precision import PRECISIONS
+
+    return st.sidebar.selectbox("Precision", list(PRECISIONS), index=PRECISIONS.index("auto"), key=key,
+                                help=PRECISION_HELP)
+
+
+def precision_text(choice: str, used: str, device) -> str:
+    """What ran, in words: "bf16 (auto: this CPU has avx512_bf16)", "fp32 (auto: this CPU has no AMX or
+    AVX512-BF16)", "bf16 (chosen; this CPU has no native bf16, so it may be slower than fp32)", "fp32 (chosen)"."""
+    import torch
+
+    from geocore.models.precision import cpu_bf16_flags, fast_bf16
+
+    device = torch.device(device)
+    if choice != "auto":
+        slow = used == "bf16" and not fast_bf16(device)
+        return f"{used} (chosen" + (f"; this {device.type.upper()} has no native bf16, so it may be slower than fp32)"
+                                   if slow else ")")
+    if device.type == "cuda":
+        why = "this GPU runs bf16" if used == "bf16" else "this GPU has no bf16"
+    elif device.type == "cpu":
+        flags = cpu_bf16_flags()
+        why = f"this CPU has {' and '.join(flags)}" if flags else "this CPU has no AMX or AVX512-BF16"
+    else:
+        why = f"no fast bf16 known on {device.type}"
+    return f"{used} (auto: {why})"
+
+
+def precision_note(choice: str, used: str, device) -> None:
+    """The caption saying which precision ran (`precision_text`)."""
+    st.caption(f"Precision: {precision_text(choice, used, device)}")
+
+
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)
 def _load_model_cached(name: str, small_gallery: bool) -> GeoLocator:
     from geocore.geo.gallery import grid_gallery

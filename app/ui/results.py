@@ -13,7 +13,7 @@ from geocore.eval.regions import place_label, region_label
 from geocore.locate import LocateResult
 from geocore.models.base import GeoLocator
 
-from ui.maps import prediction_map, show_map
+from ui.maps import prediction_map, show_map, show_remembered_map
 from ui.models import random_label
 from ui.regions import REGION_STYLES, pct, region_table
 from ui.tables import show_table
@@ -78,9 +78,12 @@ def exif_text(res: LocateResult, level: float = 0.9) -> str:
 
 
 def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: bytes | None = None,
-                         level: float = 0.9, map_height: int = 420) -> None:
+                         level: float = 0.9, map_height: int = 420, map_memo: tuple | None = None) -> None:
     """One photo's answer: photo, top-k table, heatmap map with the `level` search region, the regions' table,
-    the hint it used, EXIF truth and error (or its error notice)."""
+    the hint it used, EXIF truth and error (or its error notice).
+
+    map_memo: (group, key) under which this session remembers the map's HTML (`show_remembered_map`): the
+    results' key and the photo's place in them."""
     st.subheader(res.name)
     if not res.ok:
         st.error(f"{res.name}: {res.error}")
@@ -98,8 +101,14 @@ def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: b
         else:
             st.caption("No GPS position in this photo's EXIF, so no error to show.")
     with right:
-        show_map(prediction_map(res.prediction, res.table, truth=res.exif_gps, truth_km=res.exif_error_km,
-                                region=region), height=map_height)
+        def build():
+            return prediction_map(res.prediction, res.table, truth=res.exif_gps, truth_km=res.exif_error_km,
+                                  region=region)
+
+        if map_memo is None:
+            show_map(build(), height=map_height)
+        else:
+            show_remembered_map(map_memo[0], (map_memo[1], level), build, height=map_height)
         outline = ""
         if region is not None:
             dashed = " dashed" if REGION_STYLES.get(round(level, 2), {}).get("dashArray") else ""

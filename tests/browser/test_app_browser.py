@@ -103,8 +103,10 @@ class ServedApp(str):
 
 
 @contextlib.contextmanager
-def serve_app(tmp: Path, **env_extra: str) -> Iterator[ServedApp]:
-    """`streamlit run app/Home.py` in test mode on a free 127.0.0.1 port; yields its URL (the benches use it too)."""
+def serve_app(tmp: Path, *, home: Path | None = None, **env_extra: str) -> Iterator[ServedApp]:
+    """`streamlit run app/Home.py` in test mode on a free 127.0.0.1 port; yields its URL (the benches use it too).
+    home: another copy of the app's Home.py to serve (bench/bench_app.py times a saved earlier version beside
+    this one)."""
     port = _free_port()
     env = {**os.environ, "GEOCORE_APP_TEST_MODEL": "geoclip-tiny", "GEOCORE_APP_TEST_GALLERY": "small",
            "GEOCORE_APP_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -112,7 +114,7 @@ def serve_app(tmp: Path, **env_extra: str) -> Iterator[ServedApp]:
     log_path = tmp / "streamlit.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/Home.py", "--server.port", str(port),
+            [sys.executable, "-m", "streamlit", "run", str(home or "app/Home.py"), "--server.port", str(port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
              "--server.fileWatcherType", "none"],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -235,6 +237,11 @@ def test_locate_upload_renders_map_offline(browser_page, app_url):
     assert frame.query_selector(".leaflet-container")
     assert len(frame.query_selector_all("path.leaflet-interactive")) > 100  # countries + markers + error line
     assert frame.query_selector("img.leaflet-image-layer")  # the probability heatmap overlay
+    # a small image (as many pixels as its blur needs) that the browser stretches smoothly, not in blocks
+    assert frame.evaluate("getComputedStyle(document.querySelector('img.leaflet-image-layer')).imageRendering") \
+        == "auto"
+    assert 0 < frame.evaluate("document.querySelector('img.leaflet-image-layer').naturalWidth") < 720
+    page.get_by_text("Precision: ").first.wait_for()  # which precision ran (auto by default)
     region = frame.query_selector_all(f"path.{REGION_CLASS}")  # the 90 % search region, drawn over the heatmap
     assert region and all(p.get_attribute("stroke") == REGION_STYLES[0.9]["color"] for p in region)
     assert any(len(p.get_attribute("d") or "") > 20 for p in region)  # a drawn outline, not an empty path
