@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark and rewrite bench/RESULTS.md.
 
-`python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, encoder, refine, app, load, hostile,
+`python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, ann, encoder, refine, app, load, hostile,
 calibration, hints, precision, gpu) and replaces
 it in RESULTS.md, keeping the others; `--quick` uses fewer runs.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from bench import bench_app, bench_calibration, bench_geoclip, bench_load, hint_weight, refine_heldout
+from bench import bench_ann, bench_app, bench_calibration, bench_geoclip, bench_load, hint_weight, refine_heldout
 from bench.timing import machine
 
 OUT = Path(__file__).with_name("RESULTS.md")
@@ -72,11 +72,10 @@ def section_scaling(runs: int, quick: bool) -> list[str]:
     lines += [
         "",
         "Galleries above 250K points are scanned from float16 (half the memory traffic; scores within 1e-4 of "
-        "float32). The cost is linear in the gallery size and bound by memory bandwidth; 10M points fit on this "
-        "24 GB machine only in float16 (10.2 GB). Past that, or for many queries per second, an approximate index "
-        "(IVF/HNSW, e.g. FAISS) or a coarse-to-fine search (score a coarse grid, then refine locally, as `--refine` "
-        "does) would be needed; geocore has no approximate index yet (an open issue). Today the on-disk gallery cache keeps float32 embeddings, so a 10M gallery would also need "
-        "a float16-only cache (20.5 GB in float32).",
+        "float32) and cached on disk in float16, memory-mapped (10.2 GB for 10M points, not 20.5 GB). The cost is "
+        "linear in the gallery size and bound by memory bandwidth. Above 2M points "
+        "(`geocore.models.ann_index.INDEX_ABOVE`) a FAISS approximate index takes over (next section); "
+        "`index=\"exact\"` keeps the exact scan at any size.",
         "",
         "![Retrieval time and memory against gallery size](scaling.png)",
     ]
@@ -103,6 +102,12 @@ def _plot_scaling(rows: list[dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     fig.savefig(path)
     plt.close(fig)
+
+
+def section_ann(runs: int, quick: bool) -> list[str]:
+    points = [1_000_000] if quick else [1_000_000, 10_000_000]
+    rows = [r for n in points for r in bench_ann.run(n, runs=runs)]
+    return ["## Approximate index (FAISS)", "", bench_ann.METHOD, "", *bench_ann.table(rows), "", bench_ann.NOTES]
 
 
 def section_encoder(runs: int, quick: bool) -> list[str]:
@@ -137,24 +142,7 @@ def section_refine(runs: int, quick: bool) -> list[str]:
 
 
 def section_app(runs: int, quick: bool) -> list[str]:
-    lines = ["## App: upload to drawn heatmap", ""]
-    app = bench_app.upload_to_heatmap(runs=runs)
-    if "skipped" in app:
-        lines.append(f"Skipped: {app['skipped']}.")
-    else:
-        lines += [
-            f"Locate page in headless Chromium (Playwright, offline): time from `set_input_files` to the heatmap "
-            f"overlay present in the Leaflet map inside the component iframe, a different photo each run, one untimed "
-            f"upload first. Baseline: the same photos through `geocore.locate.locate(model, [(name, bytes)], top_k=5, "
-            f"full=True)`, interleaved photo by photo with the app runs (same load on this shared machine). "
-            f"Model {app['model']}, {app['gallery']} gallery (the app's test mode): the figure measures "
-            f"the app's own overhead, not ViT-L.",
-            "",
-            "| app: upload → heatmap drawn | library: `locate()` | app / library |",
-            "|---|---|---|",
-            f"| {app['app'].fmt()} | {app['library'].fmt()} | {app['ratio']:,.0f}× |",
-        ]
-    return lines
+    return bench_app.section_lines(bench_app.upload_to_heatmap(runs=runs))
 
 
 def section_load(runs: int, quick: bool) -> list[str]:
@@ -269,6 +257,7 @@ def section_gpu(runs: int, quick: bool) -> list[str]:
 SECTIONS = {
     "geoclip": section_geoclip,
     "scaling": section_scaling,
+    "ann": section_ann,
     "encoder": section_encoder,
     "refine": section_refine,
     "app": section_app,
@@ -309,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
 SECTION_TITLES = {
     "geoclip": "GeoCLIP against the reference",
     "scaling": "Retrieval against gallery size",
+    "ann": "Approximate index (FAISS)",
     "encoder": "Location encoder throughput",
     "refine": "Refinement (zooming in)",
     "app": "App: upload to drawn heatmap",

@@ -3,7 +3,9 @@
 Each photo is read with the safe loader (in memory; uploads never touch the disk), predicted in
 batches, optionally re-weighted by a text hint, described offline (nearest place, country), and given its
 search regions (the smallest areas holding 50 % / 90 % of the probability, calibrated when a calibration is
-given). A photo that cannot be read gets an error in its result; the others are still processed.
+given). A photo that cannot be read gets an error in its result; the others are still processed. The image and
+text towers run at the precision asked for (fp32 by default: exactly the reference; bf16 or auto,
+`geocore.models.precision`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from geocore.geo.distance import haversine_km
 from geocore.hints import apply_hint, check_hint, hint_model_for, text_log_probs
 from geocore.models.base import GalleryModel, GeoLocator
 from geocore.models.cell_classifier import CellClassifier
+from geocore.models.precision import use_precision
 from geocore.models.prediction import Prediction
 from geocore.models.views import batch_inputs
 from geocore.uncertainty.calibration import Calibration, validate_levels
@@ -43,6 +46,7 @@ class LocateResult:
     error: str | None = None
     regions: list[SearchRegion] = field(default_factory=list)  # one per level asked for, smallest level first
     extras: dict = field(default_factory=dict)
+    precision: str = "fp32"  # the towers' precision used: "fp32" or "bf16"
 
     def region(self, level: float) -> SearchRegion | None:
         """The search region at `level` (e.g. 0.9), if it was computed."""
@@ -137,6 +141,7 @@ def locate(
     hint_weight: float | None = None,
     hint_model: GalleryModel | None = None,
     tencrop: bool = False,
+    precision: str = "fp32",
 ) -> list[LocateResult]:
     """Predict each `(name, path-or-bytes)`; results in input order, failures carried as errors.
 
@@ -144,7 +149,22 @@ def locate(
     by `geocore calibrate` for this model and candidates) makes them calibrated. hint: a text query combined as
     p ∝ p_image · p_text^hint_weight (`geocore.hints`); `hint_model` scores it when `model` takes no text.
     tencrop: average the papers' ten crops (cell models; `CellClassifier.prepare`).
+    precision: "fp32" (default, exact reference parity), "bf16" or "auto" (bf16 where the hardware runs it fast):
+    the image and text towers' precision (`geocore.models.precision`); the location encoder, gallery scan and
+    softmax stay float32. Each result's `precision` says which was used.
     """
+    with use_precision(precision, model.device) as used:
+        results = _locate(model, sources, top_k=top_k, full=full, refine=refine, batch_size=batch_size,
+                          regions=regions, calibration=calibration, hint=hint, hint_weight=hint_weight,
+                          hint_model=hint_model, tencrop=tencrop)
+    for res in results:
+        res.precision = used
+    return results
+
+
+def _locate(model: GeoLocator, sources: Iterable[tuple[str, ImageSource]], *, top_k: int, full: bool, refine: bool,
+            batch_size: int, regions: Sequence[float] | None, calibration: Calibration | None, hint: str | None,
+            hint_weight: float | None, hint_model: GalleryModel | None, tencrop: bool) -> list[LocateResult]:
     prepare = input_transform(model, tencrop)
     levels = validate_levels(regions, "--regions") if regions is not None else ()
     if calibration is not None and not levels:

@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from geocore.cli.precision import PRECISION_OPT, check_precision, describe_precision
 from geocore.errors import InputError
+from geocore.weights.preflight import check_default_weights
 
 SEGMENTER_OPT = typer.Option("segformer-b0-ade", "--segmenter",
                              help="Segmentation weights for TransLocator's segmentation branch.")
@@ -73,8 +75,10 @@ def explain(
     output: Path = typer.Option(..., "--output", help="PNG: the Grad-CAM heat map over the photo."),
     raw_map: Path = typer.Option(None, "--raw-map", help="Also save the (H, W) float32 map in [0, 1] as .npy."),
     segmenter: str = SEGMENTER_OPT,
+    precision: str = PRECISION_OPT,
 ) -> None:
     """Grad-CAM: which parts of the photo drove the model towards a location (default: its top answer)."""
+    check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
     from geocore.data.images import load_image
     from geocore.explain.gradcam import gradcam
     from geocore.models.base import GalleryModel
@@ -82,6 +86,7 @@ def explain(
     from geocore.models.segmenter import load_segmenter
 
     _check_png(output)
+    check_precision(precision)
     if target is not None and target_latlon:
         raise InputError("give either --target or --target-latlon, not both")
     photo = load_image(image)
@@ -94,7 +99,9 @@ def explain(
     # a segmentation model: segment the whole photo once, Grad-CAM crops it like the photo
     seg = load_segmenter(segmenter).segment(photo) if net.needs_segmentation else None
     chosen = _latlon(target_latlon) if target_latlon else target
-    result = gradcam(net, photo, chosen, seg=seg)
+    used, line = describe_precision(precision, net.device)
+    console.print(line)
+    result = gradcam(net, photo, chosen, seg=seg, precision=used)
     result.overlay.save(output)
     if raw_map is not None:
         np.save(raw_map, result.cam.astype(np.float32))

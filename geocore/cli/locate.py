@@ -11,8 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from geocore.cli.evaluate import ACCELERATOR_OPT, DEVICES_OPT, NODES_OPT, STRATEGY_OPT
+from geocore.cli.precision import PRECISION_OPT, check_precision, describe_precision
 from geocore.data import safe_io
 from geocore.errors import InputError
+from geocore.weights.preflight import check_default_weights
 
 MODEL_OPT = typer.Option("geoclip", "--model", help="Registered model name (see `geocore models`).")
 PRETRAINED_OPT = typer.Option(None, "--pretrained", help="Weights tag or checkpoint path (default: the model's own).")
@@ -78,7 +81,8 @@ def _image_record(res) -> dict:
         exif = {"lat": res.exif_gps[0], "lon": res.exif_gps[1], "error_km": res.exif_error_km,
                 "inside_90": res.exif_in_region(0.9)}
     return {"image": res.name, "topk": records, "exif": exif, "hint": res.extras.get("hint"),
-            "calibrated": res.calibrated, "regions": [r.to_feature() for r in res.regions]}
+            "calibrated": res.calibrated, "regions": [r.to_feature() for r in res.regions],
+            "precision": res.precision}
 
 
 def _write(results: list, output: Path) -> None:
@@ -94,15 +98,9 @@ def _write(results: list, output: Path) -> None:
                 feats.append({**f, "properties": {"image": rec["image"], "kind": "search_region", **f["properties"]}})
         safe_io.write_text_atomic(output, json.dumps({"type": "FeatureCollection", "features": feats}))
         return
-    rows = []
-    for res in results:
-        extra = {f"region_{round(100 * r.level)}_km2": r.area_km2 for r in res.regions}
-        if res.regions:
-            extra["calibrated"] = res.calibrated
-        if res.exif_gps:
-            extra.update(exif_lat=res.exif_gps[0], exif_lon=res.exif_gps[1], exif_error_km=res.exif_error_km)
-        rows += _rows(res.name, res.table, extra)
-    safe_io.write_text_atomic(output, safe_io.to_csv_text(pd.DataFrame(rows)))  # names, places: no spreadsheet formulas
+    from geocore.eval.results import located_table
+
+    safe_io.write_text_atomic(output, safe_io.to_csv_text(located_table(results)))  # no spreadsheet formulas
 
 
 def _print_table(title: str, table: pd.DataFrame, console: Console) -> None:
@@ -123,13 +121,32 @@ def region_line(region) -> str:
             f"area{'s' if region.n_areas != 1 else ''}" + (f" ({countries})" if countries else "") + f" — {status}")
 
 
+def _locate_table(net, paths: list[Path], output: Path, loop: dict, *, batch_size: int, precision: str,
+                  **options) -> None:
+    """Many photos into one table on the predict loop (`geocore.eval.predict_loop`; Lightning loads here only)."""
+    from geocore.eval.predict_loop import locate_to_table, loop_options
+
+    opts = loop_options(**loop, precision=precision, batch_size=batch_size, progress=False)
+    done = locate_to_table(net, paths, output, opts, precision=precision, **options)
+    if done is None:  # another rank than 0: rank 0 writes and reports
+        return
+    console = Console(stderr=True, soft_wrap=True)
+    for error in done.errors:
+        console.print(f"[red]skipped[/] {error}")
+    n_ok = int(done.table["image"].nunique()) if len(done.table) else 0
+    console.print(f"{n_ok} image(s) located, {len(done.errors)} skipped → {output}")
+    if not n_ok:
+        raise InputError("none of the images could be read")
+
+
 def locate(
     images: list[Path] = typer.Argument(..., help="Image files or folders."),
     model: str = MODEL_OPT,
     pretrained: str = PRETRAINED_OPT,
     top_k: int = TOPK_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list, one object per image."),
-    output: Path = typer.Option(None, "--output", help="Write all results to .csv or .geojson."),
+    output: Path = typer.Option(None, "--output", help="Write all results to .csv or .parquet (one table, on one "
+                                "device or many: --devices, --num-nodes) or .geojson."),
     gallery: Path = typer.Option(None, "--gallery", help="CSV of candidate points (LAT,LON)."),
     bbox: str = typer.Option(None, "--bbox", help="Restrict answers to SOUTH,WEST,NORTH,EAST."),
     grid_km: float = typer.Option(None, "--grid-km", help="Score a regular grid of this spacing instead."),
@@ -142,11 +159,18 @@ def locate(
     hint_weight: float = typer.Option(None, "--hint-weight", help="w in p ∝ p_image · p_text^w (default 0.5)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     tencrop: bool = typer.Option(False, "--tencrop", help="Cell models: average the papers' ten crops."),
+    precision: str = PRECISION_OPT,
+    accelerator: str = ACCELERATOR_OPT,
+    devices: int = DEVICES_OPT,
+    num_nodes: int = NODES_OPT,
+    strategy: str = STRATEGY_OPT,
 ) -> None:
     """Where was each photo taken? Top-k locations with probabilities, place and country (offline), and how
     large an area to search."""
+    check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
     from geocore.locate import expand_paths, locate as run_locate
 
+    check_precision(precision)
     levels = parse_levels(regions)
     cal = load_calibration(calibration)
     if cal is not None and levels is None:
@@ -156,8 +180,16 @@ def locate(
     console = Console(stderr=as_json or output is not None, soft_wrap=True)
     if net.random_backbone:
         console.print(f"[bold red]note:[/] {model} has a RANDOM backbone: these predictions mean nothing")
+    used, line = describe_precision(precision, net.device)
+    console.print(line)
+    if output is not None and output.suffix.lower() in (".csv", ".parquet") and not as_json:  # a table: many photos
+        loop = dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
+        return _locate_table(net, paths, output, loop, top_k=top_k, refine=refine, regions=levels, calibration=cal,
+                             hint=hint, hint_weight=hint_weight, tencrop=tencrop, precision=precision,
+                             batch_size=batch_size)
     results = run_locate(net, [(str(p), p) for p in paths], top_k=top_k, refine=refine, batch_size=batch_size,
-                         regions=levels, calibration=cal, hint=hint, hint_weight=hint_weight, tencrop=tencrop)
+                         regions=levels, calibration=cal, hint=hint, hint_weight=hint_weight, tencrop=tencrop,
+                         precision=used)
     ok = [res for res in results if res.ok]
     for res in results:
         if not res.ok:
@@ -186,19 +218,26 @@ def text(
     pretrained: str = PRETRAINED_OPT,
     top_k: int = TOPK_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON list."),
+    precision: str = PRECISION_OPT,
 ) -> None:
     """Where does a text point? CLIP text tower → GeoCLIP's MLP → similarity over the gallery."""
+    check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
     from geocore.locate import prediction_table
+    from geocore.models.precision import use_precision
 
+    check_precision(precision)
     net = _load(model, pretrained, None, None, None)
     if not net.supports_text:
         raise InputError(f"text queries need GeoCLIP, not {model}")
-    pred = net.predict_text(list(query), top_k)
+    used, line = describe_precision(precision, net.device)
+    with use_precision(used, net.device):
+        pred = net.predict_text(list(query), top_k)
     rows = []
-    console = Console()
+    console = Console(stderr=as_json)
+    console.print(line)
     for i, q in enumerate(query):
         table = prediction_table(pred[i])
-        rows += _rows(q, table)
+        rows += _rows(q, table, {"precision": used})
         if not as_json:
             _print_table(q, table, console)
     if as_json:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from geocore.errors import InputError
+from geocore.weights.preflight import check_default_weights
 
 
 def _command(images: list[Path], explain: bool, **options) -> str:
@@ -38,6 +39,7 @@ def report(
     """A reproducible case report: photos, SHA-256s, EXIF, top-k, maps with search regions, Grad-CAM, provenance.
 
     One HTML file that opens offline and makes no request (images inline; no scripts, fonts or tiles)."""
+    check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
     from geocore.locate import expand_paths
     from geocore.models.registry import load_model_for_user
     from geocore.report import build_report, write_html

@@ -8,6 +8,9 @@ What is explained, and where, is each model's own `gradcam_spec` (target layer, 
 
 The map is computed on the model's own input (its preprocessing: resize + centre crop) and placed back at the
 original image's size; parts the crop cut off get 0 and are dimmed in the overlay.
+
+`precision="bf16"` runs the forward and backward pass of the backbone under bf16 autocast
+(`geocore.models.precision`); activations and gradients are taken in float32 for the map.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import nn
 from geocore.errors import InputError
 from geocore.models.base import GeoLocator
 from geocore.models.cell_classifier import CellClassifier
+from geocore.models.precision import use_precision
 from geocore.models.views import crop_like_photo, preprocess_box
 
 
@@ -34,6 +38,7 @@ class CamResult:
     cam: np.ndarray
     overlay: Image.Image
     target_desc: str
+    precision: str = "fp32"  # the precision the backbone ran at ("fp32" or "bf16")
 
 
 class _Scalar(nn.Module):
@@ -100,13 +105,21 @@ def _seg_input(model: GeoLocator, seg: Any, image: Image.Image, pixels: torch.Te
 
 
 def gradcam(model: GeoLocator, image: Image.Image, target: int | tuple[float, float] | None = None, *,
-            seg: Any = None) -> CamResult:
+            seg: Any = None, precision: str = "fp32") -> CamResult:
     """Grad-CAM of `model` on a PIL image. target: GeoCLIP — a gallery index or a (lat, lon) (default top-1);
-    TransLocator / GeoDecoder — a fine-cell index (default top-1). seg: TransLocator's segmentation map."""
-    from pytorch_grad_cam import GradCAM
-
+    TransLocator / GeoDecoder — a fine-cell index (default top-1). seg: TransLocator's segmentation map.
+    precision: "fp32" | "bf16" | "auto" for the backbone's forward and backward (the default top-1 is the one
+    `predict` gives at that precision)."""
     if not isinstance(image, Image.Image):
         raise InputError(f"gradcam: expected a PIL image, got {type(image).__name__}")
+    with use_precision(precision, model.device) as used:
+        cam, overlay, desc = _gradcam(model, image, target, seg)
+    return CamResult(cam, overlay, desc, used)
+
+
+def _gradcam(model: GeoLocator, image: Image.Image, target: Any, seg: Any) -> tuple[np.ndarray, Image.Image, str]:
+    from pytorch_grad_cam import GradCAM
+
     image = image.convert("RGB")
     box = crop_box(model.preprocess, image.size)
     pixels = model.preprocess(image)[None].to(model.device)
@@ -121,8 +134,10 @@ def gradcam(model: GeoLocator, image: Image.Image, target: int | tuple[float, fl
     saved = [(prm, prm.requires_grad, prm.grad) for prm in model.parameters()]
     model.requires_grad_(False)  # gradients reach the activations through the input; no parameter grads
     try:  # the context manager removes GradCAM's hooks on exit
+        # float32 maps: pytorch_grad_cam hands activations and gradients to numpy, which has no bfloat16
+        reshape = lambda t: spec.reshape_transform(t).float()  # noqa: E731
         with torch.enable_grad(), GradCAM(model=_Scalar(model, spec.score), target_layers=[spec.target_layer],
-                                          reshape_transform=spec.reshape_transform) as cam:
+                                          reshape_transform=reshape) as cam:
             x = pixels.detach().clone().requires_grad_(True)  # the backbone is frozen: grads flow from the input
             maps = cam(input_tensor=x, targets=[lambda out: out[spec.index]])  # (1, h_in, w_in) in [0, 1]
     finally:
@@ -133,4 +148,4 @@ def gradcam(model: GeoLocator, image: Image.Image, target: int | tuple[float, fl
     if maps is None:  # pytorch_grad_cam's __exit__ swallows IndexError
         raise RuntimeError(f"Grad-CAM failed for {type(model).__name__} ({spec.description})")
     result = _to_original(maps[0], image, box)
-    return CamResult(result, overlay_cam(image, result, box), spec.description)
+    return result, overlay_cam(image, result, box), spec.description

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from geocore.errors import InputError
+from geocore.models.precision import compute_autocast, current_precision, use_precision
 
 S3_NAMES = ("indoor", "natural", "urban")  # TransLocator's S3 labels 0 / 1 / 2
 S3_PROMPTS: dict[str, tuple[str, ...]] = {
@@ -84,15 +85,18 @@ def load_places365_categories(path: str | Path) -> list[tuple[str, str]]:
 def prompt_embeddings(model: Any, prompts: list[tuple[str, ...]] | list[str]) -> torch.Tensor:
     """(K, D) normalised CLIP text embeddings, one per class: the mean of its prompts' normalised embeddings.
 
-    Cached per model and prompt set, so each prompt is encoded once per loaded model."""
+    Cached per model, prompt set and precision (the text tower runs at the current one, `use_precision`), so
+    each prompt is encoded once per loaded model and precision."""
     groups = [(p,) if isinstance(p, str) else tuple(p) for p in prompts]
-    key = tuple(f"{len(g)}\x00" + "\x00".join(g) for g in groups)
+    key = (current_precision(), *(f"{len(g)}\x00" + "\x00".join(g) for g in groups))
     cache = _TEXT_CACHE.setdefault(model, {})
     if key not in cache:
         flat = [p for g in groups for p in g]
         with torch.no_grad():
             tokens = model.tokenizer(flat).to(model.device)
-            emb = F.normalize(model.clip.encode_text(tokens).float(), dim=-1)  # (P, D)
+            with compute_autocast(tokens.device):
+                feats = model.clip.encode_text(tokens)
+            emb = F.normalize(feats.float(), dim=-1)  # (P, D)
         out, i = [], 0
         for g in groups:
             out.append(F.normalize(emb[i:i + len(g)].mean(0), dim=-1))
@@ -103,15 +107,22 @@ def prompt_embeddings(model: Any, prompts: list[tuple[str, ...]] | list[str]) ->
 
 @torch.no_grad()
 def classify_scene(model: Any, image: Image.Image, categories: str | Path | list[tuple[str, str]] | None = None,
-                   top_k: int = 5) -> SceneResult:
+                   top_k: int = 5, *, precision: str = "fp32") -> SceneResult:
     """S3 scene (and the top-k Places365 scenes when `categories` — a categories file or its parsed rows — is
-    given) of a PIL image, zero-shot with the CLIP inside a GeoCLIP `model`."""
+    given) of a PIL image, zero-shot with the CLIP inside a GeoCLIP `model`; its towers at `precision`
+    ("fp32" | "bf16" | "auto", `geocore.models.precision`)."""
     from geocore.models.geoclip import GeoCLIP
 
     if not isinstance(model, GeoCLIP):
         raise InputError("scene recognition needs a CLIP-based model (geoclip)")
+    with use_precision(precision, model.device):
+        return _classify(model, image, categories, top_k)
+
+
+def _classify(model: Any, image: Image.Image, categories: str | Path | list[tuple[str, str]] | None,
+              top_k: int) -> SceneResult:
     pixels = model.preprocess(image.convert("RGB"))[None].to(model.device)
-    img = F.normalize(model.clip.encode_image(pixels).float(), dim=-1)  # (1, D)
+    img = F.normalize(model.forward_features(pixels), dim=-1)  # (1, D) CLIP image features, float32
     scale = float(model.clip.logit_scale.exp().clamp(max=100.0))
 
     s3 = (scale * img @ prompt_embeddings(model, [S3_PROMPTS[n] for n in S3_NAMES]).T).softmax(-1)[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +19,15 @@ from torch import nn
 from geocore.errors import InputError
 from geocore.geo.coords import validate_latlon
 from geocore.geo.gallery import default_gallery
+from geocore.models.ann_index import (RETRIEVE, AnnIndex, background_sample, check_mode, index_path,
+                                      indexed_prediction, load_or_build, nlist_for, retrieve, use_index)
 from geocore.models.base import GalleryModel, GradCamSpec
-from geocore.models.clip_backbone import build_clip, clip_image_transform, clip_tokenizer, load_state_dict_file
+from geocore.models.clip_backbone import (autocast_friendly_attention, build_clip, clip_image_transform,
+                                          clip_tokenizer, load_state_dict_file)
 from geocore.models.gallery_cache import GalleryEmbeddingCache
 from geocore.models.layers.vit import tokens_to_map
 from geocore.models.location_encoder import LocationEncoder
+from geocore.models.precision import compute_autocast
 from geocore.models.prediction import Prediction
 from geocore.models.registry import WeightsInfo, register_model
 from geocore.models.retrieval import cosine_scores, use_half
@@ -32,6 +36,9 @@ from geocore.weights.paths import geoclip_package_dir
 from geocore.weights.resolve import parse_pretrained, resolve_clip_checkpoint
 from geocore.weights.sources import SOURCES
 from geocore.weights.status import source_status
+
+if TYPE_CHECKING:
+    from geocore.geo.candidates import CandidateCells
 
 GEOCLIP_CONFIG: dict[str, Any] = {"clip_model": "ViT-L-14", "embed_dim_in": 768, "heads": "wheel"}
 # A tiny random open_clip (2-layer ViT-B/32-shaped towers, projection 768 so the wheel MLP fits).
@@ -47,6 +54,8 @@ class GeoCLIP(GalleryModel):
     """GeoCLIP over a GPS gallery. `random_backbone` is True when the CLIP weights are random (tests)."""
 
     supports_text = True
+    index_mode: str = "auto"  # gallery search: "auto" | "exact" | "ivf" (`geocore.models.ann_index`)
+    _ann: tuple | None = None  # (embedding cache key, AnnIndex, background sample, its embeddings) of the gallery
 
     def __init__(self, clip: nn.Module, *, preprocess, tokenizer, embed_dim_in: int = 768,
                  gallery: torch.Tensor | None = None, random_backbone: bool = False,
@@ -55,7 +64,8 @@ class GeoCLIP(GalleryModel):
         out_dim = clip.visual.output_dim
         if out_dim != embed_dim_in:
             raise InputError(f"CLIP backbone projects to {out_dim} dims but embed_dim_in={embed_dim_in}")
-        self.clip = clip.requires_grad_(False).eval()  # frozen backbone
+        # frozen backbone; its attention made fast under bf16 autocast (`AutocastSelfAttention`)
+        self.clip = autocast_friendly_attention(clip).requires_grad_(False).eval()
         self.mlp = nn.Sequential(nn.Linear(embed_dim_in, 768), nn.ReLU(), nn.Linear(768, 512))
         self.location_encoder = LocationEncoder()
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
@@ -88,8 +98,13 @@ class GeoCLIP(GalleryModel):
     # --- embeddings -----------------------------------------------------------------------------
 
     def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) → (B, 768) projected CLIP image features, before the MLP (hook point for Grad-CAM)."""
-        return self.clip.encode_image(pixels)
+        """(B, 3, H, W) → (B, 768) projected CLIP image features, before the MLP (hook point for Grad-CAM).
+
+        The tower runs at the current precision (`geocore.models.precision`: bf16 autocast inside
+        `use_precision("bf16")`); the features come back as float32."""
+        with compute_autocast(pixels.device):
+            feats = self.clip.encode_image(pixels)
+        return feats.float()
 
     def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) → (B, 512) L2-normalised image embeddings."""
@@ -101,8 +116,12 @@ class GeoCLIP(GalleryModel):
         return self.tokenizer(list(texts)).to(self.device)  # (B, context_length)
 
     def text_embeddings(self, texts: list[str]) -> torch.Tensor:
-        """(B,) strings → (B, 512) L2-normalised embeddings (CLIP text features through the image MLP)."""
-        return F.normalize(self.mlp(self.clip.encode_text(self.tokenize(texts))), dim=-1)
+        """(B,) strings → (B, 512) L2-normalised embeddings (CLIP text features through the image MLP); the text
+        tower runs at the current precision, the MLP in float32."""
+        tokens = self.tokenize(texts)
+        with compute_autocast(tokens.device):
+            feats = self.clip.encode_text(tokens)
+        return F.normalize(self.mlp(feats.float()), dim=-1)
 
     @torch.no_grad()
     def embed_locations(self, latlon: torch.Tensor, chunk_size: int = 65536) -> torch.Tensor:
@@ -113,25 +132,47 @@ class GeoCLIP(GalleryModel):
 
     # --- gallery --------------------------------------------------------------------------------
 
-    def set_gallery(self, coords: torch.Tensor) -> None:
-        """Score against these (M, 2) (lat, lon) points from now on."""
+    def set_gallery(self, coords: torch.Tensor, *, index: str | None = None) -> None:
+        """Score against these (M, 2) (lat, lon) points from now on; `index` ("auto", "exact", "ivf"; None keeps
+        the current mode) picks the exact scan or the approximate index (`geocore.models.ann_index`)."""
         arr = validate_latlon(torch.as_tensor(coords).detach().cpu().double().numpy(), source="gallery")
         if arr.shape[0] == 0:
             raise InputError("gallery: needs at least one point")
+        if index is not None:
+            self.index_mode = check_mode(index)
         self.gallery = torch.as_tensor(arr, dtype=torch.float32, device=self.device)
         self.gallery_cache.clear()
+        self._ann = None
 
-    def with_gallery(self, coords: torch.Tensor) -> "GeoCLIP":
+    def with_gallery(self, coords: torch.Tensor, *, index: str | None = None) -> "GeoCLIP":
         """A view of this model that scores `coords`: it shares every weight (no copy) but owns its
-        gallery and embedding cache, so concurrent users of the original (e.g. app sessions) are unaffected."""
+        gallery, embedding cache and index, so concurrent users of the original (e.g. app sessions) are unaffected."""
         view = copy.copy(self)
         view._buffers = dict(self._buffers)  # shallow copy shares the buffer dict: give the view its own
         view.gallery_cache = GalleryEmbeddingCache(self.gallery_cache.name)
-        view.set_gallery(coords)
+        view.set_gallery(coords, index=index)
         return view
 
+    def uses_index(self) -> bool:
+        """True when the current gallery is searched through the approximate index."""
+        return use_index(self.index_mode, self.num_candidates())
+
+    def gallery_index(self, *, progress: bool = True) -> AnnIndex:
+        """The approximate index of the current gallery: from memory, from its file beside the embedding cache,
+        or built (with a progress bar) and saved there."""
+        emb = self._scan_matrix()
+        key = self.gallery_cache.last_key
+        if self._ann is None or self._ann[0] != key:
+            path = self.gallery_cache.last_path
+            built = load_or_build(emb, None if path is None or not self.gallery_cache.disk
+                                  else index_path(path, nlist_for(emb.shape[0])), progress=progress)
+            bg = background_sample(emb.shape[0])
+            self._ann = (key, built, bg, emb[bg].float().cpu())
+        return self._ann[1]
+
     def gallery_embeddings(self) -> torch.Tensor:
-        """(M, 512) normalised embeddings of the gallery: cached in memory and on disk."""
+        """(M, 512) normalised embeddings of the gallery: cached in memory and on disk; float32, or float16
+        (memory-mapped) for galleries above `retrieval.HALF_PRECISION_ABOVE` points."""
         return self.gallery_cache.get(self.location_encoder, self.gallery,
                                       lambda g: self.location_encoder.embed(g))
 
@@ -147,7 +188,7 @@ class GeoCLIP(GalleryModel):
     def forward(self, pixels: torch.Tensor, locations: torch.Tensor | None = None) -> torch.Tensor:
         """(B, M) logits of images against `locations` (M, 2) (trainable path), or the cached gallery."""
         img = self.image_embeddings(pixels)  # (B, 512)
-        loc = (self.gallery_embeddings() if locations is None
+        loc = (self.gallery_embeddings().float() if locations is None
                else F.normalize(self.location_encoder(locations), dim=-1))  # (M, 512)
         return self.logit_scale.exp() * img @ loc.T
 
@@ -157,8 +198,22 @@ class GeoCLIP(GalleryModel):
 
     def predict_embeddings(self, emb: torch.Tensor, top_k: int = 5, full: bool = False) -> Prediction:
         """Top-k gallery points for (B, 512) normalised embeddings (image or text)."""
+        if self.uses_index():
+            index = self.gallery_index()
+            ret = retrieve(index, emb, self._scan_matrix(), self.logit_scale.detach().exp(), self._ann[2],
+                           max(RETRIEVE, top_k), bg_emb=self._ann[3])
+            return indexed_prediction(ret, self.gallery, top_k, full=full)
         logits = self.similarity_logits(emb, self._scan_matrix())  # (B, M)
         return Prediction.from_scores(logits, self.gallery, top_k, full=full)
+
+    def candidate_cells(self) -> CandidateCells:
+        """Voronoi cells of the gallery (`GeoLocator.candidate_cells`); for an indexed gallery (millions of
+        points, no Voronoi diagram) the S2 cells holding its points (`geocore.geo.candidates.GalleryS2Cells`)."""
+        if self.uses_index():
+            from geocore.geo.candidates import gallery_s2_cells
+
+            return gallery_s2_cells(self.gallery)
+        return super().candidate_cells()
 
     @torch.no_grad()
     def predict(self, pixels: torch.Tensor, top_k: int = 5, *, full: bool = False) -> Prediction:
@@ -189,7 +244,7 @@ class GeoCLIP(GalleryModel):
             if not 0 <= int(target) < n:
                 raise InputError(f"target gallery point {target} out of range 0..{n - 1}")
             lat, lon = (float(v) for v in self.gallery[int(target)].tolist())
-            emb = self.gallery_embeddings()[int(target)][None]
+            emb = self.gallery_embeddings()[int(target)][None].float()  # float16 for large galleries
             desc = f"similarity to gallery point #{int(target)} ({lat:.4f}, {lon:.4f})"
         visual = self.clip.visual
         grid = tuple(visual.grid_size)

@@ -42,7 +42,7 @@ from geocore.models.layers.hierarchy import LEVELS, weighted_loss
 from geocore.models.layers.vit import average_views, tokens_to_map
 from geocore.models.prediction import Prediction
 from geocore.models.registry import WeightsInfo, register_model
-from geocore.models.vit_backbone import create_vit, vit_grid, vit_preprocess
+from geocore.models.vit_backbone import create_vit, vit_features, vit_grid, vit_preprocess
 
 
 class GeoDecoder(CellClassifier):
@@ -97,8 +97,8 @@ class GeoDecoder(CellClassifier):
         return self(pixels)["fine"]
 
     def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> decoded queries (B, S, 3, D)."""
-        tokens = self.backbone.forward_features(pixels)  # (B, N, C) incl. class token
+        """(B, 3, H, W) -> decoded queries (B, S, 3, D); the encoder at the current precision, the decoder in fp32."""
+        tokens = vit_features(self.backbone, pixels)  # (B, N, C) incl. class token
         return self.decoder(self.in_proj(tokens))
 
     def forward(self, pixels: torch.Tensor, scene: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from torch import nn
 
 from geocore.geo.projection import equal_earth
 from geocore.models.layers.rff import GaussianFourierFeatures
+from geocore.models.precision import full_precision
 
 DEFAULT_SIGMAS: tuple[float, ...] = (2.0**0, 2.0**4, 2.0**8)
 
@@ -38,7 +39,10 @@ class LocationCapsule(nn.Module):
 
 
 class LocationEncoder(nn.Module):
-    """(N, 2) (lat, lon) degrees → (N, 512) GPS features (unnormalised, as GeoCLIP trains them)."""
+    """(N, 2) (lat, lon) degrees → (N, 512) GPS features (unnormalised, as GeoCLIP trains them).
+
+    Always float32, even inside an autocast: the σ = 2^8 Fourier features have phases of thousands of radians,
+    which bf16's 8-bit mantissa would scramble (`geocore.models.precision`)."""
 
     def __init__(self, sigmas: tuple[float, ...] = DEFAULT_SIGMAS, out_dim: int = 512,
                  generator: torch.Generator | None = None) -> None:
@@ -48,10 +52,11 @@ class LocationEncoder(nn.Module):
         self.capsules = nn.ModuleList(LocationCapsule(s, out_dim=out_dim, generator=generator) for s in self.sigmas)
 
     def forward(self, latlon: torch.Tensor) -> torch.Tensor:
-        xy = equal_earth(latlon.to(self.capsules[0].rff.b.dtype))  # (N, 2) scaled Equal Earth
-        out = self.capsules[0](xy)  # (N, 512)
-        for capsule in self.capsules[1:]:
-            out = out + capsule(xy)
+        with full_precision(latlon.device):
+            xy = equal_earth(latlon.to(self.capsules[0].rff.b.dtype))  # (N, 2) scaled Equal Earth
+            out = self.capsules[0](xy)  # (N, 512)
+            for capsule in self.capsules[1:]:
+                out = out + capsule(xy)
         return out
 
     @torch.no_grad()

@@ -45,7 +45,8 @@ from geocore.models.prediction import Prediction
 from geocore.models.registry import WeightsInfo, register_model
 from geocore.models.segmenter import DEFAULT_SEGMENTER, SEG_SHORT_SIDE, Segmenter, load_segmenter
 from geocore.models.views import CellInputs, SegmentInputs, crop_map, views_from_tensor
-from geocore.models.vit_backbone import create_vit, vit_grid, vit_preprocess
+from geocore.models.precision import compute_autocast
+from geocore.models.vit_backbone import create_vit, vit_features, vit_grid, vit_preprocess
 
 SegmentFn = Callable[[torch.Tensor], torch.Tensor]  # pixels (B, 3, H, W) -> colour map (B, 3, H, W) or labels
 FUSION_LAYERS = ("between", "all")
@@ -172,14 +173,17 @@ class TransLocator(CellClassifier):
         return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(x))))
 
     def forward_features(self, rgb: torch.Tensor, seg: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Both branches with CLS fusion; final CLS tokens (B, C), fused (B, 2C), weights (B, 2)."""
-        r, s = self._embed(self.rgb, rgb), self._embed(self.seg, seg)  # (B, 1+N, C) each
-        for i, (block_r, block_s) in enumerate(zip(self.rgb.blocks, self.seg.blocks)):
-            r, s = block_r(r), block_s(s)
-            if self.fusion is not None and i < len(self.fusion):  # "between": not after the last layer
-                cls_r, cls_s = self.fusion[i](r[:, 0], s[:, 0])  # (B, C) each
-                r = torch.cat([cls_r[:, None], r[:, 1:]], dim=1)
-                s = torch.cat([cls_s[:, None], s[:, 1:]], dim=1)
+        """Both branches with CLS fusion; final CLS tokens (B, C), fused (B, 2C), weights (B, 2). The branches run
+        at the current precision (`geocore.models.precision`), the final norms and attentive fusion in float32."""
+        with compute_autocast(rgb.device):
+            r, s = self._embed(self.rgb, rgb), self._embed(self.seg, seg)  # (B, 1+N, C) each
+            for i, (block_r, block_s) in enumerate(zip(self.rgb.blocks, self.seg.blocks)):
+                r, s = block_r(r), block_s(s)
+                if self.fusion is not None and i < len(self.fusion):  # "between": not after the last layer
+                    cls_r, cls_s = self.fusion[i](r[:, 0], s[:, 0])  # (B, C) each
+                    r = torch.cat([cls_r[:, None], r[:, 1:]], dim=1)
+                    s = torch.cat([cls_s[:, None], s[:, 1:]], dim=1)
+        r, s = r.float(), s.float()
         cls_r, cls_s = self.rgb.norm(r)[:, 0], self.seg.norm(s)[:, 0]  # (B, C)
         fused, weights = self.attentive(cls_r, cls_s)  # (B, 2C), (B, 2)
         return {"rgb_cls": cls_r, "seg_cls": cls_s, "fused": fused, "weights": weights}
@@ -304,7 +308,7 @@ class ViTMT(CellClassifier):
         self.register_buffer("std", std, persistent=False)
 
     def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_features(pixels)  # (B, N, C)
+        return vit_features(self.backbone, pixels)  # (B, N, C), at the current precision, as float32
 
     def forward(self, pixels: torch.Tensor, scene: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         cls = self.backbone.forward_head(self.forward_features(pixels), pre_logits=True)  # (B, C) class token

@@ -11,6 +11,7 @@ from timm.data import create_transform, resolve_data_config
 from timm.models.vision_transformer import VisionTransformer
 
 from geocore.errors import InputError
+from geocore.models.precision import compute_autocast
 
 
 def create_vit(name: str, kwargs: Mapping[str, Any] | None = None, *, imagenet: bool = False) -> VisionTransformer:
@@ -29,6 +30,14 @@ def create_vit(name: str, kwargs: Mapping[str, Any] | None = None, *, imagenet: 
     if not isinstance(model, VisionTransformer) or model.cls_token is None:
         raise InputError(f"backbone {name!r}: expected a timm VisionTransformer with a class token")
     return model
+
+
+def vit_features(vit: VisionTransformer, pixels: torch.Tensor) -> torch.Tensor:
+    """`vit.forward_features(pixels)`: (B, N, C) tokens, computed at the current precision (bf16 autocast inside
+    `use_precision("bf16")`, `geocore.models.precision`) and returned as float32 for the layers after it."""
+    with compute_autocast(pixels.device):
+        tokens = vit.forward_features(pixels)
+    return tokens.float()
 
 
 def vit_preprocess(vit: VisionTransformer) -> tuple[Callable, torch.Tensor, torch.Tensor]:
