@@ -153,7 +153,7 @@ def locate(
     the image and text towers' precision (`geocore.models.precision`); the location encoder, gallery scan and
     softmax stay float32. Each result's `precision` says which was used.
     """
-    with use_precision(precision, model.device) as used:
+    with use_precision(precision, model.device, model) as used:
         results = _locate(model, sources, top_k=top_k, full=full, refine=refine, batch_size=batch_size,
                           regions=regions, calibration=calibration, hint=hint, hint_weight=hint_weight,
                           hint_model=hint_model, tencrop=tencrop)

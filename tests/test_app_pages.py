@@ -324,15 +324,12 @@ def _precision_caption(at: AppTest) -> list[str]:
 def test_locate_precision_choice_reaches_the_library_and_says_what_ran():
     """Precision auto / fp32 / bf16 beside the model (default auto): each gives the library's answer at that
     precision, and the page says which ran (auto: which one, and why)."""
-    from geocore.models.precision import resolve_precision
-    from ui.models import precision_text
-
     files = [("cairo.jpg", _jpeg(5, gps=(30.0444, 31.2357)))]
     at = _run("locate", {"_test_uploads": files})
     select = at.selectbox(key="precision")
     assert select.options == ["auto", "fp32", "bf16"] and select.value == "auto"
-    auto = resolve_precision("auto", "cpu")
-    assert _precision_caption(at) == [f"Precision: {precision_text('auto', auto, 'cpu')}"]
+    # the test model is far below BF16_MIN_PARAMETERS: auto keeps fp32, and says why
+    assert _precision_caption(at)[0].startswith("Precision: fp32 (auto: ")
     for choice in ("fp32", "bf16"):
         at.selectbox(key="precision").set_value(choice).run()
         assert not at.exception, [e.value for e in at.exception]
@@ -348,12 +345,13 @@ def test_precision_text_names_the_reason(monkeypatch):
     from ui.models import precision_text
 
     monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ("avx512_bf16",))
-    assert precision_text("auto", "bf16", "cpu") == "bf16 (auto: this CPU has avx512_bf16)"
-    assert precision_text("fp32", "fp32", "cpu") == "fp32 (chosen)"
-    assert precision_text("bf16", "bf16", "cpu") == "bf16 (chosen)"
+    assert precision_text("auto", "cpu") == "bf16 (auto: this CPU has avx512_bf16)"
+    assert precision_text("fp32", "cpu") == "fp32 (chosen)"
+    assert precision_text("bf16", "cpu") == "bf16 (chosen)"
+    assert precision_text("auto", "cpu", torch.nn.Linear(10, 10)).startswith("fp32 (auto: a 0.0M-parameter model")
     monkeypatch.setattr(precision, "cpu_bf16_flags", lambda: ())
-    assert precision_text("auto", "fp32", "cpu") == "fp32 (auto: this CPU has no AMX or AVX512-BF16)"
-    assert "may be slower than fp32" in precision_text("bf16", "bf16", "cpu")
+    assert precision_text("auto", "cpu") == "fp32 (auto: this CPU has no AMX or AVX512-BF16)"
+    assert "may be slower than fp32" in precision_text("bf16", "cpu")
 
 
 def test_text_query_and_explain_take_the_precision():

@@ -23,10 +23,8 @@ from geocore.models.precision import compute_autocast, current_precision, resolv
 from geocore.models.registry import create_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_geodecoder import TINY_DECODER  # noqa: E402
-from test_translocator import tiny_partitions  # noqa: E402
+from test_explain_gradcam import tiny_geodecoder, tiny_translocator  # noqa: E402
 
-TINY_VIT = {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 64}
 # probabilities of the tiny models under bf16 vs fp32, max |Δ| measured on this CPU (AVX512-BF16): geoclip-tiny
 # 0.0036 (images, 200 points; top-1 prob 0.17) and 0.0022 (text); TransLocator 9e-5, GeoDecoder 8e-4 (20 cells).
 # The bound leaves room for other CPUs' bf16 kernels.
@@ -91,6 +89,21 @@ def test_auto_follows_the_cpu_flags(fake_cpu, flags, found, auto) -> None:
     assert resolve_precision("AUTO", torch.device("cpu")) == auto
     assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision(None, "cpu") == "fp32"
     assert resolve_precision("bf16", "cpu") == "bf16"  # asked for: used even where it is slow
+
+
+def test_auto_keeps_small_models_in_fp32(fake_cpu) -> None:
+    from geocore.models.precision import BF16_MIN_PARAMETERS, precision_reason
+
+    fake_cpu("avx512f avx512_bf16")
+    small = torch.nn.Linear(100, 100)
+    big = torch.nn.Module()
+    big.register_parameter("w", torch.nn.Parameter(torch.empty(BF16_MIN_PARAMETERS, device="meta")))
+    assert resolve_precision("auto", "cpu", small) == "fp32" and resolve_precision("auto", "cpu", big) == "bf16"
+    assert resolve_precision("bf16", "cpu", small) == "bf16"  # asked for: given
+    assert precision_reason("auto", "cpu", small) == "fp32 (auto: a 0.0M-parameter model, too small for bf16 to pay)"
+    assert precision_reason("auto", "cpu", big) == "bf16 (auto: this CPU has avx512_bf16)"
+    with use_precision("auto", "cpu", small) as used:
+        assert used == "fp32" == current_precision()
 
 
 def test_auto_on_other_devices_and_bad_values(fake_cpu) -> None:
@@ -203,17 +216,6 @@ def test_clip_attention_is_plain_attention_with_a_contiguous_projection(tiny_geo
     assert grad.shape == x.shape and torch.isfinite(grad).all()
 
 
-def tiny_translocator():
-    torch.manual_seed(0)
-    return create_model("translocator", partitions=tiny_partitions(), backbone_kwargs=TINY_VIT).eval()
-
-
-def tiny_geodecoder():
-    torch.manual_seed(0)
-    return create_model("geodecoder", partitions=tiny_partitions(), backbone_kwargs=TINY_VIT, scene_classes=4,
-                        **TINY_DECODER).eval()
-
-
 @pytest.mark.parametrize("build", [tiny_translocator, tiny_geodecoder], ids=["translocator", "geodecoder"])
 def test_bf16_runs_the_cell_backbones_and_heads_stay_fp32(build) -> None:
     model = build()
@@ -286,17 +288,24 @@ def test_gradcam_backward_under_bf16_matches_fp32(tiny_geoclip, build) -> None:
 # ---- the command line ---------------------------------------------------------------------------------------------
 
 
-def test_cli_precision_auto_bf16_and_fp32(tmp_path, capsys, fake_cpu) -> None:
+def test_cli_precision_auto_bf16_and_fp32(tmp_path, capsys, fake_cpu, monkeypatch) -> None:
+    from geocore.models import precision
+
     src = tmp_path / "p.png"
     photos(1)[0].save(src)
     fake_cpu("avx512f avx512_bf16")
     assert main(["locate", str(src), "--model", "geoclip-tiny", "--top-k", "2", "--json"]) == 0
+    out = capsys.readouterr()  # the tiny model is below BF16_MIN_PARAMETERS: bf16 would be slower
+    assert "precision: fp32 (auto: a " in out.err and "-parameter model, too small for bf16 to pay)" in out.err
+    assert json.loads(out.out)[0]["precision"] == "fp32"
+    monkeypatch.setattr(precision, "BF16_MIN_PARAMETERS", 0)
+    assert main(["locate", str(src), "--model", "geoclip-tiny", "--top-k", "2", "--json"]) == 0
     out = capsys.readouterr()
-    assert "precision: bf16 (auto: CPU has avx512_bf16)" in out.err
+    assert "precision: bf16 (auto: this CPU has avx512_bf16)" in out.err
     assert json.loads(out.out)[0]["precision"] == "bf16"
     fake_cpu("avx512f")
     assert main(["locate", str(src), "--model", "geoclip-tiny", "--top-k", "2"]) == 0
-    assert "precision: fp32 (auto: CPU has no AMX or AVX512-BF16)" in capsys.readouterr().out
+    assert "precision: fp32 (auto: this CPU has no AMX or AVX512-BF16)" in capsys.readouterr().out
     assert main(["locate", str(src), "--model", "geoclip-tiny", "--precision", "bf16", "--json"]) == 0
     out = capsys.readouterr()
     assert "precision: bf16" in out.err and json.loads(out.out)[0]["precision"] == "bf16"

@@ -87,7 +87,7 @@ if model is not None:
         if results is not None:
             bad = sum(not r.ok for r in results)
             st.write(f"{len(results) - bad} photo(s) located" + (f", {bad} could not be read" if bad else "") + ".")
-            precision_note(precision, results[0].precision, net.device)
+            precision_note(precision, net.device, net)
             data = dict(files)
             for i, res in enumerate(results):
                 with st.container(border=True):

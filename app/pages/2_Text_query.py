@@ -56,7 +56,7 @@ if model is not None:
                 from geocore.locate import prediction_table
                 from geocore.models.precision import use_precision
 
-                with use_precision(precision, model.device) as used:
+                with use_precision(precision, model.device, model) as used:
                     pred = model.predict_text([query], min(top_k, model.num_candidates()), full=True)
                 table = prediction_table(pred)
             except GeocoreError as err:
@@ -66,5 +66,5 @@ if model is not None:
             st.markdown(f"**“{query}”** → top-1: {place_text(table.iloc[0])}")
             show_map(prediction_map(pred, table), height=360)
             show_table(topk_display(table))
-            precision_note(precision, used, model.device)
+            precision_note(precision, model.device, model)
     release_free_memory()  # the maps' HTML is garbage now

@@ -57,7 +57,7 @@ if model is not None:
         st.error(res.error)
         st.stop()
     random_label(model)
-    precision_note(precision, res.precision, model.device)
+    precision_note(precision, model.device, model)
     table = res.table
     choice = st.selectbox("Explain the answer", list(range(len(table))), key="explain_target",
                           format_func=lambda i: f"#{i + 1} {place_text(table.iloc[i])} (p={table.iloc[i]['prob']:.3f})")

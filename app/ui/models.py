@@ -107,31 +107,16 @@ def precision_picker(*, key: str = "precision") -> str:
                                 help=PRECISION_HELP)
 
 
-def precision_text(choice: str, used: str, device) -> str:
-    """What ran, in words: "bf16 (auto: this CPU has avx512_bf16)", "fp32 (auto: this CPU has no AMX or
-    AVX512-BF16)", "bf16 (chosen; this CPU has no native bf16, so it may be slower than fp32)", "fp32 (chosen)"."""
-    import torch
+def precision_text(choice: str, device, model=None) -> str:
+    """What ran, in words (`geocore.models.precision.precision_reason`): "bf16 (auto: this CPU has avx512_bf16)"."""
+    from geocore.models.precision import precision_reason
 
-    from geocore.models.precision import cpu_bf16_flags, fast_bf16
-
-    device = torch.device(device)
-    if choice != "auto":
-        slow = used == "bf16" and not fast_bf16(device)
-        return f"{used} (chosen" + (f"; this {device.type.upper()} has no native bf16, so it may be slower than fp32)"
-                                   if slow else ")")
-    if device.type == "cuda":
-        why = "this GPU runs bf16" if used == "bf16" else "this GPU has no bf16"
-    elif device.type == "cpu":
-        flags = cpu_bf16_flags()
-        why = f"this CPU has {' and '.join(flags)}" if flags else "this CPU has no AMX or AVX512-BF16"
-    else:
-        why = f"no fast bf16 known on {device.type}"
-    return f"{used} (auto: {why})"
+    return precision_reason(choice, device, model)
 
 
-def precision_note(choice: str, used: str, device) -> None:
+def precision_note(choice: str, device, model=None) -> None:
     """The caption saying which precision ran (`precision_text`)."""
-    st.caption(f"Precision: {precision_text(choice, used, device)}")
+    st.caption(f"Precision: {precision_text(choice, device, model)}")
 
 
 @st.cache_resource(show_spinner="Loading model…", max_entries=4)

@@ -99,7 +99,7 @@ def explain(
     # a segmentation model: segment the whole photo once, Grad-CAM crops it like the photo
     seg = load_segmenter(segmenter).segment(photo) if net.needs_segmentation else None
     chosen = _latlon(target_latlon) if target_latlon else target
-    used, line = describe_precision(precision, net.device)
+    used, line = describe_precision(precision, net.device, net)
     console.print(line)
     result = gradcam(net, photo, chosen, seg=seg, precision=used)
     result.overlay.save(output)

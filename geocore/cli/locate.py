@@ -180,7 +180,7 @@ def locate(
     console = Console(stderr=as_json or output is not None, soft_wrap=True)
     if net.random_backbone:
         console.print(f"[bold red]note:[/] {model} has a RANDOM backbone: these predictions mean nothing")
-    used, line = describe_precision(precision, net.device)
+    used, line = describe_precision(precision, net.device, net)
     console.print(line)
     if output is not None and output.suffix.lower() in (".csv", ".parquet") and not as_json:  # a table: many photos
         loop = dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
@@ -229,7 +229,7 @@ def text(
     net = _load(model, pretrained, None, None, None)
     if not net.supports_text:
         raise InputError(f"text queries need GeoCLIP, not {model}")
-    used, line = describe_precision(precision, net.device)
+    used, line = describe_precision(precision, net.device, net)
     with use_precision(used, net.device):
         pred = net.predict_text(list(query), top_k)
     rows = []

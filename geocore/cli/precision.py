@@ -24,23 +24,8 @@ def check_precision(choice: str) -> None:
     resolve_precision(choice, "cpu")
 
 
-def describe_precision(choice: str, device: Any) -> tuple[str, str]:
-    """(precision used, "precision: bf16 (auto: CPU has avx512_bf16)") for `--precision choice` on `device`."""
-    import torch
+def describe_precision(choice: str, device: Any, model: Any = None) -> tuple[str, str]:
+    """(precision used, "precision: bf16 (auto: this CPU has avx512_bf16)") for `--precision choice` on `device`."""
+    from geocore.models.precision import precision_reason, resolve_precision
 
-    from geocore.models.precision import cpu_bf16_flags, fast_bf16, resolve_precision
-
-    used = resolve_precision(choice, device)
-    device = torch.device(device)
-    if choice.lower() != "auto":
-        slow = used == "bf16" and not fast_bf16(device)
-        return used, f"precision: {used}" + (f" (no native bf16 on this {device.type}: may be slower than fp32)"
-                                             if slow else "")
-    if device.type == "cuda":
-        why = "CUDA GPU with bf16" if used == "bf16" else "CUDA GPU without bf16"
-    elif device.type == "cpu":
-        flags = cpu_bf16_flags()
-        why = f"CPU has {' and '.join(flags)}" if flags else "CPU has no AMX or AVX512-BF16"
-    else:
-        why = f"no fast bf16 known on {device.type}"
-    return used, f"precision: {used} (auto: {why})"
+    return resolve_precision(choice, device, model), f"precision: {precision_reason(choice, device, model)}"

@@ -123,7 +123,7 @@ class BatchPredictor(L.LightningModule):
         return batch
 
     def predict_step(self, batch: Any, batch_idx: int) -> Rows:
-        with torch.no_grad(), use_precision(self.inference_precision, self.device):
+        with torch.no_grad(), use_precision(self.inference_precision, self.device, self.model):
             return self.rows(self.model, batch)
 
 

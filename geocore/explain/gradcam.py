@@ -112,7 +112,7 @@ def gradcam(model: GeoLocator, image: Image.Image, target: int | tuple[float, fl
     `predict` gives at that precision)."""
     if not isinstance(image, Image.Image):
         raise InputError(f"gradcam: expected a PIL image, got {type(image).__name__}")
-    with use_precision(precision, model.device) as used:
+    with use_precision(precision, model.device, model) as used:
         cam, overlay, desc = _gradcam(model, image, target, seg)
     return CamResult(cam, overlay, desc, used)
 

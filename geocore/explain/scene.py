@@ -115,7 +115,7 @@ def classify_scene(model: Any, image: Image.Image, categories: str | Path | list
 
     if not isinstance(model, GeoCLIP):
         raise InputError("scene recognition needs a CLIP-based model (geoclip)")
-    with use_precision(precision, model.device):
+    with use_precision(precision, model.device, model):
         return _classify(model, image, categories, top_k)
 
 

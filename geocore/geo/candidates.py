@@ -131,7 +131,21 @@ def auto_radius_km(site_xyz: np.ndarray) -> float:
     return float(np.clip(np.quantile(km, AUTO_QUANTILE), *AUTO_RANGE_KM))
 
 
-class GalleryCells(CandidateCells):
+class _PointCells(CandidateCells):
+    """Candidates that are gallery points, each holding a share of an area: the areas and the points' digest."""
+
+    _areas: np.ndarray
+    _latlon32: np.ndarray
+
+    @property
+    def areas_km2(self) -> np.ndarray:
+        return self._areas
+
+    def _digest(self) -> str:
+        return hashlib.sha256(self._latlon32.tobytes()).hexdigest()[:16]
+
+
+class GalleryCells(_PointCells):
     """Spherical Voronoi cells of gallery points (M, 2), each clipped to a cap of `max_radius_km`.
 
     `max_radius_km`: a radius in km, "auto" (see the module docstring) or None (no clipping: the cells
@@ -191,14 +205,9 @@ class GalleryCells(CandidateCells):
         return cell, EdgeClip(self.site_xyz[sites][cell], a, b, cos_r)
 
     @property
-    def areas_km2(self) -> np.ndarray:
-        return self._areas
-
-    @property
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(self._latlon32.tobytes()).hexdigest()[:16]
         radius = "none" if self.max_radius_km is None else f"{self.max_radius_km:.3f}km"
-        return f"gallery:{len(self)}:{radius}:{digest}"
+        return f"gallery:{len(self)}:{radius}:{self._digest()}"
 
     def locate(self, latlon) -> np.ndarray:
         xyz = to_xyz(_as_latlon(latlon, "points to locate"))
@@ -283,7 +292,7 @@ def s2_level_for(num_points: int) -> int:
     return int(np.clip(round(np.log(max(num_points, 6) / 6.0) / np.log(4.0)), 6, 13))
 
 
-class GalleryS2Cells(CandidateCells):
+class GalleryS2Cells(_PointCells):
     """Gallery points (M, 2), each standing for the level-`level` S2 cell that holds it (shared equally)."""
 
     def __init__(self, points, level: int | None = None, *, step_km: float = STEP_KM) -> None:
@@ -305,13 +314,8 @@ class GalleryS2Cells(CandidateCells):
         self._areas = site_area[self.site_of] / size[self.site_of]  # (M,)
 
     @property
-    def areas_km2(self) -> np.ndarray:
-        return self._areas
-
-    @property
     def fingerprint(self) -> str:
-        digest = hashlib.sha256(self._latlon32.tobytes()).hexdigest()[:16]
-        return f"gallery-s2:{len(self)}:L{self.level}:{digest}"
+        return f"gallery-s2:{len(self)}:L{self.level}:{self._digest()}"
 
     def locate(self, latlon) -> np.ndarray:
         cell = parent_ids(leaf_cell_ids(_as_latlon(latlon, "points to locate")), self.level)

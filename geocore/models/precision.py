@@ -26,6 +26,9 @@ import torch
 from geocore.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# `auto` keeps fp32 for models smaller than this: measured on an AVX512-BF16 CPU (bench/RESULTS.md, "Precision"),
+# bf16 ran ViT-B/16 and ViT-L/14 2.1–2.3× faster but the 17M-parameter geoclip-tiny 3× slower (casts dominate).
+BF16_MIN_PARAMETERS = 50_000_000
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 dot products
 
 _CURRENT: ContextVar[str] = ContextVar("geocore_precision", default="fp32")
@@ -56,14 +59,44 @@ def fast_bf16(device: torch.device | str) -> bool:
     return False
 
 
-def resolve_precision(precision: str | None, device: torch.device | str = "cpu") -> str:
-    """`auto` | `fp32` | `bf16` (None = `fp32`) → the precision actually used on `device`: `fp32` or `bf16`."""
+def parameter_count(model: torch.nn.Module | None) -> int | None:
+    return None if model is None else sum(p.numel() for p in model.parameters())
+
+
+def resolve_precision(precision: str | None, device: torch.device | str = "cpu",
+                      model: torch.nn.Module | None = None) -> str:
+    """`auto` | `fp32` | `bf16` (None = `fp32`) → the precision actually used on `device`: `fp32` or `bf16`.
+    `auto` with a `model` of fewer than `BF16_MIN_PARAMETERS` parameters stays fp32 (bf16 would be slower)."""
     choice = (precision or "fp32").lower()
     if choice not in PRECISIONS:
         raise InputError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if choice == "auto":
-        return "bf16" if fast_bf16(device) else "fp32"
+        small = model is not None and parameter_count(model) < BF16_MIN_PARAMETERS
+        return "bf16" if fast_bf16(device) and not small else "fp32"
     return choice
+
+
+def precision_reason(choice: str, device: torch.device | str, model: torch.nn.Module | None = None) -> str:
+    """What `--precision choice` runs on `device`, in words: "bf16 (auto: this CPU has avx512_bf16)", "fp32 (auto:
+    a 17.3M-parameter model, too small for bf16 to pay)", "fp32 (chosen)", "bf16 (chosen; this CPU has no native
+    bf16, so it may be slower than fp32)"."""
+    used = resolve_precision(choice, device, model)
+    device = torch.device(device)
+    if choice.lower() != "auto":
+        slow = used == "bf16" and not fast_bf16(device)
+        return f"{used} (chosen" + (f"; this {device.type.upper()} has no native bf16, so it may be slower than fp32)"
+                                   if slow else ")")
+    n = parameter_count(model)
+    if fast_bf16(device) and n is not None and n < BF16_MIN_PARAMETERS:
+        return f"{used} (auto: a {n / 1e6:.1f}M-parameter model, too small for bf16 to pay)"
+    if device.type == "cuda":
+        why = "this GPU runs bf16" if used == "bf16" else "this GPU has no bf16"
+    elif device.type == "cpu":
+        flags = cpu_bf16_flags()
+        why = f"this CPU has {' and '.join(flags)}" if flags else "this CPU has no AMX or AVX512-BF16"
+    else:
+        why = f"no fast bf16 known on {device.type}"
+    return f"{used} (auto: {why})"
 
 
 def current_precision() -> str:
@@ -72,9 +105,10 @@ def current_precision() -> str:
 
 
 @contextlib.contextmanager
-def use_precision(precision: str | None, device: torch.device | str = "cpu") -> Iterator[str]:
-    """Run the enclosed inference at `precision` (resolved for `device`); yields the resolved name."""
-    resolved = resolve_precision(precision, device)
+def use_precision(precision: str | None, device: torch.device | str = "cpu",
+                  model: torch.nn.Module | None = None) -> Iterator[str]:
+    """Run the enclosed inference at `precision` (resolved for `device` and `model`); yields the resolved name."""
+    resolved = resolve_precision(precision, device, model)
     token = _CURRENT.set(resolved)
     try:
         yield resolved
