@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark and rewrite bench/RESULTS.md.
 
 `python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, ann, encoder, refine, app, load, hostile,
-calibration, hints, precision, gpu) and replaces
+calibration, hints, precision, startup, gpu) and replaces
 it in RESULTS.md, keeping the others; `--quick` uses fewer runs.
 """
 
@@ -240,6 +240,12 @@ def section_precision(runs: int, quick: bool) -> list[str]:
     return bench_precision.section(bench_precision.run(n_geoclip=16 if quick else 48, n_cells=16 if quick else 32))
 
 
+def section_startup(runs: int, quick: bool) -> list[str]:
+    from bench import bench_startup
+
+    return bench_startup.section(bench_startup.run(runs), runs)
+
+
 def section_gpu(runs: int, quick: bool) -> list[str]:
     """The prepared GPU run (`bench/gpu_run.py`) when a GPU is here."""
     if not torch.cuda.is_available():
@@ -251,7 +257,8 @@ def section_gpu(runs: int, quick: bool) -> list[str]:
 
     with tempfile.TemporaryDirectory() as out:
         gpu_run.main(["--out", out])
-        return (Path(out) / "gpu_section.md").read_text().rstrip("\n").splitlines()
+        lines = (Path(out) / "gpu_section.md").read_text().rstrip("\n").splitlines()
+    return [line for line in lines if not line.startswith("_measured")]  # _stamp adds it
 
 
 SECTIONS = {
@@ -266,6 +273,7 @@ SECTIONS = {
     "hints": section_hints,
     "hostile": section_hostile,
     "precision": section_precision,
+    "startup": section_startup,
     "gpu": section_gpu,
 }
 
@@ -307,6 +315,7 @@ SECTION_TITLES = {
     "hints": "Text hint weight",
     "hostile": "Hostile files and kills",
     "precision": "Precision: bf16 against fp32",
+    "startup": "Start-up",
     "gpu": "GPU",
 }
 
