@@ -27,7 +27,7 @@ from geocore.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # `auto` keeps fp32 for models smaller than this: measured on an AVX512-BF16 CPU (bench/RESULTS.md, "Precision"),
-# bf16 ran ViT-B/16 and ViT-L/14 2.1–2.3× faster but the 17M-parameter geoclip-tiny 3× slower (casts dominate).
+# bf16 ran ViT-B/16 and ViT-L/14 2.1–2.3× faster but the 14M-parameter geoclip-tiny 3× slower (casts dominate).
 BF16_MIN_PARAMETERS = 50_000_000
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with native bf16 dot products
 
@@ -78,7 +78,7 @@ def resolve_precision(precision: str | None, device: torch.device | str = "cpu",
 
 def precision_reason(choice: str, device: torch.device | str, model: torch.nn.Module | None = None) -> str:
     """What `--precision choice` runs on `device`, in words: "bf16 (auto: this CPU has avx512_bf16)", "fp32 (auto:
-    a 17.3M-parameter model, too small for bf16 to pay)", "fp32 (chosen)", "bf16 (chosen; this CPU has no native
+    a 14.1M-parameter model, too small for bf16 to pay)", "fp32 (chosen)", "bf16 (chosen; this CPU has no native
     bf16, so it may be slower than fp32)"."""
     used = resolve_precision(choice, device, model)
     device = torch.device(device)
