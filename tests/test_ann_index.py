@@ -182,3 +182,35 @@ def test_locate_with_regions_hints_and_heatmap_on_an_indexed_gallery(base_model)
         assert small.area_km2 == pytest.approx(float(cells.areas_km2[small.indices].sum()), rel=1e-6)
     # each gallery point lies in its own region cell
     assert (cells.locate(model.gallery[:50]) == cells.site_first[cells.site_of[:50]]).all()
+
+
+def test_geocore_index_builds_ahead_what_locate_then_reuses(base_model, monkeypatch, tmp_path, capsys):
+    """`geocore index GALLERY.csv` (default model, no CLIP weights needed) leaves the embeddings and the index in
+    the cache; a model given the same gallery then loads both instead of building."""
+    from geocore.cli.main import main
+    from geocore.models.gallery_cache import cache_key
+    from geocore.models.location_encoder import load_location_encoder
+
+    gallery = _points(3000, 11)
+    csv = tmp_path / "gallery.csv"
+    csv.write_text("LAT,LON\n" + "\n".join(f"{a:.6f},{b:.6f}" for a, b in gallery.tolist()) + "\n")
+    assert main(["index", str(csv), "--index", "ivf"]) == 0
+    err = capsys.readouterr().err
+    assert "3,000 points: embeddings computed" in err and "approximate index of 3,000 points" in err
+    from geocore.geo.gallery import gallery_from_csv
+
+    gallery = gallery_from_csv(csv)  # the points as the command read them
+    # the key `geoclip` itself would use: the wheel's location encoder, whatever backbone built the model
+    points = base_model.with_gallery(gallery).gallery.cpu()
+    key = cache_key(base_model.location_encoder, points, "geoclip")
+    assert cache_key(load_location_encoder(), points, "geoclip") == key
+    assert base_model.gallery_cache.path_for(key).is_file()  # the embeddings, written by the command
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("rebuilt")
+
+    monkeypatch.setattr(ann_index.AnnIndex, "build", no_build)
+    again = base_model.with_gallery(gallery, index="ivf")
+    again.predict_embeddings(_queries(base_model, 4), 5)  # the index: loaded, not built
+    assert main(["index", str(csv), "--index", "bogus"]) == 2
+    assert "index: expected one of auto, exact, ivf" in capsys.readouterr().err

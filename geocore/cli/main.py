@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES = [
     "geocore.cli.train",
     "geocore.cli.weights",
     "geocore.cli.locate",
+    "geocore.cli.index",
     "geocore.cli.explain",
     "geocore.cli.report",
 ]
