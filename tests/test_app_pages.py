@@ -432,6 +432,20 @@ def test_region_outline_is_simplified_but_keeps_small_parts():
     assert shapely.get_num_coordinates(parts[0]) == 5 and parts[0].equals(box(0, 0, 30, 20))
 
 
+def test_regions_of_the_100k_gallery_draw():
+    """The 50 % / 90 % regions over GeoCLIP's 100K-point gallery (thousands of Voronoi pieces, some of which
+    simplifying makes self-crossing and GEOS splits) become one drawable (Multi)Polygon; this once raised a
+    TypeError that broke the Locate page for the default gallery."""
+    from geocore.locate import locate
+    from geocore.models.registry import create_model
+
+    res = locate(create_model("geoclip-tiny"), [("p.jpg", _jpeg(1, size=(480, 640)))], regions=(0.5, 0.9))[0]
+    assert res.ok and len(res.regions) == 2
+    for reg in res.regions:
+        feature = maps.region_geojson(reg)
+        assert feature["geometry"]["type"] in ("Polygon", "MultiPolygon") and feature["geometry"]["coordinates"]
+
+
 def _results(path: Path, errors_km: list[float], model: str = "m") -> Path:
     """Hand-made results: truths at Paris, predictions due north at the given distances."""
     n = len(errors_km)

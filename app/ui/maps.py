@@ -299,6 +299,12 @@ def _simplify_for_drawing(geom, tolerance_deg: float):
     parts = shapely.get_parts(geom)
     simple = shapely.simplify(parts, tolerance_deg, preserve_topology=False)
     simple = np.where(shapely.is_empty(simple), parts, simple)
+    # GEOS repairs a part that simplifying made self-crossing, which can return a MultiPolygon or a collection:
+    # flatten again and keep the polygons
+    simple = shapely.get_parts(simple)
+    simple = simple[shapely.get_type_id(simple) == shapely.GeometryType.POLYGON]
+    if len(simple) == 0:
+        return geom
     return simple[0] if len(simple) == 1 else shapely.multipolygons(simple)
 
 
