@@ -106,8 +106,9 @@ def evaluate(
 
     Runs on Lightning's predict loop (`geocore.eval.predict_loop`): `accelerator`, `devices` (per node),
     `num_nodes`, `strategy` (ddp when more than one device or node) as `geocore train` takes them, or the older
-    `device` (cpu, cuda, cuda:N); `precision` auto | fp32 (default: exactly the reference) | bf16. Each rank writes its finished batches as its
-    own part files; rank 0 merges them, in the CSV's order, and gets the report (the other ranks get None).
+    `device` (cpu, cuda, cuda:N); `precision` auto | fp32 (default: exactly the reference) | bf16. Each rank
+    writes its finished batches as its own part files; rank 0 merges them, in the CSV's order, and gets the report
+    (the other ranks get None).
 
     With `resume`, images already in `output` (or its parts, whichever rank wrote them) are skipped. Missing image
     files are counted and reported; images that fail to load get a row with an error status. `tencrop`: the

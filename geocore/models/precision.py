@@ -7,7 +7,7 @@ thousands of radians, which bf16's 8-bit mantissa would scramble), the gallery s
 The choice is a context, not a model attribute, so one model shared by several app sessions (threads) can
 serve each at its own precision:
 
-    with use_precision("auto", model.device):
+    with use_precision("auto", model.device, model):  # the model: `auto` keeps small ones in fp32
         pred = model.predict(pixels)
 
 Models wrap their backbone calls in `compute_autocast(device)`, which reads the current choice.
