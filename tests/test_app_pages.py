@@ -117,6 +117,11 @@ def _line_with(at: AppTest, word: str) -> str:
     return lines[0]
 
 
+def _topk(at: AppTest) -> list[pd.DataFrame]:
+    """The top-k tables of a Locate page (static `st.table`s: no data-grid script to load before the map)."""
+    return [t.value for t in at.table if "rank" in t.value.columns]
+
+
 def test_home_lists_weights_and_responsible_use():
     at = _run("home")
     table = at.dataframe[0].value
@@ -139,7 +144,7 @@ def test_locate_good_photo_renders_and_bad_uploads_get_messages():
     errors = _texts(at.error)
     assert any("empty.jpg" in e and "empty" in e for e in errors)
     assert any("notes.jpg" in e and "not an image" in e for e in errors)
-    table = at.dataframe[0].value
+    table = _topk(at)[0]
     assert list(table.columns[:4]) == ["rank", "place", "country", "probability"]
     assert list(table["rank"]) == [1, 2, 3, 4, 5]
     assert {p.split(",")[0] for p in table["place"]} <= CITY_NAMES
@@ -167,7 +172,7 @@ def test_locate_awkward_uploads_render_and_huge_one_is_refused():
     at = _run("locate", {"_test_uploads": [("cmyk.jpg", cmyk), ("deep.png", deep), ("anim.gif", anim),
                                            ("huge.png", huge)]})
     assert _numbers(_line_with(at, "located")) == [3, 1]
-    assert sum("rank" in d.value.columns for d in at.dataframe) == 3  # a top-k table each
+    assert len(_topk(at)) == 3  # a top-k table each
     assert any("huge.png" in e and "too large" in e for e in _texts(at.error))
 
 
@@ -175,7 +180,7 @@ def test_locate_region_filter_keeps_answers_inside_the_box():
     at = _run("locate", {"_test_uploads": [("a.jpg", _jpeg(2))]})
     at.radio(key="gallery_mode").set_value("Gallery inside a region").run()  # default box: Europe
     assert not at.exception
-    table = at.dataframe[0].value
+    table = _topk(at)[0]
     assert len(table) == 1 and table.iloc[0]["place"].startswith("Paris")  # the only city in the box
     assert any("search regions" in t for t in _texts(at.info))  # one point has no area: said, not a crash
 
@@ -238,19 +243,19 @@ def test_locate_shows_search_regions_with_area_and_calibration_status():
 def test_locate_hint_changes_the_probabilities_and_is_reported():
     files = [("a.jpg", _jpeg(2))]
     at = _run("locate", {"_test_uploads": files})
-    plain = at.dataframe[0].value
+    plain = _topk(at)[0]
     assert not any("desert" in t for t in _texts(at.info))
     at.text_input(key="hint").set_value("desert in Egypt")
     at.slider(key="hint_weight").set_value(2.0).run()
     assert not at.exception, [e.value for e in at.exception]
-    hinted = at.dataframe[0].value
+    hinted = _topk(at)[0]
     (res,) = _expected(files, hint="desert in Egypt", hint_weight=2.0)
     assert list(hinted["probability"]) == list(res.table["prob"].round(4))  # the library's answer with the hint
     assert list(hinted["probability"]) != list(plain["probability"])
     notice = next(t for t in _texts(at.info) if "desert in Egypt" in t)  # reported on the result: text and weight
     assert 2.0 in _numbers(notice)
     at.text_input(key="hint").set_value("   ").run()  # blank: no hint
-    assert list(at.dataframe[0].value["probability"]) == list(plain["probability"])
+    assert list(_topk(at)[0]["probability"]) == list(plain["probability"])
     assert not any("desert" in t for t in _texts(at.info))
 
 
@@ -274,14 +279,14 @@ def test_locate_calibration_upload_calibrates_or_gives_a_notice():
                  "fields.json": b'{"model": "geoclip-tiny"}'}
     for name, data in bad_files.items():
         at = _run("locate", {"_test_uploads": files, "_test_calibration": (name, data)})
-        errors = _texts(at.sidebar.error)
+        errors = _texts(at.error)  # a file it cannot read: in the sidebar; one that does not fit: above the answers
         assert len(errors) == 1 and "\n" not in errors[0], errors  # one line, no traceback
         assert name in errors[0] or "'geoclip'" in errors[0]
         assert list(_region_table(at)["calibration"]) == [NOT_CALIBRATED] * 2  # still located, uncalibrated
 
     good = _calibration_json(TEST_MODEL, fingerprint)
     at = _run("locate", {"_test_uploads": files, "_test_calibration": ("cal.json", good)})
-    assert not _texts(at.sidebar.error)
+    assert not _texts(at.error)
     status = next(t for t in _texts(at.sidebar.success) if TEST_MODEL in t)
     assert 40 in _numbers(status)  # calibrated on 40 photos of the model
     cal = Calibration(**{k: v for k, v in json.loads(good).items() if k != "format"})
@@ -335,7 +340,7 @@ def test_locate_precision_choice_reaches_the_library_and_says_what_ran():
         assert not at.exception, [e.value for e in at.exception]
         (res,) = _expected(files, precision=choice)
         assert res.precision == choice
-        assert list(at.dataframe[0].value["probability"]) == list(res.table["prob"].round(4))
+        assert list(_topk(at)[0]["probability"]) == list(res.table["prob"].round(4))
         assert _precision_caption(at)[0].startswith(f"Precision: {choice} (chosen")
     assert at.session_state["_locate_cache"][0][1] == "bf16"  # the precision is part of the results' key
 
@@ -685,6 +690,21 @@ def test_maps_are_self_contained_offline():
     assert "L.map(" in html and "Sha&#96;biyat &#36;{x}" in html and "Sha`biyat" not in html
     assert "data:image/png;base64," in html  # the heatmap overlay
     assert '"iso_a3": "FRA"' in html or '"iso_a3":"FRA"' in html  # the Natural Earth basemap
+
+
+def test_map_tooltips_show_names_as_text():
+    """Leaflet shows a tooltip as HTML and a results file's IMG_ID reaches the map as the truth's label: markup in
+    it is escaped, and no string in the map's data can close its <script>."""
+    model = create_model("geoclip-tiny")
+    model.set_gallery(CITIES)
+    pred = model.predict_text(["desert"], 3, full=True)
+    from geocore.locate import prediction_table
+
+    evil = '<img src=x onerror="alert(1)"></script><script>alert(2)</script>'
+    m = maps.prediction_map(pred, prediction_table(pred), truth=(48.85, 2.35), truth_km=1.0, truth_label=evil)
+    html = m.get_root().render()
+    assert "<img" not in html and 'onerror="' not in html and "<script>alert" not in html
+    assert maps.tip(evil) in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in maps.tip(evil)
 
 
 def test_gallery_view_scores_a_region_without_touching_the_shared_model():

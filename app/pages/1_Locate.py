@@ -41,80 +41,87 @@ if model is not None:
     uploaded_cal = calibration_upload("calibration_up")
     hint = hint_controls(model)
 
-    uploads = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "heic", "heif", "gif", "bmp",
-                                               "tif", "tiff"], accept_multiple_files=True, key="uploads")
-    # Test seam: tests put [(name, bytes), ...] here (they can also drive the uploader itself).
-    files = list(st.session_state.get("_test_uploads") or [])
-    files += [(u.name, u.getvalue()) for u in uploads or []]
+    @st.fragment
+    def photos_and_answers() -> None:
+        """The uploader and its answers. A fragment: an upload (or preparing the report) reruns only this
+        part of the page, not the sidebar, so the browser redraws less (bench/RESULTS.md, "App")."""
+        uploads = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "heic", "heif", "gif", "bmp",
+                                                   "tif", "tiff"], accept_multiple_files=True, key="uploads")
+        # Test seam: tests put [(name, bytes), ...] here (they can also drive the uploader itself).
+        files = list(st.session_state.get("_test_uploads") or [])
+        files += [(u.name, u.getvalue()) for u in uploads or []]
 
-    try:
-        net = gallery_view(model, choice)
-    except GeocoreError as err:
-        show_error(err)
-        net = None
-    fingerprint, no_regions = None, None
-    if net is not None and (files or uploaded_cal.calibration is not None):  # the cells' areas only when needed
-        fingerprint, no_regions = candidates_fingerprint(net, (name, choice))
-    levels = LEVELS if fingerprint is not None else None
-    calibration = usable_calibration(uploaded_cal, net, fingerprint) if net is not None else None
+        try:
+            net = gallery_view(model, choice)
+        except GeocoreError as err:
+            show_error(err)
+            net = None
+        fingerprint, no_regions = None, None
+        if net is not None and (files or uploaded_cal.calibration is not None):  # the cells' areas only when needed
+            fingerprint, no_regions = candidates_fingerprint(net, (name, choice))
+        levels = LEVELS if fingerprint is not None else None
+        calibration = usable_calibration(uploaded_cal, net, fingerprint, where=st) if net is not None else None
 
-    if net is None:
-        pass
-    elif not files:
-        st.info("Upload one or more photos to locate them.")
-    else:
-        from geocore.data.images import image_bytes_digest
-        from geocore.locate import locate
+        if net is None:
+            pass
+        elif not files:
+            st.info("Upload one or more photos to locate them.")
+        else:
+            from geocore.data.images import image_bytes_digest
+            from geocore.locate import locate
 
-        k = min(top_k, net.num_candidates())
-        key = (name, precision, k, choice, bool(refine), hint.text, hint.weight,
-               uploaded_cal.digest if calibration is not None else None, levels,
-               tuple(image_bytes_digest(b) + n for n, b in files))
-        cached = st.session_state.get("_locate_cache")
-        results = cached[1] if cached and cached[0] == key else None
-        if no_regions:
-            st.info(f"No search regions for these candidates: {no_regions}", icon="ℹ️")
-        if results is None:
-            try:
-                with st.spinner(f"Locating {len(files)} photo(s)…"):
-                    results = locate(net, files, top_k=k, full=True, refine=bool(refine), regions=levels,
-                                     calibration=calibration, hint=hint.text, hint_weight=hint.weight,
-                                     hint_model=hint.scorer, precision=precision)
-            except GeocoreError as err:
-                show_error(err)
-            else:
-                st.session_state["_locate_cache"] = (key, results)
-        if results is not None:
-            bad = sum(not r.ok for r in results)
-            st.write(f"{len(results) - bad} photo(s) located" + (f", {bad} could not be read" if bad else "") + ".")
-            precision_note(precision, net.device, net)
-            data = dict(files)
-            for i, res in enumerate(results):
-                with st.container(border=True):
-                    render_locate_result(res, model, image_bytes=data.get(res.name), level=level,
-                                         map_memo=(key, i))
-            release_free_memory()  # the maps' HTML and the photos' decoded pixels are garbage now
-
-            st.subheader("Case report")
-            st.caption("One self-contained HTML file for the record: each photo (re-encoded, no metadata) with its "
-                       "SHA-256, EXIF, top-k, maps with the search regions, Grad-CAM, and what produced the answers "
-                       "(model, weights, hint, calibration). It opens offline."
-                       + (" The report ranks without refinement." if refine else "")
-                       + (" It runs at fp32 (the reference precision)." if results[0].precision != "fp32" else ""))
-            if st.button("Prepare case report (HTML)", key="report_prepare"):
-                from geocore.report import render_report
-
+            k = min(top_k, net.num_candidates())
+            key = (name, precision, k, choice, bool(refine), hint.text, hint.weight,
+                   uploaded_cal.digest if calibration is not None else None, levels,
+                   tuple(image_bytes_digest(b) + n for n, b in files))
+            cached = st.session_state.get("_locate_cache")
+            results = cached[1] if cached and cached[0] == key else None
+            if no_regions:
+                st.info(f"No search regions for these candidates: {no_regions}", icon="ℹ️")
+            if results is None:
                 try:
-                    with st.spinner("Writing the case report (Grad-CAM of every photo)…"):
-                        html = render_report(net, files, hint=hint.text, hint_weight=hint.weight,
-                                             calibration=calibration, top_k=k, levels=LEVELS, hint_model=hint.scorer)
+                    with st.spinner(f"Locating {len(files)} photo(s)…"):
+                        results = locate(net, files, top_k=k, full=True, refine=bool(refine), regions=levels,
+                                         calibration=calibration, hint=hint.text, hint_weight=hint.weight,
+                                         hint_model=hint.scorer, precision=precision)
                 except GeocoreError as err:
                     show_error(err)
                 else:
-                    st.session_state[REPORT_STATE] = (key, html)
-            report = st.session_state.get(REPORT_STATE)
-            if report is not None and report[0] == key:
-                st.download_button("Download case report (HTML)", report[1], file_name="geocore_case_report.html",
-                                   mime="text/html", key="report_download", on_click="ignore", type="primary")
-            elif report is not None:
-                st.caption("The settings or photos changed since the last report: prepare it again.")
+                    st.session_state["_locate_cache"] = (key, results)
+            if results is not None:
+                bad = sum(not r.ok for r in results)
+                st.write(f"{len(results) - bad} photo(s) located" + (f", {bad} could not be read" if bad else "") + ".")
+                precision_note(precision, net.device, net)
+                data = dict(files)
+                for i, res in enumerate(results):
+                    with st.container(border=True):
+                        render_locate_result(res, model, image_bytes=data.get(res.name), level=level,
+                                             map_memo=(key, i))
+                release_free_memory()  # the maps' HTML and the photos' decoded pixels are garbage now
+
+                st.subheader("Case report")
+                st.caption("One self-contained HTML file for the record: each photo (re-encoded, no metadata) with "
+                           "its SHA-256, EXIF, top-k, maps with the search regions, Grad-CAM, and what produced the "
+                           "answers (model, weights, hint, calibration). It opens offline."
+                           + (" The report ranks without refinement." if refine else "")
+                           + (" It runs at fp32 (the reference precision)." if results[0].precision != "fp32" else ""))
+                if st.button("Prepare case report (HTML)", key="report_prepare"):
+                    from geocore.report import render_report
+
+                    try:
+                        with st.spinner("Writing the case report (Grad-CAM of every photo)…"):
+                            html = render_report(net, files, hint=hint.text, hint_weight=hint.weight,
+                                                 calibration=calibration, top_k=k, levels=LEVELS,
+                                                 hint_model=hint.scorer)
+                    except GeocoreError as err:
+                        show_error(err)
+                    else:
+                        st.session_state[REPORT_STATE] = (key, html)
+                report = st.session_state.get(REPORT_STATE)
+                if report is not None and report[0] == key:
+                    st.download_button("Download case report (HTML)", report[1], file_name="geocore_case_report.html",
+                                       mime="text/html", key="report_download", on_click="ignore", type="primary")
+                elif report is not None:
+                    st.caption("The settings or photos changed since the last report: prepare it again.")
+
+    photos_and_answers()

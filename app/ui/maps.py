@@ -15,8 +15,11 @@ Maps work with no network at all:
   `optimize=True` used to be most of the time from an upload to the drawn map (bench/RESULTS.md).
 - The countries layer is serialised once per server (`countries_json`) and, like the heatmap, written into
   each map's script as it is (`raw_script`), not re-serialised, re-styled and template-compiled per map.
-- A search region is a `folium.GeoJson` layer of its (Multi)Polygon (split at the antimeridian), outlined in
-  the report's colour for its level, its SVG paths of class `REGION_CLASS`.
+- The overlays (the search region, the top-k markers, the truth and its error line, the view) are one script
+  of Leaflet calls written here (`region_js`, `circle_js`) rather than a dozen folium elements, whose template
+  rendering took ~20 ms a map. A search region is an `L.geoJson` layer of its (Multi)Polygon (split at the
+  antimeridian), outlined in the report's colour for its level, its SVG paths of class `REGION_CLASS`. Tooltip
+  texts are HTML-escaped (`tip`): Leaflet shows them as HTML, and a results file's IMG_ID is user-supplied.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import math
 import os
 import socket
 import time
+from html import escape as html_escape
 from collections.abc import Callable, Hashable
 from functools import lru_cache
 from pathlib import Path
@@ -144,8 +148,16 @@ def countries_layer(fill_opacity: float):
 
 
 def tip(text: str) -> str:
-    """Tooltip text safe inside folium's JS template literals (a backtick, as in "Sha`biyat", breaks the map)."""
-    return str(text).replace("\\", "&#92;").replace("`", "&#96;").replace("${", "&#36;{")
+    """Tooltip text as HTML-safe text: Leaflet shows a tooltip as HTML, and names can come from a user's file (a
+    results file's IMG_ID), so ``<``, ``>``, ``&`` and quotes are escaped; so are backticks, ``${`` and backslashes,
+    which once broke folium's template literals (a name such as "Sha`biyat")."""
+    return (html_escape(str(text), quote=True).replace("\\", "&#92;").replace("`", "&#96;")
+            .replace("${", "&#36;{"))
+
+
+def js_value(value: Any) -> str:
+    """`value` as JSON for the map's <script>, with "</" escaped so no string in it can close the script."""
+    return json.dumps(value).replace("</", "<\\/")
 
 
 def base_map(center: tuple[float, float] = (20.0, 0.0), zoom: int = 2):
@@ -331,19 +343,29 @@ def region_geojson(region, tolerance_deg: float | None = None) -> dict:
                            "n_areas": int(region.n_areas), "calibrated": bool(region.calibrated)}}
 
 
-def add_region(m, region) -> None:
-    """A search region outlined (and lightly filled) on `m`, over the heatmap; its tooltip gives its numbers."""
-    import folium
-
+def region_js(region) -> str:
+    """JavaScript drawing a search region on `__MAP__`: outlined (and lightly filled) in the report's colour for
+    its level, over the heatmap, its SVG paths of class `REGION_CLASS`; its tooltip gives its numbers. "" for an
+    empty region."""
     style = REGION_STYLES.get(round(region.level, 2), {"color": "#00a0a0", "dashArray": None})
     feature = region_geojson(region)
     if not feature["geometry"].get("coordinates"):
-        return
+        return ""
     look = {"color": style["color"], "weight": 2.5, "opacity": 1.0, "fill": True, "fillColor": style["color"],
             "fillOpacity": 0.12, "dashArray": style["dashArray"], "className": REGION_CLASS}
-    folium.GeoJson(feature, name=f"{pct(region.level)} search region", style_function=lambda f: look,
-                   tooltip=tip(f"{pct(region.level)} search region: {km2(region.area_km2)} km², "
-                               f"{region.n_areas} area(s), {calibration_text(region)}")).add_to(m)
+    text = (f"{pct(region.level)} search region: {km2(region.area_km2)} km², {region.n_areas} area(s), "
+            f"{calibration_text(region)}")
+    return (f"L.geoJson({js_value(feature)}, {{style: function () {{ return {js_value(look)}; }}}})"
+            f".bindTooltip({js_value(tip(text))}, {{sticky: true}}).addTo(__MAP__);\n")
+
+
+def circle_js(at, text: str, *, radius: float, color: str, weight: float, fill_color: str,
+              fill_opacity: float) -> str:
+    """JavaScript adding a circle marker at (lat, lon) `at` to `__MAP__`, with `text` as its tooltip."""
+    look = {"radius": radius, "color": color, "weight": weight, "fill": True, "fillColor": fill_color,
+            "fillOpacity": fill_opacity}
+    return (f"L.circleMarker({js_value([float(at[0]), float(at[1])])}, {js_value(look)})"
+            f".bindTooltip({js_value(tip(text))}).addTo(__MAP__);\n")
 
 
 def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, truth_km: float | None = None,
@@ -356,29 +378,27 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
     results file), marked with an orange ring; the error line then goes from the truth to it instead of to
     this run's top-1. `region`: a `SearchRegion` to outline (the view then fits it too).
     """
-    import folium
-
     m = base_map()
     if pred is not None and pred.probs_full is not None and pred.candidates is not None:
         add_heatmap(m, pred.candidates.detach().cpu().double().numpy(),
                     pred.probs_full[0].detach().cpu().double().numpy())
-    if region is not None:
-        add_region(m, region)
+    # the overlays as one script written here (folium's templates for a dozen elements took ~20 ms a map)
+    js = [region_js(region) if region is not None else ""]
     for r in table.itertuples():
-        folium.CircleMarker(
-            [r.lat, r.lon], radius=9 if r.rank == 1 else 6, color="#1f4e9c", weight=2, fill=True,
-            fill_color="#4f8ef7" if r.rank > 1 else "#0b3d91", fill_opacity=0.9,
-            tooltip=tip(f"#{r.rank} {place_label(r.place, r.admin1)} — p={r.prob:.3f}"),
-        ).add_to(m)
+        js.append(circle_js((r.lat, r.lon), f"#{r.rank} {place_label(r.place, r.admin1)} — p={r.prob:.3f}",
+                            radius=9 if r.rank == 1 else 6, color="#1f4e9c", weight=2,
+                            fill_color="#4f8ef7" if r.rank > 1 else "#0b3d91", fill_opacity=0.9))
     if recorded is not None:
-        folium.CircleMarker(list(recorded), radius=10, color="#e6550d", weight=3, fill=True, fill_color="#fdae6b",
-                            fill_opacity=0.8, tooltip=tip(recorded_label)).add_to(m)
+        js.append(circle_js(recorded, recorded_label, radius=10, color="#e6550d", weight=3, fill_color="#fdae6b",
+                            fill_opacity=0.8))
     if truth is not None:
-        folium.CircleMarker(list(truth), radius=8, color="#0a7d2c", weight=3, fill=True, fill_color="#35c46a",
-                            fill_opacity=0.9, tooltip=tip(truth_label)).add_to(m)
+        js.append(circle_js(truth, truth_label, radius=8, color="#0a7d2c", weight=3, fill_color="#35c46a",
+                            fill_opacity=0.9))
         end = list(recorded) if recorded is not None else [table.iloc[0].lat, table.iloc[0].lon]
-        folium.PolyLine([list(truth), end], color="#d62728", weight=2.5, dash_array="6 4",
-                        tooltip=f"error {truth_km:,.1f} km" if truth_km is not None else "error").add_to(m)
+        line = [[float(truth[0]), float(truth[1])], [float(end[0]), float(end[1])]]
+        text = f"error {truth_km:,.1f} km" if truth_km is not None else "error"
+        js.append(f"L.polyline({js_value(line)}, {{color: \"#d62728\", weight: 2.5, dashArray: \"6 4\"}})"
+                  f".bindTooltip({js_value(tip(text))}).addTo(__MAP__);\n")
     pts = table[["lat", "lon"]].to_numpy(np.float64)
     for extra in (truth, recorded):
         if extra is not None:
@@ -388,5 +408,7 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
         pts = np.vstack([pts, [[south, west], [north, east]]])
     if len(pts):
         lo, hi = pts.min(0), pts.max(0)
-        m.fit_bounds([[lo[0] - 2, lo[1] - 2], [hi[0] + 2, hi[1] + 2]], padding=(20, 20), max_zoom=6)
+        bounds = [[float(lo[0]) - 2, float(lo[1]) - 2], [float(hi[0]) + 2, float(hi[1]) + 2]]
+        js.append(f"__MAP__.fitBounds({js_value(bounds)}, {{padding: [20, 20], maxZoom: 6}});\n")
+    raw_script("overlays", "".join(js)).add_to(m)
     return m

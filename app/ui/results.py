@@ -92,14 +92,7 @@ def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: b
     hint_notice(res)
     region = res.region(level)
     left, right = st.columns([1, 2])
-    with left:
-        if image_bytes is not None:
-            show_photo(image_bytes, res.name)
-        show_table(topk_display(res.table))
-        if res.exif_gps is not None:
-            (st.success if res.exif_in_region(0.9) is not False else st.warning)(exif_text(res, 0.9))
-        else:
-            st.caption("No GPS position in this photo's EXIF, so no error to show.")
+    # the map first: its message reaches the browser, which starts drawing it, while the rest is still made
     with right:
         def build():
             return prediction_map(res.prediction, res.table, truth=res.exif_gps, truth_km=res.exif_error_km,
@@ -119,3 +112,11 @@ def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: b
                    + (" Green: EXIF GPS; red dashes: error of the top-1." if res.exif_gps else ""))
         if res.regions:  # a static table: its cells wrap, so the countries and the calibration stay readable
             st.table(region_table(res, drawn=level), hide_index=True, border="horizontal")
+    with left:
+        if image_bytes is not None:
+            show_photo(image_bytes, res.name)
+        st.table(topk_display(res.table), hide_index=True, border="horizontal")
+        if res.exif_gps is not None:
+            (st.success if res.exif_in_region(0.9) is not False else st.warning)(exif_text(res, 0.9))
+        else:
+            st.caption("No GPS position in this photo's EXIF, so no error to show.")
