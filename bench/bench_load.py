@@ -61,6 +61,8 @@ _RESULT_DRAWN = """(name) => {
   }
   return false;
 }"""
+# the whole answer is on the page: its map comes first (app/ui/results.py), the EXIF line is the last element
+_ANSWER_COMPLETE = "() => /EXIF GPS -?[0-9]/.test(document.body.innerText)"
 _REFUSED = """() => document.body.innerText.includes('outside the folders this server shares')
   && !document.body.innerText.includes('of 60 images match the filters')"""
 _EMPTY = """() => document.body.innerText.includes('Upload one or more photos to locate them.')
@@ -221,6 +223,7 @@ async def locate_session(browser, url: str, sid: int, run: Run) -> None:
                 await page.set_input_files(PHOTOS, files=[{"name": name, "mimeType": "image/jpeg", "buffer": data}])
                 await page.wait_for_function(_RESULT_DRAWN, arg=name, polling=POLL_MS)
                 seconds = time.perf_counter() - t
+                await page.wait_for_function(_ANSWER_COMPLETE, polling=POLL_MS)
                 await page.wait_for_function(_SETTLED, polling=POLL_MS)
                 text = await page.evaluate("document.body.innerText")
                 seen = set(NAME_RE.findall(text))
