@@ -21,7 +21,8 @@ the reported area), which one contains a point (for the truth's score), and thei
   density; `locate` returns the first of them. Areas are exact (fan triangles and cap sectors,
   `sphere.py`); the unclipped cells tile the sphere (areas sum to 4πR²). Building the cells of the 100K
   gallery takes about 2 s (2 cores); `gallery_cells` keeps them in memory per gallery. Their polygons share
-  edges vertex for vertex, so a region of 50K cells merges in about 1.5 s (GEOS coverage union).
+  edges vertex for vertex, so a region of 50K cells merges in well under a second (GEOS coverage union);
+  each cell's lon/lat polygon is built once, on first use, and cached (about 50 MB for all 100K).
 * `GalleryS2Cells` — retrieval through the approximate index (galleries of millions of points, whose Voronoi
   diagram is out of reach): each point stands for the S2 cell (level `s2_level_for(M)`, about M cells over
   the sphere: ~50 km² at 10M points) that holds it; points in one cell share its exact area equally, as
@@ -33,8 +34,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import s2geometry as s2
@@ -47,7 +50,7 @@ from geocore.errors import InputError
 from geocore.geo.cells import (CellPartition, assign_cells, cell_ranges, check_latlon, ids_to_tokens,
                                 leaf_cell_ids, parent_ids)
 from geocore.geo.distance import EARTH_RADIUS_KM
-from geocore.geo.polygons import rings_to_polygons, union
+from geocore.geo.polygons import CUT, ring_pieces, rings_to_polygons, union
 from geocore.geo.sphere import EdgeClip, boundary, cell_areas, ring_edges, sort_ccw, to_xyz
 
 SAME_SITE_M = 10.0  # gallery points closer than this share one Voronoi cell
@@ -55,6 +58,7 @@ AUTO_QUANTILE = 0.99
 AUTO_RANGE_KM = (10.0, 1000.0)
 MAX_RADIUS_KM = 5000.0
 STEP_KM = 10.0  # boundary sampling for display
+MAX_CACHED_PIECES = 1_000_000  # polygon cache limit per cells object: ~0.5 GB (the 100K gallery needs 93K)
 
 
 def _as_latlon(points, source: str) -> np.ndarray:
@@ -69,11 +73,63 @@ def _as_indices(indices, m: int) -> np.ndarray:
     return idx
 
 
+@dataclass(frozen=True, eq=False)
+class _PieceTable:
+    """The lon/lat pieces (`polygons.ring_pieces`) of the sites cached so far; never changed once published.
+
+    A site's pieces lie contiguous in `pieces`, from `start[site]` (-1: not cached yet), `count[site]` of them.
+    """
+
+    pieces: np.ndarray  # (N,) shapely geometries
+    kind: np.ndarray  # (N,) int8, polygons.PLAIN ... POLE
+    start: np.ndarray  # (S,) int64
+    count: np.ndarray  # (S,) int64
+
+    @classmethod
+    def empty(cls, n_sites: int) -> "_PieceTable":
+        return cls(np.empty(0, dtype=object), np.empty(0, np.int8), np.full(n_sites, -1, np.int64),
+                   np.zeros(n_sites, np.int64))
+
+    def missing(self, sites: np.ndarray) -> np.ndarray:
+        """The sites of `sites` not cached yet."""
+        return sites[self.start[sites] < 0]
+
+    def added(self, sites: np.ndarray, pieces: np.ndarray, ring: np.ndarray, kind: np.ndarray) -> "_PieceTable":
+        """A new table with the pieces of `sites` (unique) added, given as `ring_pieces` output whose ring ids are
+        positions in `sites`; sites cached meanwhile (by another thread) keep their pieces."""
+        new = self.start[sites] < 0
+        take = np.flatnonzero(new[ring])
+        take = take[np.argsort(ring[take], kind="stable")]  # grouped by site, each site's pieces in order
+        count = np.bincount(ring[take], minlength=sites.size)[new]
+        start, counts = self.start.copy(), self.count.copy()
+        start[sites[new]] = self.pieces.size + np.cumsum(count) - count
+        counts[sites[new]] = count
+        return _PieceTable(np.concatenate([self.pieces, pieces[take]]), np.concatenate([self.kind, kind[take]]),
+                           start, counts)
+
+    def gather(self, sites: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pieces of cached `sites` (ascending) in `ring_pieces` order (kind, site, shift): (pieces, kind)."""
+        count = self.count[sites]
+        rows = np.repeat(self.start[sites] - (np.cumsum(count) - count), count) + np.arange(count.sum())
+        rows = rows[np.argsort(self.kind[rows], kind="stable")]
+        return self.pieces[rows], self.kind[rows]
+
+
+_PIECES_LOCK = threading.Lock()  # guards publishing a `_PieceTable` (microseconds), not computing pieces
+
+
 class CandidateCells(ABC):
-    """The areas of M candidates: sizes (km²), point location, and shapes (lon/lat, EPSG:4326)."""
+    """The areas of M candidates: sizes (km²), point location, and shapes (lon/lat, EPSG:4326).
+
+    Shapes are built per site (a candidate's area; gallery points at one place share a site) and cached:
+    each site's lon/lat pieces are computed once, in one batch for the sites a call needs that are not
+    cached yet, and shared by every later region (and every thread) using these cells, up to
+    `MAX_CACHED_PIECES` pieces (beyond, new sites are computed per call and not kept).
+    """
 
     step_km: float = STEP_KM
     _coverage: bool = False  # pieces share edges vertex for vertex (see polygons.union)
+    _piece_table: _PieceTable | None = None
 
     @property
     @abstractmethod
@@ -89,23 +145,68 @@ class CandidateCells(ABC):
     def locate(self, latlon) -> np.ndarray:
         """(N,) index of the candidate whose area contains each (lat, lon) point; -1 where none does."""
 
+    @property
     @abstractmethod
+    def n_sites(self) -> int:
+        """Number of distinct areas (sites) the candidates stand for."""
+
+    @abstractmethod
+    def _sites(self, idx: np.ndarray) -> np.ndarray:
+        """The sites (unique, ascending) of candidates `idx` (unique)."""
+
+    @abstractmethod
+    def _site_rings(self, sites: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Densified CCW boundaries of `sites` (unique): unit vectors (P, 3) and ring ids (P,), positions in
+        `sites`."""
+
     def _rings(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Densified CCW boundaries of candidates `idx` (unique): unit vectors (P, 3) and ring ids (P,)."""
+        """Densified CCW boundaries of candidates `idx` (unique), one ring per site: (P, 3) and ring ids (P,)."""
+        return self._site_rings(self._sites(idx))
 
     def __len__(self) -> int:
         return int(self.areas_km2.shape[0])
 
+    def _cached_pieces(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """Pieces of candidates `indices` and their kinds, in `ring_pieces` order, computing missing sites."""
+        sites = self._sites(_as_indices(indices, len(self)))
+        table = self._table()
+        missing = table.missing(sites)
+        if missing.size:
+            pieces, ring, kind = ring_pieces(*self._site_rings(missing))
+            with _PIECES_LOCK:  # entries are complete and written once; a race only repeats the computation
+                table = self._table().added(missing, pieces, ring, kind)
+                if table.pieces.size <= MAX_CACHED_PIECES:
+                    self._piece_table = table
+        return table.gather(sites)  # this call's table: holds `sites` even if the cache is cleared meanwhile
+
+    def _table(self) -> _PieceTable:
+        table = self._piece_table  # one read: the table is replaced whole, never changed
+        return _PieceTable.empty(self.n_sites) if table is None else table
+
     def pieces(self, indices) -> list[BaseGeometry]:
         """The lon/lat polygons of candidates `indices`, not merged (cells cut at ±180° give two)."""
-        plain, cut = rings_to_polygons(*self._rings(_as_indices(indices, len(self))))
-        return plain + cut
+        return list(self._cached_pieces(indices)[0])
 
     def polygons(self, indices) -> BaseGeometry:
         """Union of the areas of candidates `indices`: a (Multi)Polygon in lon/lat degrees (EPSG:4326),
         split at the antimeridian, closed over a pole it contains."""
+        pieces, kind = self._cached_pieces(indices)
+        return union(pieces[kind < CUT], pieces[kind >= CUT], coverage=self._coverage)
+
+    def polygons_uncached(self, indices) -> BaseGeometry:
+        """`polygons` computed from scratch, without the cache (a reference for tests and benchmarks)."""
         plain, cut = rings_to_polygons(*self._rings(_as_indices(indices, len(self))))
         return union(plain, cut, coverage=self._coverage)
+
+    @property
+    def cached_sites(self) -> int:
+        """Number of sites whose pieces are cached."""
+        table = self._piece_table
+        return 0 if table is None else int((table.start >= 0).sum())
+
+    def clear_cache(self) -> None:
+        """Forget the cached pieces (their memory goes when no call still uses them); later calls rebuild them."""
+        self._piece_table = None
 
 
 def _merge_sites(xyz: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
@@ -136,6 +237,8 @@ class _PointCells(CandidateCells):
 
     _areas: np.ndarray
     _latlon32: np.ndarray
+    site_of: np.ndarray  # (M,) site of each candidate
+    site_first: np.ndarray  # (S,) first candidate of each site
 
     @property
     def areas_km2(self) -> np.ndarray:
@@ -143,6 +246,13 @@ class _PointCells(CandidateCells):
 
     def _digest(self) -> str:
         return hashlib.sha256(self._latlon32.tobytes()).hexdigest()[:16]
+
+    @property
+    def n_sites(self) -> int:
+        return int(self.site_first.size)
+
+    def _sites(self, idx: np.ndarray) -> np.ndarray:
+        return np.unique(self.site_of[idx])
 
 
 class GalleryCells(_PointCells):
@@ -217,9 +327,16 @@ class GalleryCells(_PointCells):
             inside = chord <= 2.0 * np.sin(self.max_radius_km / EARTH_RADIUS_KM / 2.0) * (1 + 1e-12)
         return np.where(inside, self.site_first[site], -1).astype(np.int64)
 
-    def _rings(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sites = np.unique(self.site_of[idx])
+    def _site_rings(self, sites: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return boundary(*self._clip(sites), self.step_km / EARTH_RADIUS_KM)
+
+
+def _quad_rings(vertices: np.ndarray, step_km: float) -> tuple[np.ndarray, np.ndarray]:
+    """Densified boundaries of S2 cells given by their CCW vertices (K, 4, 3): (P, 3) and ring ids (P,)."""
+    a = vertices.reshape(-1, 3)  # (4K, 3)
+    b = np.roll(vertices, -1, axis=1).reshape(-1, 3)
+    cell = np.repeat(np.arange(vertices.shape[0]), 4)
+    return boundary(cell, EdgeClip(np.zeros_like(a), a, b, None), step_km / EARTH_RADIUS_KM)
 
 
 class S2Cells(CandidateCells):
@@ -280,11 +397,15 @@ class S2Cells(CandidateCells):
     def locate(self, latlon) -> np.ndarray:
         return assign_cells(self._lookup, _as_latlon(latlon, "points to locate"))
 
-    def _rings(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a = self._vertices[idx].reshape(-1, 3)  # (4K, 3)
-        b = np.roll(self._vertices[idx], -1, axis=1).reshape(-1, 3)
-        cell = np.repeat(np.arange(idx.size), 4)
-        return boundary(cell, EdgeClip(np.zeros_like(a), a, b, None), self.step_km / EARTH_RADIUS_KM)
+    @property
+    def n_sites(self) -> int:
+        return len(self)
+
+    def _sites(self, idx: np.ndarray) -> np.ndarray:
+        return idx
+
+    def _site_rings(self, sites: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _quad_rings(self._vertices[sites], self.step_km)
 
 
 def s2_level_for(num_points: int) -> int:
@@ -322,12 +443,8 @@ class GalleryS2Cells(_PointCells):
         pos = np.clip(np.searchsorted(self.cell_ids, cell), 0, self.cell_ids.size - 1)
         return np.where(self.cell_ids[pos] == cell, self.site_first[pos], -1).astype(np.int64)
 
-    def _rings(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sites = np.unique(self.site_of[idx])
-        a = self._vertices[sites].reshape(-1, 3)  # (4S, 3)
-        b = np.roll(self._vertices[sites], -1, axis=1).reshape(-1, 3)
-        cell = np.repeat(np.arange(sites.size), 4)
-        return boundary(cell, EdgeClip(np.zeros_like(a), a, b, None), self.step_km / EARTH_RADIUS_KM)
+    def _site_rings(self, sites: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _quad_rings(self._vertices[sites], self.step_km)
 
 
 _S2_CACHE: OrderedDict[tuple, GalleryS2Cells] = OrderedDict()

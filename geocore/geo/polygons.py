@@ -16,6 +16,8 @@ meet at the antimeridian or at a pole, or that lie within `GAP_DEG` of each othe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import shapely
 import shapely.errors
@@ -30,6 +32,8 @@ MAX_DLON = np.deg2rad(0.5)  # longitude per boundary step, at most
 GAP_DEG = 1e-3  # ~100 m: pieces closer than this are one area (covers edge-sampling slivers)
 _POLE_EPS = 1e-9
 _WORLD = shapely.box(-180.0, -90.0, 180.0, 90.0)
+_SHIFTS = (-360.0, 0.0, 360.0)
+PLAIN, PLAIN_FIXED, CUT, POLE = 0, 1, 2, 3  # kinds of `ring_pieces`, in `rings_to_polygons`' order
 
 
 def _pole_split(lonlat: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -63,17 +67,48 @@ def _unwrap(lonlat: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarra
     cum = np.cumsum(step)
     sizes = np.diff(np.r_[starts, lon.size])
     unwrapped = np.repeat(lon[starts] - cum[starts], sizes) + cum
+    # lon + 360·k exactly: the cumulative sum's rounding would make a ring's coordinates depend on the rings
+    # before it in the batch, and cached pieces (computed in different batches) must match vertex for vertex
+    unwrapped = lon + 360.0 * np.round((unwrapped - lon) / 360.0)
     ends = np.r_[starts[1:], lon.size] - 1
     closing = (lon[starts] - lon[ends] + 180.0) % 360.0 - 180.0
     winding = unwrapped[ends] - unwrapped[starts] + closing
     return unwrapped, starts, np.round(winding / 360.0) * 360.0
 
 
-def _cut(poly: BaseGeometry) -> list[BaseGeometry]:
-    """The parts of an unwrapped polygon inside [−180, 180], shifted back into it."""
-    moved = (shapely.transform(poly, lambda xy, d=shift: xy + [d, 0.0]) for shift in (-360.0, 0.0, 360.0))
-    pieces = [shapely.intersection(m, _WORLD) for m in moved]
-    return [p for p in pieces if not p.is_empty and p.area > 0]
+def _cut(polys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of unwrapped polygons (N,) inside [−180, 180], shifted back into it: (parts, their polygon),
+    each polygon's parts in shift order (−360°, 0°, +360°)."""
+    moved = np.stack([shapely.transform(polys, lambda xy, d=shift: xy + [d, 0.0]) for shift in _SHIFTS], axis=1)
+    parts = shapely.intersection(moved, _WORLD).ravel()  # (3N,) polygon-major
+    keep = ~shapely.is_empty(parts) & (shapely.area(parts) > 0)
+    return parts[keep], np.repeat(np.arange(polys.size), len(_SHIFTS))[keep]
+
+
+def _pole_caps(coords: np.ndarray, starts: np.ndarray, ends: np.ndarray, winding: np.ndarray) -> np.ndarray:
+    """Polygons (unwrapped, 360° wide) of the rings `starts`/`ends` (R,) that circle a pole (winding ±360°),
+    closed along the pole's latitude so that they cover the polar cap."""
+    n = ends - starts
+    first = coords[starts]  # (R, 2)
+    end_lon = first[:, 0] + winding
+    pole = np.where(winding > 0, 90.0, -90.0)
+    extra = np.stack([np.c_[end_lon, first[:, 1]], np.c_[end_lon, pole], np.c_[first[:, 0], pole]], axis=1)
+    sizes = n + 3
+    ring = np.repeat(np.arange(n.size), sizes)
+    pos = np.arange(ring.size) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # position within its ring
+    own = pos < n[ring]
+    out = np.empty((ring.size, 2))
+    out[own] = coords[starts[ring[own]] + pos[own]]
+    out[~own] = extra.reshape(-1, 2)
+    return shapely.polygons(shapely.linearrings(out, indices=ring))
+
+
+def _made_valid(polys: np.ndarray) -> np.ndarray:
+    """`polys` with the invalid ones replaced by `shapely.make_valid` (a new array)."""
+    out = polys.copy()
+    bad = ~shapely.is_valid(out)
+    out[bad] = shapely.make_valid(out[bad])
+    return out
 
 
 def _refine(points: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,18 +132,21 @@ def _refine(points: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return mid / np.linalg.norm(mid, axis=1, keepdims=True), ring[src]
 
 
-def rings_to_polygons(points: np.ndarray, ring: np.ndarray) -> tuple[list[BaseGeometry], list[BaseGeometry]]:
-    """Polygons (lon, lat degrees) of rings given as unit vectors (P, 3) and ring ids (P,), rings contiguous.
+def ring_pieces(points: np.ndarray, ring: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`rings_to_polygons`' pieces with the ring each came from: (pieces (N,) object, ring id (N,), kind (N,)).
 
-    Returns (plain, cut): rings inside [−180, 180], with coordinates rounded to `GRID_DEG` (so that edges
-    shared by two cells match exactly), and the pieces of rings cut at the antimeridian or closed at a pole.
+    `kind` is PLAIN (inside [−180, 180], valid), PLAIN_FIXED (inside, repaired by `make_valid`), CUT (cut at
+    the antimeridian) or POLE (closed over a pole, then cut); pieces are ordered by kind, then by ring, then
+    (several pieces of one ring) by shift. A ring's pieces do not depend on the other rings passed with it.
     """
+    empty = np.empty(0, dtype=object), np.empty(0, np.int64), np.empty(0, np.int8)
     if points.shape[0] == 0:
-        return [], []
+        return empty
     points, ring = _refine(points, ring)
     lonlat = to_latlon(points)[:, ::-1].copy()  # (P, 2) lon, lat
     lonlat, ring = _pole_split(lonlat, ring)
     lon, starts, winding = _unwrap(lonlat, ring)
+    ids = ring[starts]  # (R,)
     coords = np.round(np.c_[lon, lonlat[:, 1]] / GRID_DEG) * GRID_DEG
     ends = np.r_[starts[1:], lon.size]
     plain = np.flatnonzero(winding == 0)
@@ -116,18 +154,31 @@ def rings_to_polygons(points: np.ndarray, ring: np.ndarray) -> tuple[list[BaseGe
     rings = shapely.linearrings(coords[keep], indices=np.repeat(np.arange(plain.size), (ends - starts)[plain]))
     polys = shapely.polygons(rings)
     inside = (np.minimum.reduceat(lon, starts)[plain] >= -180.0) & (np.maximum.reduceat(lon, starts)[plain] <= 180.0)
-    cut: list[BaseGeometry] = []
-    for poly in polys[~inside]:
-        cut.extend(_cut(poly))
-    for r in np.flatnonzero(winding != 0):
-        c = coords[starts[r] : ends[r]]
-        pole = 90.0 if winding[r] > 0 else -90.0
-        end_lon = c[0, 0] + winding[r]
-        cut.extend(_cut(shapely.Polygon(np.r_[c, [[end_lon, c[0, 1]], [end_lon, pole], [c[0, 0], pole]]])))
-    polys = polys[inside]
-    valid = shapely.is_valid(polys)
-    plain_polys = list(polys[valid]) + [shapely.make_valid(p) for p in polys[~valid]]
-    return plain_polys, [p if p.is_valid else shapely.make_valid(p) for p in cut]
+    cut, cut_src = _cut(polys[~inside])
+    polar = np.flatnonzero(winding != 0)
+    caps, cap_src = _cut(_pole_caps(coords, starts[polar], ends[polar], winding[polar]))
+    inner, inner_ids = polys[inside], ids[plain[inside]]
+    valid = shapely.is_valid(inner)
+    groups = [  # (pieces, their ring ids, kind), in output order
+        (inner[valid], inner_ids[valid], PLAIN),
+        (shapely.make_valid(inner[~valid]), inner_ids[~valid], PLAIN_FIXED),
+        (_made_valid(cut), ids[plain[~inside][cut_src]], CUT),
+        (_made_valid(caps), ids[polar[cap_src]], POLE),
+    ]
+    return (np.concatenate([g for g, _, _ in groups]), np.concatenate([r for _, r, _ in groups]),
+            np.concatenate([np.full(r.size, k, np.int8) for _, r, k in groups]))
+
+
+def rings_to_polygons(points: np.ndarray, ring: np.ndarray) -> tuple[list[BaseGeometry], list[BaseGeometry]]:
+    """Polygons (lon, lat degrees) of rings given as unit vectors (P, 3) and ring ids (P,), rings contiguous.
+
+    Returns (plain, cut): rings inside [−180, 180], with coordinates rounded to `GRID_DEG` (so that edges
+    shared by two cells match exactly), and the pieces of rings cut at the antimeridian or closed at a pole.
+    `ring_pieces` gives the same pieces with the ring each came from.
+    """
+    pieces, _, kind = ring_pieces(points, ring)
+    is_plain = kind < CUT
+    return list(pieces[is_plain]), list(pieces[~is_plain])
 
 
 def _union_all(polys: list[BaseGeometry]) -> BaseGeometry:
@@ -138,24 +189,24 @@ def _union_all(polys: list[BaseGeometry]) -> BaseGeometry:
         return shapely.union_all(arr, grid_size=GRID_DEG)
 
 
-def union(plain: list[BaseGeometry], cut: list[BaseGeometry], *, coverage: bool = False) -> BaseGeometry:
-    """Union of `rings_to_polygons` output as a (Multi)Polygon.
+def union(plain: Sequence[BaseGeometry], cut: Sequence[BaseGeometry], *, coverage: bool = False) -> BaseGeometry:
+    """Union of `rings_to_polygons` output (lists or object arrays) as a (Multi)Polygon.
 
     `coverage=True` promises that `plain` pieces do not overlap and share edges vertex for vertex (Voronoi
     cells): they are merged by GEOS's fast coverage union, checked, and merged by a full overlay if the
     promise was broken. Cut pieces are merged with the parts they touch by a full overlay.
     """
     merged = None
-    if coverage and plain:
+    if coverage and len(plain):
         try:
             merged = shapely.coverage_union_all(np.asarray(plain, dtype=object))
             merged = merged if merged.is_valid else None
         except shapely.errors.GEOSException:
             merged = None
     if merged is None:
-        merged = _union_all(plain) if plain else shapely.Polygon()
+        merged = _union_all(plain) if len(plain) else shapely.Polygon()
     parts = np.asarray([p for p in shapely.get_parts(merged) if not p.is_empty], dtype=object)
-    if cut:
+    if len(cut):
         touch = np.zeros(parts.size, bool)
         if parts.size:
             hit = shapely.STRtree(parts).query(np.asarray(cut, dtype=object), predicate="intersects")[1]
@@ -164,6 +215,22 @@ def union(plain: list[BaseGeometry], cut: list[BaseGeometry], *, coverage: bool 
         parts = np.concatenate([parts[~touch], np.asarray(list(shapely.get_parts(joined)), dtype=object)])
     kept = [p for p in parts if p.geom_type == "Polygon" and p.area > 0]
     return shapely.MultiPolygon(kept) if len(kept) != 1 else kept[0]
+
+
+def _envelope_pairs(tree: shapely.STRtree, geoms: np.ndarray, gap: float) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j): `geoms[i]` and tree geometry j whose envelopes, grown by `gap`, meet (candidates for dwithin)."""
+    b = shapely.bounds(geoms)
+    return tree.query(shapely.box(b[:, 0] - gap, b[:, 1] - gap, b[:, 2] + gap, b[:, 3] + gap))
+
+
+def _dwithin(a: np.ndarray, b: np.ndarray, gap: float) -> np.ndarray:
+    """Elementwise `shapely.dwithin` of prepared geometries, each pair tested from its larger geometry: a small
+    part against a prepared (indexed) large one is cheap, the other way round scans the large one each time."""
+    big = shapely.get_num_coordinates(a) >= shapely.get_num_coordinates(b)
+    out = np.empty(a.size, bool)
+    out[big] = shapely.dwithin(a[big], b[big], gap)
+    out[~big] = shapely.dwithin(b[~big], a[~big], gap)
+    return out
 
 
 def count_areas(geometry: BaseGeometry, gap_deg: float = GAP_DEG) -> int:
@@ -176,15 +243,21 @@ def count_areas(geometry: BaseGeometry, gap_deg: float = GAP_DEG) -> int:
     n = parts.size
     if n <= 1:
         return int(n)
+    shapely.prepare(parts)  # `get_parts` returns copies: the caller's geometry is not touched
     tree = shapely.STRtree(parts)
-    i, j = tree.query(parts, predicate="dwithin", distance=gap_deg)
+    i, j = _envelope_pairs(tree, parts, gap_deg)
+    once = i < j  # each pair once, no self-pairs
+    i, j = i[once], j[once]
+    near = _dwithin(parts[i], parts[j], gap_deg)
+    links = [(i[near], j[near])]
     bounds = shapely.bounds(parts)  # (n, 4) minx, miny, maxx, maxy
-    links = [(i, j)]
     west = np.flatnonzero(bounds[:, 0] <= -180.0 + gap_deg)
     if west.size:
         moved = shapely.transform(parts[west], lambda xy: xy + [360.0, 0.0])
-        a, b = tree.query(moved, predicate="dwithin", distance=gap_deg)
-        links.append((west[a], b))
+        shapely.prepare(moved)
+        a, b = _envelope_pairs(tree, moved, gap_deg)
+        near = _dwithin(moved[a], parts[b], gap_deg)
+        links.append((west[a[near]], b[near]))
     for touches in (bounds[:, 3] >= 90.0 - gap_deg, bounds[:, 1] <= -90.0 + gap_deg):
         at_pole = np.flatnonzero(touches)
         links.append((at_pole, np.full(at_pole.size, at_pole[0] if at_pole.size else 0)))
