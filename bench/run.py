@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark and rewrite bench/RESULTS.md.
 
 `python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, ann, encoder, refine, app, load, hostile,
-calibration, hints, precision, startup, gpu) and replaces
+calibration, hints, precision, startup, regions, gpu) and replaces
 it in RESULTS.md, keeping the others; `--quick` uses fewer runs.
 """
 
@@ -246,6 +246,23 @@ def section_startup(runs: int, quick: bool) -> list[str]:
     return bench_startup.section(bench_startup.run(runs), runs)
 
 
+def section_regions(runs: int, quick: bool) -> list[str]:
+    from bench import bench_regions
+
+    return [
+        "## Search-region geometry (cell polygon cache)",
+        "",
+        "`python -m bench.bench_regions`, in-process: `SearchRegion.geometry` of 50 % and 90 % regions over the "
+        "1,000 km grid gallery (the app's test model) and GeoCLIP's 100K MP-16 gallery, with each cell's lon/lat "
+        "polygon pieces cached per cells object (`geocore.geo.candidates`), against the computation without the "
+        "cache (`polygons_uncached`) in the same run; `n_areas` against `count_areas` as it was before. Cold: the "
+        "cache empty (the first region over those cells), warm: filled (every later region: the cells are shared "
+        "by every photo and, in the app, every session).",
+        "",
+        *bench_regions.main([]),
+    ]
+
+
 def section_gpu(runs: int, quick: bool) -> list[str]:
     """The prepared GPU run (`bench/gpu_run.py`) when a GPU is here."""
     if not torch.cuda.is_available():
@@ -274,6 +291,7 @@ SECTIONS = {
     "hostile": section_hostile,
     "precision": section_precision,
     "startup": section_startup,
+    "regions": section_regions,
     "gpu": section_gpu,
 }
 
@@ -316,6 +334,7 @@ SECTION_TITLES = {
     "hostile": "Hostile files and kills",
     "precision": "Precision: bf16 against fp32",
     "startup": "Start-up",
+    "regions": "Search-region geometry",
     "gpu": "GPU",
 }
 
