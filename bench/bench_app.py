@@ -67,7 +67,7 @@ LOCAL_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"  # Chrom
 NON_LOCAL = re.compile("^(?!(?:" + "|".join(re.escape(p) for p in LOCAL) + "))")  # any URL not starting so
 PHOTOS = "input[type=file][multiple]"  # the Locate page's photo uploader (the sidebar's calibration takes one file)
 IDLE_MS = 500  # the pause on a loaded, idle page before each timed upload
-MAP_MESSAGE_BYTES = 50_000  # a websocket message this large carries a map's HTML (the other messages are < 5 kB)
+MAP_MESSAGE_BYTES = 12_000  # a websocket message this large carries a map's HTML (≥ 15 kB with its heatmap; others < 5 kB)
 
 
 def _browser_helpers():

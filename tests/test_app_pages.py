@@ -673,10 +673,14 @@ def test_explain_page_shows_pieces_or_notices():
     assert _numbers(scene)  # the S3 scene with its probabilities
 
 
-def test_maps_are_self_contained_offline():
-    """The map HTML inlines Leaflet (no CDN), draws the offline basemap, and survives backticks in names."""
+@pytest.mark.parametrize("served", [False, True], ids=["inlined", "served"])
+def test_maps_need_nothing_beyond_this_server(monkeypatch, served):
+    """A map's HTML asks nothing of the network (no CDN), draws the offline basemap, and survives backticks in
+    names: with Leaflet and the countries inlined, or, where the server serves app/static/, loaded from there by
+    URLs relative to the page (the countries' script written there, content-hashed)."""
     if maps.leaflet_assets() is None:
         pytest.skip("Leaflet is not installed in app/static/vendor (run `make setup`)")
+    monkeypatch.setattr(maps, "static_serving", lambda: served)
     model = create_model("geoclip-tiny")
     model.set_gallery(CITIES)
     pred = model.predict_text(["desert"], 3, full=True)
@@ -689,7 +693,18 @@ def test_maps_are_self_contained_offline():
     assert not re.findall(r"""<(?:script|link|img)[^>]+(?:src|href)=["']?(?:https?:)?//""", html)
     assert "L.map(" in html and "Sha&#96;biyat &#36;{x}" in html and "Sha`biyat" not in html
     assert "data:image/png;base64," in html  # the heatmap overlay
-    assert '"iso_a3": "FRA"' in html or '"iso_a3":"FRA"' in html  # the Natural Earth basemap
+    urls = re.findall(r'<(?:script|link)[^>]+(?:src|href)="([^"]+)"', html)
+    if not served:
+        assert not urls and len(html) > 300_000  # Leaflet and the countries inlined
+        assert '"iso_a3": "FRA"' in html  # the Natural Earth basemap
+        return
+    assert len(html) < 50_000 and "L.geoJson(window.GEOCORE_COUNTRIES" in html
+    assert all(u.startswith(maps.STATIC_URL) for u in urls) and len(urls) == 3
+    files = [maps.APP_STATIC / u[len(maps.STATIC_URL):] for u in urls]
+    assert [f.name for f in files[:2]] == ["leaflet.css", "leaflet.js"] and all(f.is_file() for f in files)
+    countries = files[2].read_text(encoding="utf-8")
+    assert countries == f"window.GEOCORE_COUNTRIES = {maps.countries_json()};\n" and '"iso_a3": "FRA"' in countries
+    assert files[2].stat().st_mtime < 1e9  # dated far back: browsers keep it (Streamlit sends no Cache-Control)
 
 
 def test_map_tooltips_show_names_as_text():

@@ -1,11 +1,16 @@
 """Offline folium (Leaflet) maps: the countries basemap, the probability heatmap, a prediction's map.
 
 Maps work with no network at all:
-- Leaflet 1.9.4 comes from npm at `make setup` into `app/static/vendor/` (git-ignored) and its JS and
-  CSS are INLINED into the HTML handed to `st.iframe`. That is a `srcdoc` iframe: inlined code needs no
-  server route, no `enableStaticServing`, no base-path knowledge behind a proxy, and nothing is requested
-  when the frame loads. folium's other default assets (jQuery, Bootstrap, awesome-markers, Font Awesome)
-  are dropped: nothing here uses them.
+- Leaflet 1.9.4 comes from npm at `make setup` into `app/static/vendor/` (git-ignored). Each map is the HTML
+  of a `srcdoc` iframe (`st.iframe`). The server serves app/static/ (`enableStaticServing` in
+  .streamlit/config.toml): the map's page loads Leaflet and the countries' GeoJSON (`countries_json`, written
+  once to app/static/vendor/geocore/ under a content-hashed name) from there by URLs relative to the page
+  (`STATIC_URL`; a srcdoc frame resolves them against its parent's URL, so a proxy's base path is kept), and the
+  browser caches them: each map's page is ~25 kB instead of ~390 kB with both inlined, less to send, decode and
+  parse per map (bench/RESULTS.md, "App: upload to drawn heatmap"). Started without that setting (Streamlit
+  reads its config from the folder it starts in) or unable to write the countries' file, the maps inline
+  everything, as they always did. folium's other default assets (jQuery, Bootstrap, awesome-markers, Font
+  Awesome) are dropped: nothing here uses them.
 - The basemap is the Natural Earth 1:110m countries layer shipped with geocore (tiles=None);
   OpenStreetMap tiles are added on top only when a cached ≤1 s reachability check succeeds.
 - The probability heatmap is our own PNG (Web-Mercator rows, so it lines up with Leaflet) placed with
@@ -13,8 +18,9 @@ Maps work with no network at all:
   and the vector overlays, so search regions, markers and lines draw on top of it. It has only as many pixels
   as its blur needs, one palette byte each, and the browser stretches it smoothly: a 720² RGBA PNG encoded with
   `optimize=True` used to be most of the time from an upload to the drawn map (bench/RESULTS.md).
-- The countries layer is serialised once per server (`countries_json`) and, like the heatmap, written into
-  each map's script as it is (`raw_script`), not re-serialised, re-styled and template-compiled per map.
+- The countries layer is serialised once per server (`countries_json`) and, when inlined, like the heatmap
+  written into each map's script as it is (`raw_script`), not re-serialised, re-styled and template-compiled
+  per map.
 - The overlays (the search region, the top-k markers, the truth and its error line, the view) are one script
   of Leaflet calls written here (`region_js`, `circle_js`) rather than a dozen folium elements, whose template
   rendering took ~20 ms a map. A search region is an `L.geoJson` layer of its (Multi)Polygon (split at the
@@ -25,11 +31,13 @@ Maps work with no network at all:
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import math
 import os
 import socket
+import threading
 import time
 from html import escape as html_escape
 from collections.abc import Callable, Hashable
@@ -44,7 +52,13 @@ from geocore.eval.regions import place_label
 
 from ui.regions import REGION_CLASS, REGION_STYLES, calibration_text, km2, pct
 
-VENDOR = Path(__file__).resolve().parents[1] / "static" / "vendor"
+APP_STATIC = Path(__file__).resolve().parents[1] / "static"
+VENDOR = APP_STATIC / "vendor"
+# app/static/ as Streamlit serves it, relative to the page: a srcdoc frame resolves URLs against its parent's,
+# so this holds behind a proxy's base path too
+STATIC_URL = "app/static/"
+COUNTRIES_GLOBAL = "GEOCORE_COUNTRIES"  # the countries' GeoJSON in a served script
+OLD_MTIME = 946_684_800  # 2000-01-01: the served countries' script's date (see _static_asset_urls)
 LEAFLET_DIRS = (VENDOR / "node_modules" / "leaflet" / "dist", VENDOR / "leaflet" / "dist", VENDOR / "leaflet")
 TILE_HOST = ("tile.openstreetmap.org", 443)
 OFFLINE_ENV = "GEOCORE_APP_OFFLINE"  # test-only: skip the tile check
@@ -54,14 +68,59 @@ HEATMAP_MIN_PX = 128
 HEATMAP_PX_PER_SIGMA = 4.0  # pixels per blur radius: a smooth surface needs no more
 
 
+def _leaflet_dir() -> Path | None:
+    return next((d for d in LEAFLET_DIRS if (d / "leaflet.js").is_file() and (d / "leaflet.css").is_file()), None)
+
+
 @lru_cache(maxsize=1)
 def leaflet_assets() -> tuple[str, str] | None:
     """(leaflet.js, leaflet.css) text from app/static/vendor, or None when `make setup` has not run."""
-    for d in LEAFLET_DIRS:
-        js, css = d / "leaflet.js", d / "leaflet.css"
-        if js.is_file() and css.is_file():
-            return js.read_text(encoding="utf-8"), css.read_text(encoding="utf-8")
-    return None
+    d = _leaflet_dir()
+    if d is None:
+        return None
+    return (d / "leaflet.js").read_text(encoding="utf-8"), (d / "leaflet.css").read_text(encoding="utf-8")
+
+
+def static_serving() -> bool:
+    """Whether this server serves app/static/ at `STATIC_URL` (`server.enableStaticServing`, set in
+    .streamlit/config.toml, which Streamlit reads from the folder it is started in)."""
+    try:
+        return bool(st.get_option("server.enableStaticServing"))
+    except Exception:  # no Streamlit runtime config (a plain import): inline everything
+        return False
+
+
+@lru_cache(maxsize=1)
+def _static_asset_urls() -> tuple[str, str, str] | None:
+    """(leaflet.js, leaflet.css, countries script) as URLs under `STATIC_URL`, the countries' script written once
+    into app/static/vendor/geocore/ under a content-hashed name; None when Leaflet is missing or the file cannot
+    be written (the maps then inline everything)."""
+    leaflet = _leaflet_dir()
+    if leaflet is None:
+        return None
+    text = f"window.{COUNTRIES_GLOBAL} = {countries_json()};\n"
+    path = VENDOR / "geocore" / f"countries-{hashlib.sha256(text.encode()).hexdigest()[:12]}.js"
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        # Streamlit serves app/static/ without Cache-Control, so a browser keeps a file for a tenth of its age:
+        # date the content-hashed file (new content, new name) far back, or every map would ask if it changed
+        os.utime(path, (OLD_MTIME, OLD_MTIME))
+    except OSError:
+        return None
+
+    def url(p: Path) -> str:
+        return STATIC_URL + p.relative_to(APP_STATIC).as_posix()
+
+    return url(leaflet / "leaflet.js"), url(leaflet / "leaflet.css"), url(path)
+
+
+def served_assets() -> tuple[str, str, str] | None:
+    """`_static_asset_urls()` when this server serves app/static/, else None (the maps inline everything)."""
+    return _static_asset_urls() if static_serving() else None
 
 
 def tiles_reachable() -> bool:
@@ -137,11 +196,12 @@ _ESCAPE_JS = 'function (c) { return "&#" + c.charCodeAt(0) + ";"; }'
 
 
 def countries_layer(fill_opacity: float):
-    """The countries basemap in the "basemap" pane: `countries_json()` inlined as it is, one style for every
-    country, its name as a tooltip (HTML-escaped in the browser)."""
+    """The countries basemap in the "basemap" pane: `countries_json()` from the served script (`served_assets`)
+    or inlined as it is, one style for every country, its name as a tooltip (HTML-escaped in the browser)."""
     style = json.dumps({"fillColor": "#f4f1e8", "color": "#8a8a8a", "weight": 0.6, "fillOpacity": fill_opacity})
+    data = f"window.{COUNTRIES_GLOBAL}" if served_assets() is not None else countries_json()
     return raw_script("countries", (
-        f"var __SELF__ = L.geoJson({countries_json()}, {{pane: \"basemap\", style: {style}}})\n"
+        f"var __SELF__ = L.geoJson({data}, {{pane: \"basemap\", style: {style}}})\n"
         f"  .bindTooltip(function (layer) {{ return String(layer.feature.properties.name)"
         f".replace(/[&<>\"'`]/g, {_ESCAPE_JS}); }}, {{sticky: true}})\n"
         "  .addTo(__MAP__);\n"))
@@ -176,16 +236,25 @@ def base_map(center: tuple[float, float] = (20.0, 0.0), zoom: int = 2):
 
 
 def map_html(m) -> str | None:
-    """Self-contained HTML of a folium map: Leaflet inlined, no external URL left; None without Leaflet."""
+    """HTML of a folium map that needs nothing beyond this server: Leaflet and the countries from app/static/
+    when the server serves it (`served_assets`: the browser caches them, each map's page is ~25 kB), otherwise
+    inlined (~390 kB); no CDN or other external URL either way. None without Leaflet."""
     assets = leaflet_assets()
     if assets is None:
         return None
-    js, css = assets
     # no CDN links: set on this map only (the class attributes stay as they are, so maps rendered at the same
     # time in other sessions' threads never see them swapped)
     m.default_js, m.default_css = [], []
     html = m.get_root().render()
-    return html.replace("<head>", f"<head>\n<style>{css}</style>\n<script>{js}</script>\n", 1)
+    served = served_assets()
+    if served is not None:
+        js_url, css_url, countries_url = served
+        head = (f'<link rel="stylesheet" href="{css_url}">\n<script src="{js_url}"></script>\n'
+                f'<script src="{countries_url}"></script>\n')
+    else:
+        js, css = assets
+        head = f"<style>{css}</style>\n<script>{js}</script>\n"
+    return html.replace("<head>", "<head>\n" + head, 1)
 
 
 def forget_parsed_urls() -> None:
