@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import s2geometry as s2
 import shapely
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from bench.bench_regions import count_areas_before  # count_areas as first written
 from geocore.geo import candidates
 from geocore.geo.candidates import CandidateCells, GalleryCells, GalleryS2Cells, S2Cells
 from geocore.geo.polygons import GAP_DEG, count_areas, ring_pieces, rings_to_polygons
@@ -194,33 +193,13 @@ def test_ring_pieces_name_their_ring_and_do_not_depend_on_the_batch():
         assert shapely.equals_exact(alone, pieces[ids == r], 0).all()
 
 
-def count_reference(geometry, gap_deg: float = GAP_DEG) -> int:
-    """`count_areas` as first written: every part queried against all parts with STRtree dwithin."""
-    parts = np.asarray([p for p in shapely.get_parts(geometry) if not p.is_empty], dtype=object)
-    n = parts.size
-    if n <= 1:
-        return n
-    tree = shapely.STRtree(parts)
-    links = [tree.query(parts, predicate="dwithin", distance=gap_deg)]
-    bounds = shapely.bounds(parts)
-    west = np.flatnonzero(bounds[:, 0] <= -180.0 + gap_deg)
-    moved = shapely.transform(parts[west], lambda xy: xy + [360.0, 0.0])
-    a, b = tree.query(moved, predicate="dwithin", distance=gap_deg)
-    links.append(np.array([west[a], b]))
-    for touches in (bounds[:, 3] >= 90.0 - gap_deg, bounds[:, 1] <= -90.0 + gap_deg):
-        at_pole = np.flatnonzero(touches)
-        links.append(np.array([at_pole, np.full(at_pole.size, at_pole[0] if at_pole.size else 0)]))
-    rows, cols = np.concatenate(links, axis=1).astype(np.int64)
-    return connected_components(coo_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n)), directed=False)[0]
-
-
 @pytest.mark.parametrize("kind", sorted(MAKERS))
 def test_count_areas_agrees_with_its_plain_definition(kind):
     cells = MAKERS[kind]()
     rng = np.random.default_rng(3)
     for share in (0.05, 0.2, 0.5):
         geom = cells.polygons(rng.choice(len(cells), max(2, int(share * len(cells))), replace=False))
-        assert count_areas(geom) == count_reference(geom)
+        assert count_areas(geom) == count_areas_before(geom)
     boxes = [(0, 0, 1, 1), (1 + GAP_DEG / 2, 0, 2, 1), (3, 0, 4, 1), (179.5, 0, 180, 1), (-180, 0.5, -179, 2)]
     gap = shapely.MultiPolygon([shapely.box(*b) for b in boxes])  # within the gap; alone; across ±180°
-    assert count_areas(gap) == count_reference(gap) == 3
+    assert count_areas(gap) == count_areas_before(gap) == 3
