@@ -707,6 +707,29 @@ def test_maps_need_nothing_beyond_this_server(monkeypatch, served):
     assert files[2].stat().st_mtime < 1e9  # dated far back: browsers keep it (Streamlit sends no Cache-Control)
 
 
+def test_maps_inline_what_the_server_would_refuse_to_serve(monkeypatch, tmp_path):
+    """Streamlit serves nothing that resolves outside app/static/: a vendor folder linked from elsewhere is not
+    served, so the maps inline Leaflet and the countries instead of pointing at URLs that would fail."""
+    if maps.leaflet_assets() is None:
+        pytest.skip("Leaflet is not installed in app/static/vendor (run `make setup`)")
+    static, vendor = tmp_path / "app" / "static", maps.VENDOR
+    static.mkdir(parents=True)
+    (static / "vendor").symlink_to(vendor.resolve(), target_is_directory=True)  # the link leads out
+    monkeypatch.setattr(maps, "LEAFLET_DIRS", tuple(static / "vendor" / d.relative_to(vendor)
+                                                    for d in maps.LEAFLET_DIRS))
+    monkeypatch.setattr(maps, "APP_STATIC", static)
+    monkeypatch.setattr(maps, "VENDOR", static / "vendor")
+    monkeypatch.setattr(maps, "static_serving", lambda: True)
+    maps._static_asset_urls.cache_clear()
+    try:
+        assert maps.served_assets() is None
+        m = maps.base_map()
+        html = maps.map_html(m)
+        assert len(html) > 300_000 and '"iso_a3": "FRA"' in html  # inlined
+    finally:
+        maps._static_asset_urls.cache_clear()
+
+
 def test_map_tooltips_show_names_as_text():
     """Leaflet shows a tooltip as HTML and a results file's IMG_ID reaches the map as the truth's label: markup in
     it is escaped, and no string in the map's data can close its <script>."""

@@ -112,10 +112,11 @@ def _static_asset_urls() -> tuple[str, str, str] | None:
     except OSError:
         return None
 
-    def url(p: Path) -> str:
-        return STATIC_URL + p.relative_to(APP_STATIC).as_posix()
-
-    return url(leaflet / "leaflet.js"), url(leaflet / "leaflet.css"), url(path)
+    files = (leaflet / "leaflet.js", leaflet / "leaflet.css", path)
+    root = os.path.realpath(APP_STATIC)
+    if any(os.path.commonpath([root, os.path.realpath(f)]) != root for f in files):
+        return None  # a link out of app/static/ (e.g. a shared vendor folder): Streamlit refuses to serve it
+    return tuple(STATIC_URL + f.relative_to(APP_STATIC).as_posix() for f in files)
 
 
 def served_assets() -> tuple[str, str, str] | None:
