@@ -8,6 +8,7 @@ import io
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -728,6 +729,26 @@ def test_maps_inline_what_the_server_would_refuse_to_serve(monkeypatch, tmp_path
         assert len(html) > 300_000 and '"iso_a3": "FRA"' in html  # inlined
     finally:
         maps._static_asset_urls.cache_clear()
+
+
+def test_loading_a_model_warms_its_search_regions(monkeypatch):
+    """The app builds a loaded model's cell polygons in the background, so the first photo's region is as quick as
+    the next ones; a model whose gallery is too small for areas is skipped without a fuss."""
+    from geocore.geo.gallery import grid_gallery
+    from ui.models import warm_search_regions
+
+    model = create_model("geoclip-tiny")
+    model.set_gallery(grid_gallery(2000.0))
+    warm_search_regions(model).join(timeout=60)
+    cells = model.candidate_cells()
+    assert cells.cached_sites == cells.n_sites > 50
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    small = create_model("geoclip-tiny")
+    small.set_gallery(CITIES[:3])  # 3 points: no Voronoi cells
+    thread = warm_search_regions(small)
+    thread.join(timeout=60)
+    assert not thread.is_alive() and not failures
 
 
 def test_map_tooltips_show_names_as_text():

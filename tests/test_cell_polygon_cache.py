@@ -180,6 +180,44 @@ def test_racing_threads_store_each_site_once(monkeypatch):
     assert_same(cells.polygons(np.arange(600)), cells.polygons_uncached(np.arange(600)))
 
 
+@pytest.mark.parametrize("kind", ["gallery-capped", "s2"])
+def test_warm_caches_every_site_and_later_regions_build_nothing(monkeypatch, kind):
+    cells = MAKERS[kind]()
+    assert cells.warm(batch=97) == cells.n_sites == cells.cached_sites
+    idx = near(cells, 10.0, 179.5)
+    expected = cells.polygons_uncached(idx)
+
+    def no_build(self, sites):
+        raise AssertionError(f"{sites.size} sites built again")
+
+    monkeypatch.setattr(type(cells), "_site_rings", no_build)
+    assert_same(cells.polygons(idx), expected)
+
+
+def test_warm_stops_at_the_cache_limit(monkeypatch):
+    cells = MAKERS["gallery-capped"]()
+    monkeypatch.setattr(candidates, "MAX_CACHED_PIECES", 300)
+    assert 0 < cells.warm(batch=100) <= 300 < cells.n_sites
+
+
+def test_threads_asking_for_one_gallery_share_one_build(monkeypatch):
+    """Sessions of the app ask for the same gallery's cells at once (a 100K gallery's take seconds): one build."""
+    points = random_latlon(300, 11)
+    built, started = [], threading.Event()
+    real = candidates.GalleryCells
+
+    def slow_cells(*args, **kwargs):
+        built.append(1)
+        started.set()
+        threading.Event().wait(0.3)  # still building when the other threads ask
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(candidates, "GalleryCells", slow_cells)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: candidates.gallery_cells(points), range(4)))
+    assert len(built) == 1 and all(g is got[0] for g in got)
+
+
 def test_ring_pieces_name_their_ring_and_do_not_depend_on_the_batch():
     cells = MAKERS["gallery-capped"]()
     points, ring = cells._rings(np.arange(len(cells)))

@@ -5,6 +5,7 @@ scores it)."""
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 
 import streamlit as st
@@ -130,7 +131,30 @@ def _load_model_cached(name: str, small_gallery: bool) -> GeoLocator:
             log.write(f"{name}\n")
     if small_gallery and isinstance(model, GalleryModel):
         model.set_gallery(grid_gallery(1000.0))
+    warm_search_regions(model)
     return model
+
+
+WARM_THREAD = "geocore-warm-regions"
+WARM_MAX_CANDIDATES = 250_000  # above: a gallery of millions of points, whose cells are not worth building ahead
+
+
+def warm_search_regions(model: GeoLocator) -> threading.Thread:
+    """Build the model's candidate areas and every cell's polygon in a background thread, once per loaded model
+    (`CandidateCells.warm`): the first photo's search region then costs what later ones do (for GeoCLIP's 100K
+    gallery the Voronoi cells take ~2 s and the polygons ~4 s once, ~50 MB). Regions asked for meanwhile share
+    that work (one build of the cells; each polygon cached once). A model without areas just skips it."""
+    def run() -> None:
+        if model.num_candidates() > WARM_MAX_CANDIDATES:  # an indexed gallery: its S2 cells are built on use
+            return
+        try:
+            model.candidate_cells().warm()
+        except GeocoreError:  # e.g. a gallery too small for areas: the page says so when it is used
+            pass
+
+    thread = threading.Thread(target=run, name=WARM_THREAD, daemon=True)
+    thread.start()
+    return thread
 
 
 def load_model(name: str) -> GeoLocator | None:

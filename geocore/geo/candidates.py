@@ -168,7 +168,10 @@ class CandidateCells(ABC):
 
     def _cached_pieces(self, indices) -> tuple[np.ndarray, np.ndarray]:
         """Pieces of candidates `indices` and their kinds, in `ring_pieces` order, computing missing sites."""
-        sites = self._sites(_as_indices(indices, len(self)))
+        return self._site_pieces(self._sites(_as_indices(indices, len(self))))
+
+    def _site_pieces(self, sites: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pieces of `sites` (unique, ascending) and their kinds, computing and caching the missing ones."""
         table = self._table()
         missing = table.missing(sites)
         if missing.size:
@@ -197,6 +200,19 @@ class CandidateCells(ABC):
         """`polygons` computed from scratch, without the cache (a reference for tests and benchmarks)."""
         plain, cut = rings_to_polygons(*self._rings(_as_indices(indices, len(self))))
         return union(plain, cut, coverage=self._coverage)
+
+    def warm(self, batch: int = 10_000) -> int:
+        """Build and cache every site's pieces, `batch` sites at a time (up to `MAX_CACHED_PIECES`), so that no
+        region over these cells pays for building them (the app does this in the background when it loads a
+        model: ~4 s and ~50 MB for the 100K gallery). Returns the number of sites cached."""
+        for first in range(0, self.n_sites, max(1, int(batch))):
+            sites = np.arange(first, min(first + batch, self.n_sites))
+            missing = self._table().missing(sites)
+            if missing.size:
+                self._site_pieces(missing)
+            if self._table().pieces.size >= MAX_CACHED_PIECES:
+                break
+        return self.cached_sites
 
     @property
     def cached_sites(self) -> int:
@@ -448,33 +464,44 @@ class GalleryS2Cells(_PointCells):
 
 
 _S2_CACHE: OrderedDict[tuple, GalleryS2Cells] = OrderedDict()
+_CACHE: OrderedDict[tuple, GalleryCells] = OrderedDict()
+_CACHE_SIZE = 4
+_CACHE_LOCK = threading.Lock()  # guards the caches' dicts and `_BUILDING`
+_BUILDING: dict[tuple, threading.Lock] = {}  # one lock per cells object being built
+
+
+def _cached_build(cache: OrderedDict, size: int, key: tuple, build):
+    """`cache[key]`, built by `build()` on first use and kept among the last `size`. Threads asking for the same
+    key at once wait for one build (a 100K gallery's Voronoi cells take seconds) instead of each making its own."""
+    with _CACHE_LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        building = _BUILDING.setdefault(key, threading.Lock())
+    with building:
+        with _CACHE_LOCK:
+            if key in cache:  # built by the thread we waited for
+                cache.move_to_end(key)
+                return cache[key]
+        value = build()
+        with _CACHE_LOCK:
+            cache[key] = value
+            while len(cache) > size:
+                cache.popitem(last=False)
+            _BUILDING.pop(key, None)
+        return value
 
 
 def gallery_s2_cells(points) -> GalleryS2Cells:
     """`GalleryS2Cells` of a gallery at the automatic level, built once per gallery (the last 2 kept)."""
     latlon = _as_latlon(points, "gallery points").astype(np.float32)
     key = (hashlib.sha256(latlon.tobytes()).hexdigest(), latlon.shape[0])
-    if key not in _S2_CACHE:
-        _S2_CACHE[key] = GalleryS2Cells(latlon)
-        while len(_S2_CACHE) > 2:
-            _S2_CACHE.popitem(last=False)
-    _S2_CACHE.move_to_end(key)
-    return _S2_CACHE[key]
-
-
-_CACHE: OrderedDict[tuple, GalleryCells] = OrderedDict()
-_CACHE_SIZE = 4
+    return _cached_build(_S2_CACHE, 2, key, lambda: GalleryS2Cells(latlon))
 
 
 def gallery_cells(points, max_radius_km: float | str | None = "auto") -> GalleryCells:
-    """`GalleryCells` of a gallery, built once per (gallery, radius) and kept in memory (the last 4)."""
+    """`GalleryCells` of a gallery, built once per (gallery, radius) and kept in memory (the last 4); threads
+    asking at once share one build."""
     latlon = _as_latlon(points, "gallery points").astype(np.float32)
     key = (hashlib.sha256(latlon.tobytes()).hexdigest(), latlon.shape[0], max_radius_km)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    cells = GalleryCells(latlon, max_radius_km)
-    _CACHE[key] = cells
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return cells
+    return _cached_build(_CACHE, _CACHE_SIZE, key, lambda: GalleryCells(latlon, max_radius_km))
