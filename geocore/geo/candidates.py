@@ -483,8 +483,13 @@ def _cached_build(cache: OrderedDict, size: int, key: tuple, build):
             if key in cache:  # built by the thread we waited for
                 cache.move_to_end(key)
                 return cache[key]
-        value = build()
-        with _CACHE_LOCK:
+        try:
+            value = build()
+        except BaseException:  # e.g. too few points: the next caller tries afresh
+            with _CACHE_LOCK:
+                _BUILDING.pop(key, None)
+            raise
+        with _CACHE_LOCK:  # cached before its lock goes, so no caller can start a second build in between
             cache[key] = value
             while len(cache) > size:
                 cache.popitem(last=False)
