@@ -59,7 +59,7 @@ BROWSER_TEST = REPO / "tests" / "browser" / "test_app_browser.py"
 MODEL = "geoclip-tiny"
 GALLERY_KM = 1000.0  # what GEOCORE_APP_TEST_GALLERY=small gives the test model (app/ui/models.py)
 TOP_K = 5  # the Locate page's default top-k slider value
-LEVELS = (0.5, 0.9)  # the search regions the Locate page asks for (app/ui/regions.py LEVELS)
+HEATMAP = ".leaflet-container img.leaflet-image-layer"  # the heatmap overlay in a map's iframe
 PRECISION = "auto"  # the Locate page's default precision (bf16 on a CPU with AVX512-BF16 or AMX)
 TIMEOUT_S = 180.0
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
@@ -67,7 +67,8 @@ LOCAL_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"  # Chrom
 NON_LOCAL = re.compile("^(?!(?:" + "|".join(re.escape(p) for p in LOCAL) + "))")  # any URL not starting so
 PHOTOS = "input[type=file][multiple]"  # the Locate page's photo uploader (the sidebar's calibration takes one file)
 IDLE_MS = 500  # the pause on a loaded, idle page before each timed upload
-MAP_MESSAGE_BYTES = 12_000  # a websocket message this large carries a map's HTML (≥ 15 kB with its heatmap; others < 5 kB)
+# a websocket message this large carries a map's HTML (≥ 15 kB with its heatmap; the others are < 5 kB)
+MAP_MESSAGE_BYTES = 12_000
 
 
 def _browser_helpers():
@@ -131,6 +132,8 @@ def _library_locate():
     from geocore.locate import locate
     from geocore.models.registry import load_model_for_user
 
+    levels = _app_ui("regions").LEVELS  # the search regions the Locate page asks for
+
     with tempfile.TemporaryDirectory() as tmp, _env(GEOCORE_CACHE_DIR=tmp, HF_HUB_OFFLINE="1",
                                                     TRANSFORMERS_OFFLINE="1"):
         model = load_model_for_user(MODEL)  # what the app's _load_model_cached does in test mode
@@ -140,7 +143,7 @@ def _library_locate():
         def one(photo: tuple[str, bytes]):
             t0 = time.perf_counter()
             with torch.no_grad():
-                res = locate(model, [photo], top_k=top, full=True, regions=LEVELS, precision=PRECISION)
+                res = locate(model, [photo], top_k=top, full=True, regions=levels, precision=PRECISION)
             t = time.perf_counter() - t0
             assert res[0].ok and res[0].prediction.probs_full is not None, res[0].error
             return t, res[0]
@@ -148,16 +151,22 @@ def _library_locate():
         yield one
 
 
-def _map_build(res) -> dict[str, float]:
-    """Seconds the app's map code (app/ui/maps.py, this checkout) takes on a library result, in this process:
-    the heatmap PNG alone, and the whole map with its 90 % region (`prediction_map` + `map_html`, the PNG and the
-    region's geometry included)."""
+def _app_ui(module: str):
+    """The app's `ui.<module>` (app/ui/, this checkout), importable as the pages import it."""
+    import importlib
     import sys
 
     app_dir = str(REPO / "app")
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    from ui import maps
+    return importlib.import_module(f"ui.{module}")
+
+
+def _map_build(res) -> dict[str, float]:
+    """Seconds the app's map code (app/ui/maps.py, this checkout) takes on a library result, in this process:
+    the heatmap PNG alone, and the whole map with its 90 % region (`prediction_map` + `map_html`, the PNG and the
+    region's geometry included)."""
+    maps = _app_ui("maps")
 
     pred = res.prediction
     latlon = pred.candidates.detach().cpu().double().numpy()
@@ -177,7 +186,7 @@ def _heatmap_drawn(page) -> bool:
     for el in page.query_selector_all("iframe"):  # as the browser test does (srcdoc frames are not in page.frames)
         try:
             frame = el.content_frame()
-            if frame and frame.query_selector(".leaflet-container img.leaflet-image-layer"):
+            if frame and frame.query_selector(HEATMAP):
                 return True
         except Exception:  # the iframe was replaced while Streamlit re-rendered: look again
             continue
@@ -188,12 +197,12 @@ def _heatmap_drawn(page) -> bool:
 # file picked) to the first animation frame in which the heatmap image is in the map's iframe and decoded, so
 # painted in that frame. Playwright's polling from outside waits for the page's busy main thread on every
 # call, which makes it see the map late (by ~100-400 ms in Chrome traces of these runs); both are reported.
-IN_PAGE_PROBE = """sel => {
+IN_PAGE_PROBE = """([sel, heatmap]) => {
   const probe = window.__geocoreProbe = {picked: null, drawn: null};
   const drawn = () => {
     for (const f of document.querySelectorAll("iframe")) {
       let img = null;
-      try { img = f.contentDocument && f.contentDocument.querySelector(".leaflet-container img.leaflet-image-layer"); }
+      try { img = f.contentDocument && f.contentDocument.querySelector(heatmap); }
       catch (e) { continue; }
       if (img && img.complete && img.naturalWidth > 0) return true;
     }
@@ -280,7 +289,7 @@ def _app_locate(helpers, pw, blocked: list[str], home: Path | None = None):
             # own loading (scripts, fonts, layout), which would otherwise be timed with the upload
             page.wait_for_load_state("networkidle")
             page.wait_for_timeout(IDLE_MS)
-            page.evaluate(IN_PAGE_PROBE, PHOTOS)
+            page.evaluate(IN_PAGE_PROBE, [PHOTOS, HEATMAP])
             return _upload_and_wait(page, photo, events)
 
         try:

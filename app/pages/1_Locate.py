@@ -44,7 +44,8 @@ if model is not None:
     @st.fragment
     def photos_and_answers() -> None:
         """The uploader and its answers. A fragment: an upload (or preparing the report) reruns only this
-        part of the page, not the sidebar, so the browser redraws less (bench/RESULTS.md, "App")."""
+        part of the page, not the sidebar, so the browser redraws less (bench/RESULTS.md, "App: upload to drawn
+        heatmap")."""
         uploads = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "heic", "heif", "gif", "bmp",
                                                    "tif", "tiff"], accept_multiple_files=True, key="uploads")
         # Test seam: tests put [(name, bytes), ...] here (they can also drive the uploader itself).
@@ -60,7 +61,7 @@ if model is not None:
         if net is not None and (files or uploaded_cal.calibration is not None):  # the cells' areas only when needed
             fingerprint, no_regions = candidates_fingerprint(net, (name, choice))
         levels = LEVELS if fingerprint is not None else None
-        calibration = usable_calibration(uploaded_cal, net, fingerprint, where=st) if net is not None else None
+        calibration = usable_calibration(uploaded_cal, net, fingerprint) if net is not None else None
 
         if net is None:
             pass

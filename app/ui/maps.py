@@ -39,9 +39,9 @@ import os
 import socket
 import threading
 import time
-from html import escape as html_escape
 from collections.abc import Callable, Hashable
 from functools import lru_cache
+from html import escape as html_escape
 from pathlib import Path
 from typing import Any
 
@@ -157,9 +157,9 @@ def countries_geojson() -> dict:
 
 @lru_cache(maxsize=1)
 def countries_json() -> str:
-    """`countries_geojson()` as JSON text, made once per server: every map embeds this same string (with "</"
-    escaped, so no name can close the map's <script>)."""
-    return json.dumps(countries_geojson()).replace("</", "<\\/")
+    """`countries_geojson()` as JSON text (`js_value`), made once per server: every map embeds or loads this same
+    string."""
+    return js_value(countries_geojson())
 
 
 @lru_cache(maxsize=1)

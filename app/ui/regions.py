@@ -127,22 +127,21 @@ def candidates_fingerprint(model: GeoLocator, key) -> tuple[str | None, str | No
 
 
 def usable_calibration(up: UploadedCalibration, model: GeoLocator, fingerprint: str | None,
-                       levels=LEVELS, where=None) -> Calibration | None:
+                       levels=LEVELS) -> Calibration | None:
     """The uploaded calibration when it fits `model` (its name and candidates' `fingerprint`) and covers
-    `levels`; otherwise a one-line notice (in the sidebar unless `where`, a container, is given) and None (the
+    `levels`; otherwise a one-line notice where it is called (the Locate page: above the answers) and None (the
     regions are then shown uncalibrated)."""
-    where = st.sidebar if where is None else where
     cal = up.calibration
     if cal is None:
         return None
     if fingerprint is None:
-        where.error("Calibration not used: these candidates have no search regions.")
+        st.error("Calibration not used: these candidates have no search regions.")
         return None
     try:
         cal.check_compatible(model.model_name, fingerprint)
         for level in levels:
             cal.mass_for(level)
     except GeocoreError as err:
-        where.error(f"Calibration not used: {err}")
+        st.error(f"Calibration not used: {err}")
         return None
     return cal

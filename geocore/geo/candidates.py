@@ -206,10 +206,7 @@ class CandidateCells(ABC):
         region over these cells pays for building them (the app does this in the background when it loads a
         model: ~4 s and ~50 MB for the 100K gallery). Returns the number of sites cached."""
         for first in range(0, self.n_sites, max(1, int(batch))):
-            sites = np.arange(first, min(first + batch, self.n_sites))
-            missing = self._table().missing(sites)
-            if missing.size:
-                self._site_pieces(missing)
+            self._site_pieces(np.arange(first, min(first + batch, self.n_sites)))  # builds the missing ones
             if self._table().pieces.size >= MAX_CACHED_PIECES:
                 break
         return self.cached_sites
