@@ -142,7 +142,7 @@ WARM_MAX_CANDIDATES = 250_000  # above: a gallery of millions of points, whose c
 def warm_search_regions(model: GeoLocator) -> threading.Thread:
     """Build the model's candidate areas and every cell's polygon in a background thread, once per loaded model
     (`CandidateCells.warm`): the first photo's search region then costs what later ones do (for GeoCLIP's 100K
-    gallery the Voronoi cells take ~2 s and the polygons ~4 s once, ~50 MB). Regions asked for meanwhile share
+    gallery the cells and polygons took 4.3 s here, once, ~50 MB). Regions asked for meanwhile share
     that work (one build of the cells; each polygon cached once). A model without areas just skips it."""
     def run() -> None:
         if model.num_candidates() > WARM_MAX_CANDIDATES:  # an indexed gallery: its S2 cells are built on use
