@@ -140,9 +140,11 @@ class _Sorted:
         self.area = np.cumsum(cells.areas_km2.astype(np.float32)[self.order], axis=1, dtype=np.float64)
 
     def ends(self, q: np.ndarray) -> np.ndarray:
-        """(b, L) last position of the region at each mass q (L,), ties included."""
+        """(b, L) last position of the region at each mass q: (L,) for every image, or (b, L) one row per image
+        (a calibration conditional on localizability gives each image its own masses); ties included."""
         b, m = self.mass.shape
-        q = torch.from_numpy(np.broadcast_to(np.asarray(q, np.float64), (b, np.size(q))).copy())
+        q = np.asarray(q, np.float64)
+        q = torch.from_numpy(np.broadcast_to(q if q.ndim == 2 else q.reshape(1, -1), (b, q.shape[-1])).copy())
         first = torch.searchsorted(torch.from_numpy(self.mass), q, right=True).clamp_(max=m - 1)  # first cumsum > q
         neg_keys = torch.from_numpy(self.neg_keys)
         return (torch.searchsorted(neg_keys, neg_keys.gather(1, first), right=True) - 1).numpy()
@@ -153,17 +155,27 @@ def _blocks(p: np.ndarray):
         yield start, p[start : start + CHUNK]
 
 
+def _rows(q: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The masses of images start..stop: q itself when shared (K,), else its rows (B, K)."""
+    return q if q.ndim == 1 else q[start:stop]
+
+
 def areas_at_masses(probs, cells: CandidateCells, masses) -> np.ndarray:
-    """(B, K) area km² of each image's HPD region at each probability mass (K,) in [0, 1]."""
+    """(B, K) area km² of each image's HPD region at each probability mass in [0, 1]: masses (K,) shared by
+    every image, or (B, K) one row per image."""
     p, _ = prob_matrix(probs, len(cells))
-    q = np.atleast_1d(np.asarray(masses, np.float64))
+    q = np.asarray(masses, np.float64)
+    q = q if q.ndim == 2 else np.atleast_1d(q)
+    if q.ndim == 2 and q.shape[0] != p.shape[0]:
+        raise InputError(f"masses: expected (K,) or ({p.shape[0]}, K), got {q.shape}")
     if not ((q >= 0) & (q <= 1)).all():
-        raise InputError(f"masses: expected values in [0, 1], got {q.tolist()}")
+        raise InputError(f"masses: expected values in [0, 1], got {np.unique(q)[:8].tolist()}")
     log_area = np.log(cells.areas_km2).astype(np.float32)
-    out = np.empty((p.shape[0], q.size))
+    out = np.empty((p.shape[0], q.shape[-1]))
     for start, block in _blocks(p):
+        stop = start + block.shape[0]
         s = _Sorted(block, cells, log_area)
-        out[start : start + block.shape[0]] = np.take_along_axis(s.area, s.ends(q), axis=1)
+        out[start:stop] = np.take_along_axis(s.area, s.ends(_rows(q, start, stop)), axis=1)
     return out
 
 

@@ -1,0 +1,206 @@
+"""Coverage that holds for hard photos too: Mondrian split conformal over bins of localizability.
+
+Split conformal calibration (`calibration.py`) guarantees coverage on average over photos like the
+calibration ones. Averages hide the photos an analyst worries about: with stand-in photos of mixed
+difficulty on the real GeoCLIP heads, marginally calibrated 50 % regions held the truth for 38.8 % of the
+hardest third of photos and for far more than 50 % of the easiest. Mondrian conformal prediction fixes this
+by calibrating separately within bins of a score computed from the prediction alone: a photo's bin is known
+before its truth is, and within a bin the split-conformal argument holds unchanged, so each bin's regions
+cover at least their level for new photos that fall in that bin (Vovk et al., "Algorithmic Learning in a
+Random World", ch. 4; for our scores, the per-bin guarantee is ≥ p and < p + 1/(n_b + 1) without ties).
+
+The bin score (`BIN_SCORES`) is the photo's raw localizability: log10 km² of its *uncalibrated* 90 % region
+(the score `geocore.uncertainty.localizability` reports; `evaluate` stores it as `localizability`), or the
+entropy of its distribution. Bins are cut at quantiles of the calibration photos' scores (terciles by
+default: 10 bins of the entropy, chosen by `bench/bench_conditional.py`). Finite-sample rule: every bin holds
+at least `min_bin_count(levels)` photos (enough for the highest level to get a mass below 1.0, and at least
+`MIN_BIN`): with fewer photos, fewer bins are cut, and a bin left short by tied scores is merged with its
+smaller neighbour; how many bins were given up is recorded (`merged`) and reported.
+
+Fit check: the calibration stores the quantiles of the scores it saw. A photo outside its 1st–99th
+percentile, or a set of photos whose scores differ from it (two-sample Kolmogorov–Smirnov), is one the
+guarantee may not cover: the callers say so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from geocore.errors import InputError
+
+BIN_SCORES: tuple[str, ...] = ("log_area90", "entropy")
+DEFAULT_BIN_SCORE = "entropy"
+DEFAULT_BINS = 10
+MIN_BIN = 50
+QUANTILES = tuple(np.round(np.linspace(0.0, 1.0, 101), 2).tolist())  # 0 %, 1 %, …, 100 %
+SHIFT_ALPHA = 0.01  # a results set whose scores differ from the calibration's at this level gets the warning
+
+
+def min_bin_count(levels: Sequence[float]) -> int:
+    """The fewest photos a bin needs so that the highest level's mass is a real quantile (not 1.0):
+    ⌈(n+1)p⌉ ≤ n ⇔ n ≥ p / (1 − p); never fewer than `MIN_BIN`."""
+    p = max(levels)
+    return max(MIN_BIN, math.ceil(p / (1.0 - p) - 1e-9))
+
+
+def conformal_masses(scores: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """(L,) split-conformal masses: the ⌈(n+1)p⌉-th smallest score per level (1.0 past n), non-decreasing."""
+    s = np.sort(np.asarray(scores, np.float64))
+    k = np.ceil((s.size + 1) * np.asarray(levels, np.float64) - 1e-9).astype(int)  # tolerance: (n+1)p in floats
+    out = np.where(k <= s.size, s[np.clip(k - 1, 0, max(s.size - 1, 0))] if s.size else 1.0, 1.0)
+    return np.maximum.accumulate(out)
+
+
+def _merge_small(edges: list[float], counts: list[int], need: int) -> tuple[list[float], list[int], int]:
+    """Merge each bin under `need` photos into its smaller neighbour until none is left (or one bin remains)."""
+    merged = 0
+    while len(counts) > 1 and min(counts) < need:
+        i = int(np.argmin(counts))
+        j = i - 1 if i == len(counts) - 1 or (i > 0 and counts[i - 1] <= counts[i + 1]) else i + 1
+        lo = min(i, j)
+        counts[lo : lo + 2] = [counts[i] + counts[j]]
+        del edges[lo]  # the edge between bins lo and lo + 1
+        merged += 1
+    return edges, counts, merged
+
+
+def _quantile_edges(scores: np.ndarray, n_bins: int) -> list[float]:
+    """Edges near the k/n_bins quantiles, each halfway between two distinct scores so that tied scores (a
+    binary score, a saturated area) always fall on one side; duplicates dropped."""
+    u = np.unique(scores)
+    if u.size < 2 or n_bins < 2:
+        return []
+    first = np.sort(scores)[np.minimum(scores.size - 1, np.round(scores.size * np.arange(1, n_bins) / n_bins)
+                                       .astype(int))]  # the first score of each upper bin
+    i = np.clip(np.searchsorted(u, first), 1, u.size - 1)  # the edge goes just below it (above the minimum)
+    return np.unique((u[i - 1] + u[i]) / 2).tolist()
+
+
+@dataclass(frozen=True)
+class Bins:
+    """Per-bin calibrated masses: bin b holds scores in [edges[b-1], edges[b]) (open at both ends)."""
+
+    score: str
+    edges: tuple[float, ...]  # B − 1 interior edges, increasing
+    counts: tuple[int, ...]  # calibration photos per bin
+    masses: tuple[tuple[float, ...], ...]  # (B, L): per bin, the mass for each fitted level
+    merged: int = 0  # bins merged by the minimum-count rule
+
+    def bin_of(self, score) -> np.ndarray:
+        """(B,) bin index of each score (NaN scores, e.g. no region, go to the hardest bin)."""
+        s = np.asarray(score, np.float64)
+        return np.where(np.isnan(s), len(self.counts) - 1, np.searchsorted(self.edges, s, side="right"))
+
+    def labels(self) -> list[str]:
+        """A readable range per bin, e.g. "log_area90 < 3.2", "3.2 – 5.1", "≥ 5.1"."""
+        e = self.edges
+        if not e:
+            return ["all photos"]
+        return ([f"{self.score} < {e[0]:.3g}"] + [f"{a:.3g} – {b:.3g}" for a, b in zip(e, e[1:])]
+                + [f"{self.score} ≥ {e[-1]:.3g}"])
+
+    def to_dict(self) -> dict:
+        return {"score": self.score, "edges": list(self.edges), "counts": list(self.counts),
+                "masses": [list(m) for m in self.masses], "merged": self.merged}
+
+    @classmethod
+    def from_dict(cls, data: object, source: str, n_levels: int) -> "Bins":
+        """Validated bins from a calibration file's `bins` field; InputError naming `source` and the field."""
+        where = f"{source}: field 'bins'"
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: expected an object with score, edges, counts, masses")
+        score = data.get("score")
+        if score not in BIN_SCORES:
+            raise InputError(f"{where}.score: expected one of {', '.join(BIN_SCORES)}")
+        try:
+            edges = np.asarray(data.get("edges"), np.float64).reshape(-1)
+            counts = np.asarray(data.get("counts"), np.int64).reshape(-1)
+            masses = np.asarray(data.get("masses"), np.float64)
+            merged = int(data.get("merged", 0))
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(f"{where}: expected lists of numbers (edges, counts, masses)") from None
+        if counts.size < 1 or edges.size != counts.size - 1 or masses.shape != (counts.size, n_levels):
+            raise InputError(f"{where}: expected B counts, B − 1 edges and B × {n_levels} masses")
+        if not np.isfinite(edges).all() or (np.diff(edges) <= 0).any():
+            raise InputError(f"{where}.edges: expected finite, increasing numbers")
+        if (counts < 1).any() or not ((masses >= 0) & (masses <= 1)).all() or (np.diff(masses, axis=1) < 0).any():
+            raise InputError(f"{where}: expected positive counts and masses in [0, 1] not decreasing with level")
+        return cls(score=score, edges=tuple(edges.tolist()), counts=tuple(int(c) for c in counts),
+                   masses=tuple(tuple(row) for row in masses.tolist()), merged=max(0, merged))
+
+
+def fit_bins(truth_mass, score, levels: Sequence[float], *, score_name: str = DEFAULT_BIN_SCORE,
+             n_bins: int = DEFAULT_BINS, min_count: int | None = None) -> Bins:
+    """Mondrian calibration: bins at quantiles of `score` (N,), split-conformal masses per bin at `levels`."""
+    tm, s = np.asarray(truth_mass, np.float64).ravel(), np.asarray(score, np.float64).ravel()
+    if tm.shape != s.shape:
+        raise InputError(f"bin scores: expected one per calibration photo ({tm.size}), got {s.size}")
+    if score_name not in BIN_SCORES:
+        raise InputError(f"bin score: expected one of {', '.join(BIN_SCORES)}, got {score_name!r}")
+    if n_bins < 1:
+        raise InputError(f"bins: expected at least 1, got {n_bins}")
+    need = min_count or min_bin_count(levels)
+    finite = s[np.isfinite(s)]
+    edges = _quantile_edges(finite, max(1, min(n_bins, finite.size // need)))  # as many bins as photos allow
+    proto = Bins(score_name, tuple(edges), (1,) * (len(edges) + 1), ((0.0,),) * (len(edges) + 1))
+    counts = np.bincount(proto.bin_of(s), minlength=len(edges) + 1).tolist()
+    edges, counts, _ = _merge_small(edges, counts, need)  # ties can still leave a bin short
+    merged = n_bins - len(counts)
+    proto = Bins(score_name, tuple(edges), tuple(counts), ((0.0,),) * len(counts))
+    which = proto.bin_of(s)
+    masses = tuple(tuple(conformal_masses(tm[which == b], levels).tolist()) for b in range(len(counts)))
+    return Bins(score_name, tuple(edges), tuple(int(c) for c in counts), masses, merged)
+
+
+def score_quantiles(score) -> tuple[float, ...]:
+    """The 0 %, 1 %, …, 100 % quantiles of the finite scores (what the fit check compares against)."""
+    s = np.asarray(score, np.float64)
+    s = s[np.isfinite(s)]
+    return tuple(np.quantile(s, QUANTILES).tolist()) if s.size else ()
+
+
+def outside_range(score, quantiles: Sequence[float]) -> np.ndarray:
+    """(B,) True where a score lies outside the calibration's 1st–99th percentile (or is not finite)."""
+    s = np.asarray(score, np.float64)
+    if len(quantiles) != len(QUANTILES):
+        return np.zeros(s.shape, bool)
+    lo, hi = quantiles[1], quantiles[-2]
+    return ~np.isfinite(s) | (s < lo) | (s > hi)
+
+
+@dataclass(frozen=True)
+class ShiftTest:
+    """Two-sample Kolmogorov–Smirnov test of a results set's scores against the calibration's."""
+
+    statistic: float
+    p_value: float
+    n: int
+
+    @property
+    def shifted(self) -> bool:
+        return self.p_value < SHIFT_ALPHA
+
+
+def shift_test(score, quantiles: Sequence[float], n_calibration: int) -> ShiftTest | None:
+    """KS distance between the scores' empirical CDF and the calibration's (read off its stored quantiles,
+    interpolated), with the asymptotic two-sample p-value for sizes (n, n_calibration). None when either
+    side has no scores."""
+    from scipy.stats import kstwobign
+
+    s = np.sort(np.asarray(score, np.float64)[np.isfinite(np.asarray(score, np.float64))])
+    if s.size == 0 or len(quantiles) != len(QUANTILES) or n_calibration < 1:
+        return None
+    q = np.asarray(quantiles, np.float64)
+    qs = np.unique(q)  # repeated quantiles (ties): the CDF jumps there, to the last level sharing the value
+    cdf = np.asarray(QUANTILES)[np.searchsorted(q, qs, side="right") - 1]
+    cal = np.interp(s, qs, cdf, left=0.0, right=1.0)
+    n = s.size
+    ecdf_hi = np.arange(1, n + 1) / n  # the scores' CDF just after each point
+    ecdf_lo = np.arange(0, n) / n  # … and just before it
+    d = float(max(np.max(np.abs(ecdf_hi - cal)), np.max(np.abs(ecdf_lo - cal))))
+    en = math.sqrt(n * n_calibration / (n + n_calibration))
+    return ShiftTest(statistic=d, p_value=float(kstwobign.sf(en * d)), n=n)

@@ -1,0 +1,91 @@
+"""Mondrian calibration (coverage within bins of localizability), its small-bin rule and the fit check."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from geocore.errors import InputError
+from geocore.uncertainty.conditional import (Bins, conformal_masses, fit_bins, min_bin_count, outside_range,
+                                             score_quantiles, shift_test)
+
+LEVELS = (0.5, 0.8, 0.9, 0.95)
+
+
+def _two_groups(n: int, rng):
+    """Easy photos (score 0) whose truth needs mass U(0, 0.5), hard ones (score 1) needing U(0, 1): the
+    coverage of a mass q is min(1, 2q) on the easy ones and q on the hard ones, exactly."""
+    hard = rng.random(n) < 0.5
+    mass = np.where(hard, rng.random(n), 0.5 * rng.random(n))
+    return mass, hard.astype(float)
+
+
+def test_mondrian_holds_each_group_where_marginal_cannot():
+    rng = np.random.default_rng(0)
+    mass, score = _two_groups(40_000, rng)
+    marginal = conformal_masses(mass, LEVELS)
+    bins = fit_bins(mass, score, LEVELS, score_name="entropy", n_bins=2)
+    assert bins.counts[0] + bins.counts[1] == mass.size and len(bins.counts) == 2
+    q = np.asarray(bins.masses)
+    for j, p in enumerate(LEVELS):
+        # exact coverage of the masses found, per group: easy min(1, 2q), hard q
+        assert min(1.0, 2 * q[0, j]) == pytest.approx(p, abs=0.01)
+        assert q[1, j] == pytest.approx(p, abs=0.01)
+        # the marginal mass over-covers the easy group and under-covers the hard one at every level
+        assert min(1.0, 2 * marginal[j]) > p + 0.04 and marginal[j] < p - 0.04
+    # fresh photos land in the right bin and get their bin's masses
+    assert bins.bin_of([0.0, 1.0, np.nan]).tolist() == [0, 1, 1]
+
+
+def test_finite_sample_coverage_is_at_least_the_level_in_each_bin():
+    rng = np.random.default_rng(1)
+    hits = np.zeros((2, len(LEVELS)))
+    trials = 300
+    for _ in range(trials):  # split conformal: E[coverage] = ⌈(n+1)p⌉ / (n+1) ≥ p, per bin
+        mass, score = _two_groups(120, rng)
+        bins = fit_bins(mass, score, LEVELS, score_name="entropy", n_bins=2, min_count=10)
+        new_mass, new_score = _two_groups(200, rng)
+        covered = new_mass[:, None] <= np.asarray(bins.masses)[bins.bin_of(new_score)]
+        for b in (0, 1):
+            hits[b] += covered[new_score == b].mean(0)
+    assert (hits / trials >= np.asarray(LEVELS) - 0.01).all()
+
+
+def test_small_bins_are_merged_and_counted():
+    rng = np.random.default_rng(2)
+    mass, score = rng.random(100), rng.random(100)
+    bins = fit_bins(mass, score, LEVELS, n_bins=10, min_count=30)  # 10 photos a bin < 30
+    assert min(bins.counts) >= 30
+    assert sum(bins.counts) == 100 and bins.merged == 10 - len(bins.counts) and 2 <= len(bins.counts) <= 3
+    assert min_bin_count(LEVELS) == 50 and fit_bins(mass, score, LEVELS).counts == (50, 50)
+    assert len(bins.edges) == len(bins.counts) - 1
+    one = fit_bins(mass[:15], score[:15], LEVELS, n_bins=3)  # too few for any split: one bin, mass 1.0 at 95 %
+    assert one.counts == (15,) and one.edges == () and one.masses[0][-1] == 1.0
+    assert min_bin_count((0.5, 0.995)) == 199
+
+
+def test_bins_round_trip_and_refuse_bad_fields():
+    rng = np.random.default_rng(3)
+    bins = fit_bins(rng.random(300), rng.random(300), LEVELS)
+    assert Bins.from_dict(bins.to_dict(), "c.json", len(LEVELS)) == bins
+    bad = bins.to_dict() | {"edges": bins.edges[::-1]}
+    with pytest.raises(InputError, match=r"c.json: field 'bins'.edges: expected finite, increasing"):
+        Bins.from_dict(bad, "c.json", len(LEVELS))
+    with pytest.raises(InputError, match="B × 4 masses"):
+        Bins.from_dict(bins.to_dict() | {"masses": [[0.1]]}, "c.json", len(LEVELS))
+    with pytest.raises(InputError, match="score: expected one of"):
+        Bins.from_dict(bins.to_dict() | {"score": "x"}, "c.json", len(LEVELS))
+
+
+def test_fit_check_warns_outside_the_calibration_and_on_a_shifted_set():
+    rng = np.random.default_rng(4)
+    cal = rng.normal(0, 1, 5000)
+    q = score_quantiles(cal)
+    assert len(q) == 101 and q[0] == cal.min() and q[-1] == cal.max()
+    warned = outside_range(np.array([q[1] - 0.01, 0.0, q[-2] + 0.01, np.nan]), q)
+    assert warned.tolist() == [True, False, True, True]
+    matched = shift_test(rng.normal(0, 1, 500), q, cal.size)
+    shifted = shift_test(rng.normal(0.5, 1, 500), q, cal.size)
+    assert not matched.shifted and matched.p_value > 0.05
+    assert shifted.shifted and shifted.statistic > 0.15
+    assert shift_test([], q, cal.size) is None
