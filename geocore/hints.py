@@ -22,17 +22,25 @@ from geocore.models.base import GalleryModel, GeoLocator
 from geocore.models.prediction import Prediction
 
 DEFAULT_HINT_WEIGHT = 0.5
+MAX_HINT_WEIGHT = 100.0  # p_text^100 already makes the photo irrelevant; larger weights overflow the logits
+MAX_HINT_CHARS = 1000  # CLIP reads 77 tokens (a few hundred characters); the rest would be silently cut
 
 
 def check_hint(hint: str | None, weight: float | None) -> tuple[str, float]:
-    """The hint's text stripped and its weight (default DEFAULT_HINT_WEIGHT); InputError for an empty hint or a
-    weight that is not a finite number ≥ 0."""
-    text = (hint or "").strip()
+    """The hint's text, its runs of white space made one space, and its weight (default DEFAULT_HINT_WEIGHT);
+    InputError for an empty hint, one longer than MAX_HINT_CHARS or holding a control, format (bidi override)
+    or undecodable character, and for a weight that is not a number in [0, MAX_HINT_WEIGHT]."""
+    text = " ".join((hint or "").split())
     if not text:
         raise InputError("--hint: the text is empty; describe the place, e.g. \"coastal city in South America\"")
+    if len(text) > MAX_HINT_CHARS:
+        raise InputError(f"--hint: {len(text):,} characters; at most {MAX_HINT_CHARS:,} (CLIP reads 77 tokens)")
+    if not text.isprintable():  # NUL, ESC, U+202E, bytes that were not UTF-8: nothing CLIP should read
+        bad = next(ch for ch in text if not ch.isprintable())
+        raise InputError(f"--hint: holds the invisible character U+{ord(bad):04X}; expected plain text")
     w = DEFAULT_HINT_WEIGHT if weight is None else float(weight)
-    if not (w >= 0.0 and w < float("inf")):
-        raise InputError(f"--hint-weight: expected a number >= 0, got {weight}")
+    if not 0.0 <= w <= MAX_HINT_WEIGHT:  # also refuses NaN
+        raise InputError(f"--hint-weight: expected a number from 0 to {MAX_HINT_WEIGHT:g}, got {weight}")
     return text, w
 
 

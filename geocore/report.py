@@ -29,6 +29,7 @@ import numpy as np
 
 from geocore.data.images import ImageSource, load_image, read_exif_info
 from geocore.data.safe_io import atomic_path
+from geocore.data.text import readable
 from geocore.errors import GeocoreError, ImageError, InputError
 from geocore.locate import LocateResult, locate
 from geocore.models.base import GalleryModel, GeoLocator
@@ -342,7 +343,8 @@ def analyse(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *, lev
 
 
 def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Text for the HTML: controls, bidi overrides and non-UTF-8 bytes shown as escapes, then HTML-escaped."""
+    return html.escape(readable(value), quote=True)
 
 
 def _pct(level: float) -> str:

@@ -134,4 +134,4 @@ def test_bad_levels_and_calibration_files_are_one_line_errors(gauss_model, photo
     assert main(["locate", photo, "--model", "test-gauss", "--calibration", str(other)]) == 2
     assert "fitted for model 'geoclip'" in capsys.readouterr().err
     assert main(["calibrate", "--results", str(tmp_path / "nope.parquet"), "--output", str(other)]) == 2
-    assert "no such results file" in capsys.readouterr().err
+    assert "no such file; expected a results file" in capsys.readouterr().err

@@ -452,8 +452,12 @@ CALIBRATION_CASES = {
     "extra field": (json.dumps({**_calibration(), "zzz": 1}).encode(), OK),
     "deeply nested": (b"[" * 100_000 + b"]" * 100_000, r"not a calibration file"),
     "400-digit masses": (json.dumps({**_calibration(), "masses": [10**400] * 4}).encode(), r"field 'masses'"),
-    "huge nested list in a message": (json.dumps({**_calibration(), "masses": [[0.5]] * 200_000}).encode(),
-                                      r"field 'masses'"),
+    "huge nested list in a message": (json.dumps({**_calibration(), "masses": [[0.5]] * 100_000}).encode(),
+                                      r"field 'masses'"),  # 700 KB: under the size limit, so the field is judged
+    "5,000-digit integer": (json.dumps({**_calibration(), "n": "N"}).replace('"N"', "9" * 5000).encode(),
+                            r"field 'n'.*5,000 digits"),
+    "over the size limit": (json.dumps({**_calibration(), "pad": " " * 1_100_000}).encode(),
+                            r"over the 1,048,576 allowed"),
 }
 KNOWN: dict[str, str] = {}  # problems reported to the owner of a reader; drop a line once it is fixed
 

@@ -175,6 +175,7 @@ def test_cli_report_with_a_bad_photo_and_a_hint(tmp_path, capsys):
     (tmp_path / "good.jpg").write_bytes(_jpeg(6, gps=(-33.87, 151.21)))
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     out = tmp_path / "reports" / "case.html"
+    out.parent.mkdir()  # the CLI refuses an output folder that does not exist (test_hostile_cli)
     rc = main(["report", str(tmp_path / "good.jpg"), str(tmp_path / "broken.jpg"), "--model", TEST_MODEL,
                "--top-k", "2", "--regions", "0.5,0.9", "--hint", "a beach", "--hint-weight", "0.25",
                "--output", str(out)])
@@ -202,7 +203,7 @@ def test_cli_all_photos_bad_still_writes_the_report(tmp_path, capsys):
     (["--hint", "   "], "--hint"),
     (["--hint-weight", "0.5"], "without --hint"),
     (["--hint", "x", "--hint-weight", "-1"], "--hint-weight"),
-    (["--calibration", "missing.json"], "calibration file not found"),
+    (["--calibration", "missing.json"], "no such file; expected a calibration file"),
 ])
 def test_cli_bad_options_are_one_line(tmp_path, capsys, args, message):
     (tmp_path / "a.jpg").write_bytes(_jpeg(7))

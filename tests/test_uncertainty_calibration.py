@@ -132,7 +132,7 @@ def test_load_rejects_corrupt_and_missing_files(tmp_path):
     with pytest.raises(InputError) as err:
         Calibration.load(path)
     assert path in one_line(err) and "not a calibration file" in one_line(err)
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="no such file; expected a calibration file"):
         Calibration.load(tmp_path / "nope.json")
     with pytest.raises(InputError, match="JSON object"):
         Calibration.load(write(tmp_path, "[1, 2]"))

@@ -7,6 +7,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from geocore.data.safe_io import check_output
+from geocore.data.text import terminal_text
+
 
 def calibrate(
     results: Path = typer.Option(..., "--results", help="Results of `geocore evaluate` on labelled photos the model "
@@ -20,15 +23,17 @@ def calibrate(
     from geocore.eval.results import read_results
     from geocore.eval.uncertainty import calibrate_results, uncertainty_tables
 
+    check_output(output, (".json",), create=True)
+    chosen = parse_levels(levels, "--levels")
     frame = read_results(results)
-    chosen = parse_levels(levels)
     cal = calibrate_results(frame, chosen)
     cal.save(output)
     console = Console()
     for table in uncertainty_report(uncertainty_tables(frame, None, chosen), calibrated=False)[:1]:
         console.print(table)
-    console.print(f"calibrated on {cal.n} images of {cal.model}: masses "
-                  + ", ".join(f"{100 * p:g} % → {q:.3f}" for p, q in zip(cal.levels, cal.masses)) + f" → {output}")
+    console.print(f"calibrated on {cal.n} images of {terminal_text(cal.model)}: masses "
+                  + ", ".join(f"{100 * p:g} % → {q:.3f}" for p, q in zip(cal.levels, cal.masses))
+                  + f" → {terminal_text(output)}")
     console.print("Coverage holds for new photos like these (same model, same gallery or cells, similar images).")
 
 

@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 
 from geocore.cli.precision import PRECISION_OPT
+from geocore.data.safe_io import check_output
+from geocore.data.text import terminal_text
 from geocore.weights.preflight import check_default_weights
 
 # The options of every command that runs on the predict loop (`geocore.eval.predict_loop`); None = not given.
@@ -38,6 +40,7 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a benchmark, on one device or many; interrupted runs keep finished rows (use --resume)."""
     console = Console(stderr=True)
+    check_output(output, (".parquet", ".csv"), create=True)
     check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
     from geocore.eval.evaluate import evaluate as run_evaluation  # torch and lightning load only when evaluating
     from geocore.eval.predict_loop import loop_options
@@ -55,18 +58,20 @@ def evaluate(
     if report is None:  # another rank than 0: rank 0 merges and reports
         return
     if report.n_missing:
-        console.print(f"{report.n_missing} image file(s) listed in {dataset.name} are missing from {images}: skipped")
+        console.print(f"{report.n_missing} image file(s) listed in {terminal_text(dataset.name)} are missing from "
+                      f"{terminal_text(images)}: skipped")
     if report.n_failed:
-        console.print(f"{report.n_failed} image(s) could not be read: see the status column of {output}")
+        console.print(f"{report.n_failed} image(s) could not be read: see the status column of "
+                      f"{terminal_text(output)}")
     if report.n_resumed:
         console.print(f"resumed: {report.n_resumed} image(s) were already done")
     if report.n_unfinished:
         console.print(f"[red]{report.n_unfinished} image(s) have no row[/] (a process failed, or its parts are not "
                       f"visible here): run again with --resume")
-    Console().print(metrics_table(report.metrics, title=f"{model} on {dataset.name}"))
+    Console().print(metrics_table(report.metrics, title=terminal_text(f"{model} on {dataset.name}")))
     if report.precision:
-        console.print(f"precision: {report.precision} (--precision {precision})")
-    console.print(f"per-image results: {output}")
+        console.print(f"precision: {report.precision} (--precision {terminal_text(precision)})")
+    console.print(f"per-image results: {terminal_text(output)}")
 
 
 def register(app: typer.Typer) -> None:

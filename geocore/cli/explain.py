@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from geocore.cli.precision import PRECISION_OPT, check_precision, describe_precision
+from geocore.data.safe_io import check_output
+from geocore.data.text import terminal_text
 from geocore.errors import InputError
 from geocore.weights.preflight import check_default_weights
 
@@ -27,11 +29,6 @@ def _latlon(text: str) -> tuple[float, float]:
     return lat, lon
 
 
-def _check_png(output: Path) -> None:
-    if output.suffix.lower() != ".png":
-        raise InputError(f"--output {output}: expected a .png file")
-
-
 def segment(
     image: Path = typer.Argument(..., help="Image file."),
     output: Path = typer.Option(..., "--output", help="PNG: the photo and its colour map side by side."),
@@ -46,7 +43,9 @@ def segment(
     from geocore.explain.segmentation import overlay as blend, side_by_side
     from geocore.models.segmenter import Segmenter
 
-    _check_png(output)
+    check_output(output, (".png",))
+    if legend is not None:
+        check_output(legend, (".csv",), "--legend")
     photo = load_image(image)
     seg = Segmenter.from_pretrained(model, weights)
     labels = seg.segment(photo)
@@ -54,14 +53,15 @@ def segment(
     (blend(photo, labels) if overlay else side_by_side(photo, labels)).save(output)
     if legend is not None:
         table.to_csv(legend, index=False)
-    t = Table(title=f"{image.name}: {seg.name}")
+    t = Table(title=terminal_text(f"{image.name}: {seg.name}"))
     for col in ("class", "name", "share"):
         t.add_column(col, justify="left" if col == "name" else "right")
     for r in table.head(top).itertuples():
-        t.add_row(str(r.class_id), f"[{r.colour}]■[/] {r.name}", f"{r.share:.1%}")
+        t.add_row(str(r.class_id), f"[{r.colour}]■[/] {terminal_text(r.name)}", f"{r.share:.1%}")
     console = Console(soft_wrap=True)
     console.print(t)
-    console.print(f"{len(table)} classes → {output}" + (f", legend → {legend}" if legend else ""))
+    console.print(f"{len(table)} classes → {terminal_text(output)}"
+                  + (f", legend → {terminal_text(legend)}" if legend else ""))
 
 
 def explain(
@@ -85,7 +85,9 @@ def explain(
     from geocore.models.registry import load_model_for_user
     from geocore.models.segmenter import load_segmenter
 
-    _check_png(output)
+    check_output(output, (".png",))
+    if raw_map is not None:
+        check_output(raw_map, (".npy",), "--raw-map")
     check_precision(precision)
     if target is not None and target_latlon:
         raise InputError("give either --target or --target-latlon, not both")
@@ -95,7 +97,7 @@ def explain(
         raise InputError(f"--target-latlon needs a GPS-gallery model (geoclip), not {model}; use --target CELL")
     console = Console(soft_wrap=True)
     if net.random_backbone:
-        console.print(f"[bold red]note:[/] {model} has a RANDOM backbone: this map means nothing")
+        console.print(f"[bold red]note:[/] {terminal_text(model)} has a RANDOM backbone: this map means nothing")
     # a segmentation model: segment the whole photo once, Grad-CAM crops it like the photo
     seg = load_segmenter(segmenter).segment(photo) if net.needs_segmentation else None
     chosen = _latlon(target_latlon) if target_latlon else target
@@ -105,7 +107,8 @@ def explain(
     result.overlay.save(output)
     if raw_map is not None:
         np.save(raw_map, result.cam.astype(np.float32))
-    console.print(f"explained: {result.target_desc} → {output}" + (f", raw map → {raw_map}" if raw_map else ""))
+    console.print(f"explained: {terminal_text(result.target_desc)} → {terminal_text(output)}"
+                  + (f", raw map → {terminal_text(raw_map)}" if raw_map else ""))
 
 
 def register(app: typer.Typer) -> None:

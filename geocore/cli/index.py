@@ -8,6 +8,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from geocore.cli.locate import GALLERY_EXPECTED
+from geocore.data.safe_io import check_input_size
+from geocore.data.text import terminal_text
 from geocore.errors import InputError
 from geocore.weights.preflight import check_default_weights
 
@@ -27,6 +30,7 @@ def index(
     from geocore.models.registry import create_model, load_model_for_user
 
     check_mode(mode)
+    check_input_size(gallery, GALLERY_EXPECTED)
     if model == "geoclip" and pretrained is None:
         # the released GeoCLIP's location encoder ships in the geoclip wheel, and the cache key is the encoder's
         # weights and the points: the random-backbone build caches exactly what `geoclip` reads, no CLIP needed
@@ -41,12 +45,12 @@ def index(
     net.gallery_embeddings()
     cache = net.gallery_cache
     console.print(f"{net.num_candidates():,} points: embeddings {cache.last_source} "
-                  f"({'memory only' if cache.last_path is None else cache.last_path})")
+                  f"({'memory only' if cache.last_path is None else terminal_text(cache.last_path)})")
     if net.uses_index():
         built = net.gallery_index(progress=True)
         where = None if cache.last_path is None else index_path(cache.last_path, nlist_for(net.num_candidates()))
         size = f", {where.stat().st_size / 1e6:,.0f} MB" if where is not None and where.is_file() else ""
-        console.print(f"approximate index of {built.ntotal:,} points: {where or 'memory only'}{size}")
+        console.print(f"approximate index of {built.ntotal:,} points: {terminal_text(where or 'memory only')}{size}")
     else:
         console.print("no approximate index: this gallery is scanned exactly (--index ivf builds one anyway)")
 

@@ -14,12 +14,15 @@ from rich.table import Table
 from geocore.cli.evaluate import ACCELERATOR_OPT, DEVICES_OPT, NODES_OPT, STRATEGY_OPT
 from geocore.cli.precision import PRECISION_OPT, check_precision, describe_precision
 from geocore.data import safe_io
+from geocore.data.text import terminal_text, utf8_safe
 from geocore.errors import InputError
 from geocore.weights.preflight import check_default_weights
 
 MODEL_OPT = typer.Option("geoclip", "--model", help="Registered model name (see `geocore models`).")
 PRETRAINED_OPT = typer.Option(None, "--pretrained", help="Weights tag or checkpoint path (default: the model's own).")
 TOPK_OPT = typer.Option(5, "--top-k", min=1, help="How many locations to return.")
+LOCATE_SUFFIXES = (".csv", ".parquet", ".geojson", ".json")
+GALLERY_EXPECTED = "a gallery CSV with LAT,LON columns"
 
 
 def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
@@ -42,6 +45,7 @@ def _load(model: str, pretrained: str | None, gallery: Path | None, bbox: str | 
     if (gallery or box or grid_km) and not isinstance(net, GalleryModel):
         raise InputError(f"--gallery/--bbox/--grid-km need a GPS-gallery model (geoclip), not {model}")
     if gallery is not None:
+        safe_io.check_input_size(gallery, GALLERY_EXPECTED)
         net.set_gallery(galleries.gallery_from_csv(gallery))
     elif grid_km:
         net.set_gallery(galleries.grid_gallery(grid_km, bbox=box))
@@ -54,17 +58,21 @@ def _rows(name: str, table: pd.DataFrame, extra: dict | None = None) -> list[dic
     return [{"image": name, **(extra or {}), **row} for row in table.to_dict("records")]
 
 
-def parse_levels(text: str | None) -> tuple[float, ...] | None:
-    """`--regions 0.5,0.9` → (0.5, 0.9); InputError naming the bad value."""
+def parse_levels(text: str | None, option: str = "--regions") -> tuple[float, ...] | None:
+    """`--regions 0.5,0.9` → (0.5, 0.9); InputError naming `option` and the bad value (an empty one too)."""
     from geocore.uncertainty.calibration import validate_levels
 
-    if text is None:
-        return None
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise InputError(f"--regions {text!r}: expected levels in (0, 1) separated by commas, e.g. 0.5,0.9") from None
-    return validate_levels(values, "--regions")
+    return None if text is None else validate_levels(text, option)
+
+
+def check_hint_options(hint: str | None, hint_weight: float | None) -> None:
+    """`--hint` and `--hint-weight` checked before any model loads (`geocore.hints.check_hint`)."""
+    from geocore.hints import check_hint
+
+    if hint_weight is not None and hint is None:
+        raise InputError("--hint-weight: given without --hint")
+    if hint is not None:
+        check_hint(hint, hint_weight)
 
 
 def load_calibration(path: Path | None):
@@ -80,13 +88,15 @@ def _image_record(res) -> dict:
     if res.exif_gps:
         exif = {"lat": res.exif_gps[0], "lon": res.exif_gps[1], "error_km": res.exif_error_km,
                 "inside_90": res.exif_in_region(0.9)}
-    return {"image": res.name, "topk": records, "exif": exif, "hint": res.extras.get("hint"),
+    # a name's bytes that are not UTF-8 as \udcXX escapes: any strict JSON reader takes the file
+    return {"image": utf8_safe(res.name), "topk": records, "exif": exif, "hint": res.extras.get("hint"),
             "calibrated": res.calibrated, "regions": [r.to_feature() for r in res.regions],
             "precision": res.precision}
 
 
 def _write(results: list, output: Path) -> None:
-    """CSV: one row per top-k answer (+ region areas); GeoJSON: top-k Points and one Feature per region."""
+    """CSV or Parquet: one row per top-k answer (+ region areas); GeoJSON: top-k Points and one Feature per
+    region."""
     if output.suffix.lower() in (".geojson", ".json"):
         feats = []
         for rec in map(_image_record, results):
@@ -100,16 +110,21 @@ def _write(results: list, output: Path) -> None:
         return
     from geocore.eval.results import located_table
 
+    if output.suffix.lower() == ".parquet":
+        with safe_io.atomic_path(output) as tmp:
+            located_table(results).to_parquet(tmp, index=False)
+        return
     safe_io.write_text_atomic(output, safe_io.to_csv_text(located_table(results)))  # no spreadsheet formulas
 
 
 def _print_table(title: str, table: pd.DataFrame, console: Console) -> None:
-    t = Table(title=title)
+    t = Table(title=terminal_text(title))
     for col in ("#", "lat", "lon", "prob", "place", "country"):
         t.add_column(col, justify="right" if col in ("#", "lat", "lon", "prob") else "left")
     for r in table.itertuples():
         place = ", ".join(x for x in (r.place, r.admin1) if x)
-        t.add_row(str(r.rank), f"{r.lat:.4f}", f"{r.lon:.4f}", f"{r.prob:.3f}", place, r.country or "(sea)")
+        t.add_row(str(r.rank), f"{r.lat:.4f}", f"{r.lon:.4f}", f"{r.prob:.3f}", terminal_text(place),
+                  terminal_text(r.country or "(sea)"))
     console.print(t)
 
 
@@ -132,9 +147,9 @@ def _locate_table(net, paths: list[Path], output: Path, loop: dict, *, batch_siz
         return
     console = Console(stderr=True, soft_wrap=True)
     for error in done.errors:
-        console.print(f"[red]skipped[/] {error}")
+        console.print(f"[red]skipped[/] {terminal_text(error)}")
     n_ok = int(done.table["image"].nunique()) if len(done.table) else 0
-    console.print(f"{n_ok} image(s) located, {len(done.errors)} skipped → {output}")
+    console.print(f"{n_ok} image(s) located, {len(done.errors)} skipped → {terminal_text(output)}")
     if not n_ok:
         raise InputError("none of the images could be read")
 
@@ -168,18 +183,22 @@ def locate(
     """Where was each photo taken? Top-k locations with probabilities, place and country (offline), and how
     large an area to search."""
     check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
+    if output is not None:  # the user's files and options, before torch loads too
+        safe_io.check_output(output, LOCATE_SUFFIXES)
+    levels = parse_levels(regions)
+    cal = load_calibration(calibration)
     from geocore.locate import expand_paths, locate as run_locate
 
     check_precision(precision)
-    levels = parse_levels(regions)
-    cal = load_calibration(calibration)
+    check_hint_options(hint, hint_weight)
     if cal is not None and levels is None:
         levels = cal.levels if set(cal.levels) >= {0.5, 0.9} else (cal.levels[0], cal.levels[-1])
     paths = expand_paths(images)
     net = _load(model, pretrained, gallery, bbox, grid_km)
     console = Console(stderr=as_json or output is not None, soft_wrap=True)
     if net.random_backbone:
-        console.print(f"[bold red]note:[/] {model} has a RANDOM backbone: these predictions mean nothing")
+        console.print(f"[bold red]note:[/] {terminal_text(model)} has a RANDOM backbone: these predictions mean "
+                      "nothing")
     used, line = describe_precision(precision, net.device, net)
     console.print(line)
     if output is not None and output.suffix.lower() in (".csv", ".parquet") and not as_json:  # a table: many photos
@@ -193,7 +212,7 @@ def locate(
     ok = [res for res in results if res.ok]
     for res in results:
         if not res.ok:
-            Console(stderr=True, soft_wrap=True).print(f"[red]skipped[/] {res.error}")
+            Console(stderr=True, soft_wrap=True).print(f"[red]skipped[/] {terminal_text(res.error)}")
         elif not as_json and not output:
             _print_table(res.name, res.table, console)
             if res.exif_gps:
@@ -205,7 +224,7 @@ def locate(
                 console.print(region_line(reg))
     if output:
         _write(ok, output)
-        console.print(f"{len(ok)} image(s) located, {len(results) - len(ok)} skipped → {output}")
+        console.print(f"{len(ok)} image(s) located, {len(results) - len(ok)} skipped → {terminal_text(output)}")
     if as_json:
         typer.echo(json.dumps([_image_record(res) for res in ok]))
     if not ok:
@@ -256,6 +275,9 @@ def embed(
     from geocore.models.location_encoder import load_location_encoder
     from geocore.models.registry import load_model_for_user
 
+    target = output if output.suffix == ".npy" else output.with_name(output.name + ".npy")  # as np.save names it
+    safe_io.check_output(target, (".npy",))
+    safe_io.check_input_size(coords, GALLERY_EXPECTED)
     points = gallery_from_csv(coords)
     if model == "geoclip" and pretrained is None:  # the released encoder ships in the geoclip wheel: no CLIP needed
         emb = load_location_encoder().embed(points)
@@ -265,10 +287,9 @@ def embed(
             raise InputError(f"embed needs a GPS-gallery model (geoclip), not {model}")
         emb = net.embed_locations(points)
     emb = emb.cpu().numpy().astype(np.float32)
-    target = output if output.suffix == ".npy" else output.with_name(output.name + ".npy")  # as np.save names it
     with safe_io.atomic_path(target) as tmp, open(tmp, "wb") as fh:  # a kill leaves the old file or none
         np.save(fh, emb)
-    Console(stderr=True).print(f"{len(emb)} embeddings of dimension {emb.shape[1]} → {target}")
+    Console(stderr=True).print(f"{len(emb)} embeddings of dimension {emb.shape[1]} → {terminal_text(target)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from geocore.data.text import readable
 from geocore.errors import GeocoreError
 
 app = typer.Typer(
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     except GeocoreError as err:
-        typer.echo(f"error: {err}", err=True)
+        typer.echo(f"error: {readable(err)}", err=True)  # messages quote names: shown, never run by the terminal
         return err.exit_code
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import shlex
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from geocore.cli.locate import check_hint_options, parse_levels
+from geocore.data.safe_io import check_output
+from geocore.data.text import terminal_text
 from geocore.errors import InputError
 from geocore.weights.preflight import check_default_weights
+
+REPORT_SUFFIXES = (".html", ".htm")
 
 
 def _command(images: list[Path], explain: bool, **options) -> str:
@@ -43,18 +47,12 @@ def report(
     from geocore.locate import expand_paths
     from geocore.models.registry import load_model_for_user
     from geocore.report import build_report, write_html
-    from geocore.uncertainty.calibration import Calibration, validate_levels
+    from geocore.uncertainty.calibration import Calibration
 
     # the user's mistakes first, before any model is loaded
-    levels = validate_levels(regions, "--regions") if regions is not None else None
-    if hint is not None and not hint.strip():
-        raise InputError("--hint: empty text; give a description such as 'a beach in the tropics', or leave it out")
-    if hint_weight is not None and hint is None:
-        raise InputError("--hint-weight: given without --hint")
-    if hint_weight is not None and not (math.isfinite(hint_weight) and hint_weight >= 0):
-        raise InputError(f"--hint-weight: expected a non-negative number, got {hint_weight:g}")
-    if output.is_dir():
-        raise InputError(f"--output {output}: a folder; expected a file name such as case.html")
+    check_output(output, REPORT_SUFFIXES, create=True)
+    levels = parse_levels(regions)
+    check_hint_options(hint, hint_weight)
     cal = Calibration.load(calibration) if calibration is not None else None
     if levels is None:  # as `geocore locate` chooses them
         levels = (0.5, 0.9) if cal is None or set(cal.levels) >= {0.5, 0.9} else (cal.levels[0], cal.levels[-1])
@@ -63,19 +61,21 @@ def report(
     net = load_model_for_user(model, pretrained)
     console = Console(stderr=True, soft_wrap=True)
     if net.random_backbone:
-        console.print(f"[bold red]note:[/] {model} has a RANDOM backbone: these predictions mean nothing")
+        console.print(f"[bold red]note:[/] {terminal_text(model)} has a RANDOM backbone: these predictions mean "
+                      "nothing")
     weights_file = Path(pretrained) if pretrained and Path(pretrained).is_file() else None
     command = _command(paths, explain, output=output, model=model, pretrained=pretrained, hint=hint,
                        hint_weight=hint_weight, calibration=calibration, top_k=top_k,
                        regions=",".join(f"{v:g}" for v in levels))
-    console.print(f"analysing {len(paths)} photo(s) with {model} …")
+    console.print(f"analysing {len(paths)} photo(s) with {terminal_text(model)} …")
     rep = build_report(net, [(str(p), p) for p in paths], hint=hint, hint_weight=hint_weight, calibration=cal,
                        top_k=top_k, levels=levels, weights_file=weights_file, explain=explain, command=command)
     write_html(rep.html, output)
     for case in rep.cases:
         if not case.ok:
-            console.print(f"[red]could not read[/] {case.error}")
-    console.print(f"{rep.n_ok} photo(s) analysed, {len(rep.cases) - rep.n_ok} could not be read → {output}")
+            console.print(f"[red]could not read[/] {terminal_text(case.error)}")
+    console.print(f"{rep.n_ok} photo(s) analysed, {len(rep.cases) - rep.n_ok} could not be read → "
+                  f"{terminal_text(output)}")
     if rep.n_ok == 0:
         raise InputError(f"none of the photos could be read; the errors are in {output}")
 

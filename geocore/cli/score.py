@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from geocore.data.text import terminal_text
 from geocore.errors import InputError
 
 
@@ -37,7 +38,7 @@ def score(
             typer.echo(f"skipped: {json.dumps(result.skipped)}", err=True)
         return
     console = Console()
-    console.print(metrics_table(result.metrics, title=f"{pred.name} vs {truth.name}"))
+    console.print(metrics_table(result.metrics, title=terminal_text(f"{pred.name} vs {truth.name}")))
     for what, count in result.skipped.items():
         console.print(f"skipped {count} row(s): {what}")
 
@@ -58,7 +59,7 @@ def _score_results(path: Path, calibration: Path | None, as_json: bool) -> None:
         typer.echo(json.dumps({**metrics.to_dict(), **{k: v.to_dict("records") for k, v in tables.items()}}))
         return
     console = Console()
-    console.print(metrics_table(metrics, title=path.name))
+    console.print(metrics_table(metrics, title=terminal_text(path.name)))
     if not tables:
         console.print("(no search-region columns in this file: re-run `geocore evaluate` to get coverage tables)")
     for table in uncertainty_report(tables, calibrated=cal is not None) if tables else []:

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from geocore.data.text import terminal_text
 from geocore.errors import InputError
 
 train_app = typer.Typer(help="Train or fine-tune models on your own geotagged photos.", no_args_is_help=True)
@@ -47,11 +48,11 @@ def _done(model: str, ckpt: Path) -> None:
     if rank_zero_only.rank != 0:  # DDP: the other processes stay quiet
         return
     console = Console(stderr=True)
-    console.print(f"checkpoint: {ckpt}")
+    console.print(f"checkpoint: {terminal_text(ckpt)}")
     best = ckpt.with_name(f"{model}-best.safetensors")
     if best.is_file():
-        console.print(f"best validation epoch: {best}")
-    console.print(f"use it: geocore evaluate --model {model} --pretrained {ckpt} ...")
+        console.print(f"best validation epoch: {terminal_text(best)}")
+    console.print(f"use it: geocore evaluate --model {terminal_text(model)} --pretrained {terminal_text(ckpt)} ...")
 
 
 @train_app.command("geoclip")

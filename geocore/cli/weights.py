@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from geocore.data.text import terminal_text
 from geocore.weights.download import download_weights
 from geocore.weights.sources import SOURCES
 from geocore.weights.status import weights_status
@@ -27,7 +28,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="One JSON list of 
         table.add_column(col, overflow="fold")
     for r in rows:
         size = "" if r.size_mb is None else f"{r.size_mb:,.1f}"
-        table.add_row(r.name, "yes" if r.present else "no", size, r.where, r.how_to_get)
+        table.add_row(terminal_text(r.name), "yes" if r.present else "no", size, terminal_text(r.where),
+                      terminal_text(r.how_to_get))
     Console().print(table)
 
 
@@ -63,7 +65,7 @@ def models(as_json: bool = typer.Option(False, "--json", help="One JSON list of 
         table.add_column(col, overflow="fold")
     for r in rows:
         present = {True: "present", False: "missing", None: "-"}[r["weights_present"]]
-        table.add_row(r["name"], present, r["description"], r["how_to_get"] or r["detail"])
+        table.add_row(*map(terminal_text, (r["name"], present, r["description"], r["how_to_get"] or r["detail"])))
     Console().print(table)
 
 

@@ -18,8 +18,10 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from geocore.data.images import load_image
+from geocore.data.roots import resolve_inside
+from geocore.data.safe_io import read_csv_limited
 from geocore.errors import ImageError, InputError
-from geocore.geo.tables import column_list, read_csv, shorten, to_numbers
+from geocore.geo.tables import column_list, shorten, to_numbers
 
 SCENE_LABELS = ("S3_Label", "S16_Label", "S365_Label")
 _CANONICAL = ("IMG_ID", "IMG_FILE", "LAT", "LON", *SCENE_LABELS)
@@ -50,14 +52,14 @@ def read_benchmark_csv(path: str | Path) -> pd.DataFrame:
     Returns a frame with a string ``IMG_ID`` column (taken from ``IMG_ID``, else ``IMG_FILE``,
     which is kept too), float ``LAT``/``LON`` and every other column as found. Raises InputError
     naming the file, the 1-based CSV lines and the field for bad coordinates, duplicate IDs or
-    missing columns.
+    missing columns, or a file over `geocore.data.safe_io.MAX_INPUT_BYTES`.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path} does not exist (expected a benchmark CSV with IMG_ID/IMG_FILE,LAT,LON)")
     id_cols = {"IMG_ID": str, "IMG_FILE": str, "AUTHOR": str}
-    frame = read_csv(path, "a benchmark CSV with a header IMG_ID (or IMG_FILE),LAT,LON", dtype=id_cols,
-                     keep_default_na=False, na_values=[""])
+    frame = read_csv_limited(path, "a benchmark CSV with a header IMG_ID (or IMG_FILE),LAT,LON", dtype=id_cols,
+                             keep_default_na=False, na_values=[""])
     # Header names are matched case- and space-insensitively (e.g. "lat", " LON").
     canonical = {k.upper(): k for k in _CANONICAL}
     frame = frame.rename(columns=lambda c: canonical.get(str(c).strip().upper(), c))
@@ -115,7 +117,8 @@ class BenchmarkDataset(Dataset):
     0-based position in the CSV, stable across :meth:`subset`. ``image`` is ``transform(img)``
     (or the RGB PIL image) and ``error`` is None; an unreadable image gives ``image=None`` and
     ``error`` set to the message. Missing files are listed in ``.missing`` (their IMG_IDs) and,
-    with ``skip_missing``, left out of ``len()``; otherwise they come back as error items.
+    with ``skip_missing``, left out of ``len()``; otherwise they come back as error items. A name that would
+    leave ``image_dir`` (``../x.jpg``, an absolute path, a link leading out) is an error item, never opened.
     """
 
     def __init__(
@@ -133,12 +136,18 @@ class BenchmarkDataset(Dataset):
         self.transform = transform
         frame = read_benchmark_csv(self.csv_path)
         file_col = "IMG_FILE" if "IMG_FILE" in frame.columns else "IMG_ID"
-        frame["_path"] = [self.image_dir / str(f).strip() for f in frame[file_col]]
+        frame["_name"] = [str(f).strip() for f in frame[file_col]]
+        frame["_path"] = [self.image_dir / name for name in frame["_name"]]
         frame["_row"] = range(len(frame))
         present = frame["_path"].map(_is_file)
         self.missing: list[str] = frame.loc[~present, "IMG_ID"].tolist()
         self.frame = (frame[present] if skip_missing else frame).reset_index(drop=True)
         self.labels = [c for c in SCENE_LABELS if c in frame.columns]
+
+    def image_path(self, name: str) -> Path:
+        """The file of IMG_FILE (or IMG_ID) `name`, resolved inside ``image_dir``; InputError (one line) for a name
+        that would leave it: ``../x.jpg``, an absolute path, a NUL byte, a link leading out."""
+        return resolve_inside(self.image_dir, name)
 
     @property
     def n_missing(self) -> int:
@@ -160,7 +169,11 @@ class BenchmarkDataset(Dataset):
         for col in self.labels:
             value = pd.to_numeric(row[col], errors="coerce")
             item[col] = -1 if pd.isna(value) or not math.isfinite(value) else int(value)
-        path: Path = row["_path"]
+        try:  # checked here, just before the open, not for all rows up front (millions in a training set)
+            path = self.image_path(row["_name"])
+        except InputError as err:  # ../outside.jpg, /etc/x, a link leading out: never opened
+            item["error"] = f"refused: {err}"
+            return item
         if not _is_file(path):
             item["error"] = f"{path} does not exist (image for {item['img_id']} listed in {self.csv_path})"
             return item

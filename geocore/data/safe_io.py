@@ -8,6 +8,14 @@ temporary file is renamed over the target. A kill at any moment leaves the old f
 
 Reading CSVs safely (one-line errors naming file and line) is `geocore.geo.tables`.
 
+**Bounded reads.** Every file the CLI reads whole (calibrations, results, benchmark and point CSVs) goes through
+:func:`read_limited`: the file is opened once, ``fstat`` on that descriptor refuses a regular file over the
+limit before a byte is read, a device (``/dev/zero``, a terminal) or a folder is refused outright, and a pipe is
+read to at most limit + 1 bytes. :func:`read_csv_limited` is that plus `geocore.geo.tables.parse_csv`.
+
+**Outputs checked first.** :func:`check_output` refuses an output path whose folder is missing or not writable,
+which is a folder itself, or whose suffix the command does not write, before any analysis starts.
+
 **Formula injection.** A spreadsheet runs a CSV cell that starts with ``=``, ``+``, ``-`` or ``@`` (and
 some also one starting with a tab or a carriage return) as a formula. CSVs geocore writes from names and IDs a
 user supplied (image names, IMG_IDs, place names) pass through :func:`neutralise_frame`, which follows OWASP:
@@ -19,7 +27,10 @@ user supplied (image names, IMG_IDs, place names) pass through :func:`neutralise
 
 :func:`restore_frame` undoes it (one leading ``'`` is dropped from every text cell that has one), so
 ``restore(neutralise(x)) == x`` for every string; ``geocore.eval.results.read_results`` applies it to results
-CSVs.
+CSVs. :func:`neutralise_cell` also writes the bytes of a file name that were not UTF-8 as ``\\udcff``-style
+escapes (`geocore.data.text.utf8_safe`), so such a name never crashes a write; reading back keeps the escaped
+form (a pandas string column cannot hold the lone surrogates) and `geocore.data.text.from_utf8_safe` of a cell
+gives the original name.
 """
 
 from __future__ import annotations
@@ -28,12 +39,16 @@ import contextlib
 import glob
 import os
 import re
+import stat
 import uuid
 from collections.abc import Iterator
+from typing import BinaryIO
 from pathlib import Path
 
 import pandas as pd
 
+from geocore.data.text import utf8_safe
+from geocore.errors import InputError
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _QUOTE = "'"
@@ -108,13 +123,96 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# ---- bounded reads and checked outputs --------------------------------------------------------------------
+
+MAX_INPUT_BYTES = 1 << 30  # a whole file read into memory: far above any benchmark, gallery or results file
+
+
+def _open_bounded(path: str | Path, expected: str, limit: int, *, pipes: bool) -> BinaryIO:
+    """`path` opened for reading once `fstat` on it found a regular file of at most `limit` bytes (or, with
+    `pipes`, a pipe, read with a bound by the caller); InputError naming the file otherwise."""
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - the caller closes it; fstat must see the file that is read
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file; expected {expected}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: a folder, not a regular file; expected {expected}") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
+        raise InputError(f"{path}: cannot be read ({getattr(err, 'strerror', None) or err}); "
+                         f"expected {expected}") from None
+    mode = os.fstat(fh.fileno())
+    regular, pipe = stat.S_ISREG(mode.st_mode), stat.S_ISFIFO(mode.st_mode) and pipes
+    if not (regular or pipe) or (regular and mode.st_size > limit):
+        fh.close()
+        if not regular:  # a folder, /dev/zero, a terminal, a socket
+            raise InputError(f"{path}: not a regular file; expected {expected}")
+        raise InputError(f"{path}: {mode.st_size:,} bytes, over the {limit:,} allowed for {expected}")
+    return fh
+
+
+def read_limited(path: str | Path, expected: str, limit: int | None = None) -> bytes:
+    """The bytes of `path`, at most `limit` (default MAX_INPUT_BYTES); InputError naming the file, and the limit
+    when it is over it. `expected` says what the file should be ("a calibration file")."""
+    limit = MAX_INPUT_BYTES if limit is None else int(limit)
+    with _open_bounded(path, expected, limit, pipes=True) as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as err:
+            raise InputError(f"{path}: cannot be read ({err.strerror or err}); expected {expected}") from None
+    if len(data) > limit:  # a pipe, or a file that grew since fstat
+        raise InputError(f"{path}: more than the {limit:,} bytes allowed for {expected}")
+    return data
+
+
+def check_input_size(path: str | Path, expected: str, limit: int | None = None) -> None:
+    """Refuse `path` as :func:`read_limited` would (pipes too: checking one would consume it), for a reader that
+    opens the file itself (`geocore.geo.gallery.gallery_from_csv`, `geocore.geo.cells.load_partition`). A missing
+    file passes: the reader names it in its own words."""
+    if os.path.lexists(path):
+        _open_bounded(path, expected, MAX_INPUT_BYTES if limit is None else int(limit), pipes=False).close()
+
+
+def read_csv_limited(path: str | Path, expected: str, limit: int | None = None, **kwargs) -> pd.DataFrame:
+    """:func:`read_limited`, decoded strictly and parsed as `geocore.geo.tables.parse_csv` does (one-line
+    InputErrors naming the file and line); `kwargs` go to ``pandas.read_csv``."""
+    from geocore.geo.tables import decode_text, parse_csv
+
+    return parse_csv(path, decode_text(Path(path), read_limited(path, expected, limit), expected), expected, **kwargs)
+
+
+def check_output(path: str | Path, suffixes: tuple[str, ...], option: str = "--output", *,
+                 create: bool = False) -> Path:
+    """`path` when a command can write it: its folder exists (made first when `create`, for the commands that
+    always made it) and is writable, it is not a folder, and its suffix is one of `suffixes` (lower case, with
+    the dot); otherwise InputError in one line. Called before the work."""
+    path = Path(path)
+    expected = " or ".join(suffixes)
+    if path.suffix.lower() not in suffixes:
+        raise InputError(f"{option} {path}: expected a {expected} file name")
+    folder = path.parent
+    if path.is_dir():
+        raise InputError(f"{option} {path}: a folder; expected a {expected} file name")
+    if create and not folder.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"{option} {path}: cannot create the folder {folder} ({err.strerror})") from None
+    if not folder.is_dir():
+        raise InputError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: the folder {folder} is not writable")
+    return path
+
+
 # ---- formula injection ------------------------------------------------------------------------------------
 
 
 def neutralise_cell(value: object) -> object:
-    """`value` with a leading `'` when a spreadsheet would run it as a formula (see the module docstring)."""
+    """`value` with a leading `'` when a spreadsheet would run it as a formula (see the module docstring), and
+    bytes of a file name that were not UTF-8 written as escapes (`geocore.data.text.utf8_safe`)."""
     if not isinstance(value, str) or not value:
         return value
+    value = utf8_safe(value)
     if value[0] == _QUOTE or (value.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(value)):
         return _QUOTE + value
     return value

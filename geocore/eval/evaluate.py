@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from geocore.data.datasets import BenchmarkDataset, collate_skip_errors
+from geocore.data.text import readable
 from geocore.errors import InputError
 from geocore.eval.metrics import GeoMetrics, compute_metrics
 from geocore.eval.predict_loop import BatchPredictor, loader_for, loop_options, predict_to_parts
@@ -74,7 +75,7 @@ def _error_rows(batch: dict, model_name: str, truth: pd.DataFrame) -> list[dict]
             "IMG_ID": img_id, "LAT": float(lat), "LON": float(lon),
             "PRED_LAT": np.nan, "PRED_LON": np.nan, "error_km": np.nan,
             "topk_lat": [], "topk_lon": [], "topk_prob": [],
-            "model": model_name, "status": f"error: {message}",
+            "model": model_name, "status": f"error: {readable(message)}",  # a message quoting any path: one line
         })
     return rows
 

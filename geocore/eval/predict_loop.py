@@ -33,6 +33,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from geocore.data import safe_io
+from geocore.data.text import readable
 from geocore.errors import InputError
 from geocore.eval.results import located_table, locate_columns, next_part_index, parts_dir, write_part
 from geocore.models.base import GeoLocator
@@ -256,7 +257,7 @@ def locate_to_table(model: GeoLocator, paths: Sequence[Path], output: Path, opts
         table = located_table([res for _, res in ok])
         table.insert(0, "_pos", [pos for pos, res in ok for _ in range(len(res.table))])
         failed = pd.DataFrame({"_pos": [pos for (pos, _, _), res in zip(batch, results) if not res.ok],
-                               "error": [res.error for res in results if not res.ok]})
+                               "error": [readable(res.error) for res in results if not res.ok]})
         return {"part": table, "failed": failed}  # two files: a table of answers keeps its column types
 
     def merge() -> LocatedTable:

@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from geocore.data.safe_io import atomic_path, neutralise_frame, remove_stale_temps, restore_frame
+from geocore.data.safe_io import atomic_path, neutralise_frame, read_limited, remove_stale_temps, restore_frame
+from geocore.data.text import readable, utf8_safe
 from geocore.errors import InputError
 from geocore.geo.tables import decode_text, one_line, parse_csv, shorten, to_numbers
 
@@ -61,6 +62,7 @@ LIST_COLUMNS = ("topk_lat", "topk_lon", "topk_prob", "area_curve_km2")
 REQUIRED_COLUMNS = ("IMG_ID", "LAT", "LON", "PRED_LAT", "PRED_LON", "error_km", "model", "status")
 NUMBER_COLUMNS = ("truth_mass", "truth_area_km2", "localizability", "entropy", "S3_Label", "S16_Label", "S365_Label")
 MAX_PARQUET_BYTES = 1 << 30  # uncompressed: far above any benchmark's results, far below a compressed bomb
+MAX_RESULTS_BYTES = 1 << 30  # the file itself, read whole
 _EXPECTED = "a results file written by `geocore evaluate` (Parquet, or CSV by its name)"
 
 
@@ -108,17 +110,14 @@ def next_part_index(output: Path, rank: int | None = None) -> int:
 def read_results(path: str | Path, data: bytes | None = None) -> pd.DataFrame:
     """Read a results file (Parquet, or CSV by its name) and check its schema and every row.
 
-    With `data`, the file's bytes are read from memory (an upload) and `path` only names it.
+    With `data`, the file's bytes are read from memory (an upload) and `path` only names it. At most
+    MAX_RESULTS_BYTES are read (`geocore.data.safe_io.read_limited`).
     """
     path = Path(path)
-    if data is None and not path.is_file():
-        raise InputError(f"{path}: no such results file" if not path.exists() else
-                         f"{path}: not a regular file; expected {_EXPECTED}")
     is_csv = path.suffix.lower() == ".csv"
-    try:
-        raw = path.read_bytes() if data is None else bytes(data)
-    except OSError as err:
-        raise InputError(f"{path}: cannot be read ({err.strerror or one_line(err)})") from None
+    raw = read_limited(path, _EXPECTED, MAX_RESULTS_BYTES) if data is None else bytes(data)
+    if len(raw) > MAX_RESULTS_BYTES:
+        raise InputError(f"{path}: {len(raw):,} bytes, over the {MAX_RESULTS_BYTES:,} allowed for {_EXPECTED}")
     df = _read_csv(path, raw) if is_csv else _read_parquet(path, raw)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
@@ -278,7 +277,8 @@ def located_table(results: Sequence[LocateResult]) -> pd.DataFrame:
             extra["calibrated"] = res.calibrated
         if res.exif_gps:
             extra.update(exif_lat=res.exif_gps[0], exif_lon=res.exif_gps[1], exif_error_km=res.exif_error_km)
-        rows += [{"image": res.name, **extra, **row} for row in res.table.to_dict("records")]
+        name = utf8_safe(res.name)  # a file name's bytes that are not UTF-8, as escapes (Parquet needs UTF-8)
+        rows += [{"image": name, **extra, **row} for row in res.table.to_dict("records")]
     return locate_columns(pd.DataFrame(rows))
 
 
@@ -305,7 +305,7 @@ def collect_rows(output: Path) -> pd.DataFrame:
             try:
                 frames.append(read_results(p))
             except InputError as err:
-                warnings.warn(f"{err}; its images will be evaluated again", stacklevel=2)
+                warnings.warn(f"{readable(err)}; its images will be evaluated again", stacklevel=2)
     if not frames:
         return pd.DataFrame(columns=list(REQUIRED_COLUMNS))
     df = pd.concat(frames, ignore_index=True)

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from geocore.data.datasets import read_benchmark_csv
+from geocore.data.safe_io import read_csv_limited
 from geocore.errors import InputError
 from geocore.eval.metrics import GeoMetrics, compute_metrics
-from geocore.geo.tables import column_list, read_csv, to_numbers
+from geocore.geo.tables import column_list, to_numbers
 
 _HEADER_LINES = 2  # a DataFrame row i is line i + 2 of its CSV (1-based, after the header)
 
@@ -29,11 +30,12 @@ def _lines(rows) -> str:
 
 
 def read_predictions_csv(path: str | Path) -> pd.DataFrame:
-    """Read `IMG_ID,LAT,LON` (other columns kept); LAT/LON coerced to numbers, NaN where unreadable."""
+    """Read `IMG_ID,LAT,LON` (other columns kept, at most `geocore.data.safe_io.MAX_INPUT_BYTES`); LAT/LON coerced
+    to numbers, NaN where unreadable."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file (expected a predictions CSV with IMG_ID,LAT,LON)")
-    df = read_csv(path, "a predictions CSV with columns IMG_ID,LAT,LON", dtype={"IMG_ID": str})
+    df = read_csv_limited(path, "a predictions CSV with columns IMG_ID,LAT,LON", dtype={"IMG_ID": str})
     missing = [c for c in ("IMG_ID", "LAT", "LON") if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}; found {column_list(df.columns)}")

@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from geocore.data.safe_io import write_text_atomic
+from geocore.data.safe_io import read_limited, write_text_atomic
 from geocore.errors import InputError
 from geocore.geo.tables import shorten
 
@@ -37,10 +38,29 @@ FORMAT = "geocore-calibration"
 SCORE = "hpd-truth-mass"
 DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
 _FIELDS = ("model", "fingerprint", "n", "levels", "masses", "created", "version")
+MAX_LEVELS = 10  # each level is a region to draw and write: 100 levels made a 55 MB GeoJSON in 88 s
+MAX_CALIBRATION_BYTES = 1 << 20  # a calibration of MAX_LEVELS levels is under 1 KB
+_EXPECTED = "a calibration file (JSON written by `geocore calibrate`)"
+_MAX_DIGITS = sys.get_int_max_str_digits() or 4300  # Python's own limit for int("…")
+
+
+class _HugeInteger:
+    """A JSON integer too long to convert (refused by the field checks, which name the field)."""
+
+    def __init__(self, digits: str) -> None:
+        self.n_digits = len(digits.lstrip("-"))
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.n_digits:,} digits"
+
+
+def _parse_int(digits: str) -> int | _HugeInteger:
+    return int(digits) if len(digits) <= _MAX_DIGITS else _HugeInteger(digits)
 
 
 def validate_levels(levels, source: str = "levels") -> tuple[float, ...]:
-    """Coverage levels as sorted unique floats in (0, 1); accepts "0.5,0.9", a number or a sequence."""
+    """Coverage levels as sorted unique floats in (0, 1), at most MAX_LEVELS; accepts "0.5,0.9", a number or a
+    sequence. InputError naming `source` (the option or field) for anything else, an empty item included."""
     items = levels.split(",") if isinstance(levels, str) else np.atleast_1d(np.asarray(levels, dtype=object)).tolist()
     out = []
     for item in items:
@@ -54,6 +74,8 @@ def validate_levels(levels, source: str = "levels") -> tuple[float, ...]:
         out.append(value)
     if not out:
         raise InputError(f"{source}: no levels given; expected fractions such as 0.5,0.9")
+    if len(set(out)) > MAX_LEVELS:
+        raise InputError(f"{source}: {len(set(out))} levels; at most {MAX_LEVELS} (each is a region to compute)")
     return tuple(sorted(set(out)))
 
 
@@ -106,22 +128,19 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
-        """Read and validate a calibration file; InputError names the file and the field on any problem."""
-        path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{path}: calibration file not found") from None
-        except OSError as err:
-            raise InputError(f"{path}: cannot read the calibration file ({err.strerror})") from None
-        return cls.from_bytes(data, str(path))
+        """Read and validate a calibration file (at most MAX_CALIBRATION_BYTES); InputError names the file and
+        the field on any problem."""
+        return cls.from_bytes(read_limited(path, _EXPECTED, MAX_CALIBRATION_BYTES), str(path))
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "calibration") -> "Calibration":
         """A calibration from a file's bytes (e.g. an upload, kept in memory); InputError naming `source` and the
         field on any problem."""
+        if len(data) > MAX_CALIBRATION_BYTES:
+            raise InputError(f"{source}: {len(data):,} bytes, over the {MAX_CALIBRATION_BYTES:,} allowed for "
+                             f"{_EXPECTED}")
         try:
-            obj = json.loads(data.decode("utf-8"))
+            obj = json.loads(data.decode("utf-8"), parse_int=_parse_int)
         except RecursionError:
             raise InputError(f"{source}: not a calibration file (JSON nested too deeply); expected JSON written by "
                              "geocore") from None
