@@ -22,6 +22,7 @@ import pandas as pd
 
 from geocore.errors import InputError
 from geocore.uncertainty.calibration import DEFAULT_LEVELS, Calibration, fit_calibration, validate_levels
+from geocore.uncertainty.conditional import DEFAULT_BIN_SCORE
 from geocore.geo.candidates import CandidateCells
 from geocore.uncertainty.localizability import abstention_curve, coverage_table, entropy, recall_vs_area
 from geocore.uncertainty.regions import areas_at_masses, truth_stats
@@ -73,25 +74,55 @@ def _one(ok: pd.DataFrame, column: str, what: str) -> str:
     return str(values[0])
 
 
-def calibrate_results(results: pd.DataFrame, levels=DEFAULT_LEVELS) -> Calibration:
-    """Split-conformal calibration from an `evaluate` run on labelled photos the model was not trained on."""
+def calibrate_results(results: pd.DataFrame, levels=DEFAULT_LEVELS, *, mondrian: bool = True) -> Calibration:
+    """Split-conformal calibration from an `evaluate` run on labelled photos the model was not trained on:
+    Mondrian (coverage within bins of the photos' entropy, `geocore.uncertainty.conditional`) unless
+    `mondrian=False` (one mass per level, coverage on average)."""
     ok = _ok(results, "calibrate")
     return fit_calibration(ok["truth_mass"].to_numpy(np.float64), validate_levels(levels),
-                           model=_one(ok, "model", "calibration"), fingerprint=_one(ok, "candidates", "calibration"))
+                           model=_one(ok, "model", "calibration"), fingerprint=_one(ok, "candidates", "calibration"),
+                           bin_score=ok[DEFAULT_BIN_SCORE].to_numpy(np.float64) if mondrian else None,
+                           localizability=ok["localizability"].to_numpy(np.float64))
+
+
+def coverage_by_bin(truth_mass: np.ndarray, masses: np.ndarray, levels, localizability: np.ndarray,
+                    n_bins: int = 3) -> pd.DataFrame:
+    """Coverage per level within bins of localizability (terciles by default, easiest first), beside the
+    overall figure: where marginal coverage hides that hard photos are under-covered."""
+    edges = np.quantile(localizability, np.arange(1, n_bins) / n_bins) if len(localizability) else []
+    which = np.searchsorted(edges, localizability, side="right")
+    names = ["most localizable third", "middle third", "least localizable third"] if n_bins == 3 else \
+        [f"bin {b + 1} of {n_bins}" for b in range(n_bins)]
+    rows = []
+    for b, name in [(None, "all photos"), *enumerate(names)]:
+        keep = np.ones(len(truth_mass), bool) if b is None else which == b
+        rows.append({"photos": name, "n": int(keep.sum()),
+                     **{f"{round(100 * p)} %": float(np.mean(truth_mass[keep] <= masses[keep, j])) if keep.any()
+                        else float("nan") for j, p in enumerate(levels)}})
+    return pd.DataFrame(rows)
+
+
+def calibration_fit(results: pd.DataFrame, calibration: Calibration):
+    """The two-sample test of the results' localizability against the calibration's (None when the file
+    has no quantiles): `.shifted` → "coverage may not hold here"."""
+    from geocore.uncertainty.conditional import shift_test
+
+    ok = _ok(results, "check a calibration")
+    return shift_test(ok["localizability"].to_numpy(np.float64), calibration.localizability, calibration.n)
 
 
 def areas_from_curve(results: pd.DataFrame, masses) -> np.ndarray:
-    """(N, L) region areas at any masses, read off each image's stored area curve (log-area interpolation)."""
+    """(N, L) region areas at masses (L,) shared or (N, L) per image, read off each image's stored area curve
+    (log-area interpolation)."""
     curve = np.log(np.asarray(results["area_curve_km2"].tolist(), np.float64))  # (N, G)
     grid = np.asarray(MASS_GRID)
-    out = np.empty((len(results), len(masses)))
-    for j, q in enumerate(masses):
-        q = min(max(float(q), grid[0]), grid[-1])
-        hi = int(np.searchsorted(grid, q))
-        lo = max(hi - 1, 0)
-        t = 0.0 if hi == lo else (q - grid[lo]) / (grid[hi] - grid[lo])
-        out[:, j] = np.exp((1 - t) * curve[:, lo] + t * curve[:, min(hi, len(grid) - 1)])
-    return out
+    q = np.clip(np.broadcast_to(np.asarray(masses, np.float64), (len(results), np.shape(masses)[-1])),
+                grid[0], grid[-1])
+    hi = np.searchsorted(grid, q)  # (N, L)
+    lo = np.maximum(hi - 1, 0)
+    t = np.where(hi == lo, 0.0, (q - grid[lo]) / np.where(hi == lo, 1.0, grid[np.minimum(hi, len(grid) - 1)] - grid[lo]))
+    at = lambda idx: np.take_along_axis(curve, np.minimum(idx, len(grid) - 1), axis=1)  # noqa: E731
+    return np.exp((1 - t) * at(lo) + t * at(hi))
 
 
 def uncertainty_tables(results: pd.DataFrame, calibration: Calibration | None = None,
@@ -102,11 +133,14 @@ def uncertainty_tables(results: pd.DataFrame, calibration: Calibration | None = 
     levels = validate_levels(levels)
     if calibration is not None:
         calibration.check_compatible(_one(ok, "model", "a calibration"), _one(ok, "candidates", "a calibration"))
-    masses = [calibration.mass_for(p) for p in levels] if calibration is not None else list(levels)
+    bin_score = ok[calibration.bins.score].to_numpy(np.float64) if calibration is not None and calibration.bins else None
+    masses = calibration.masses_for(levels, bin_score) if calibration is not None else np.asarray(levels)
     tm = ok["truth_mass"].to_numpy(np.float64)
-    coverage = coverage_table(tm, areas_from_curve(ok, masses), levels, calibration)
+    coverage = coverage_table(tm, areas_from_curve(ok, masses), levels, calibration, bin_score)
     return {
         "coverage": coverage,
+        "coverage_by_localizability": coverage_by_bin(tm, np.broadcast_to(masses, (len(ok), len(levels))), levels,
+                                                      ok["localizability"].to_numpy(np.float64)),
         "abstention": abstention_curve(ok["error_km"].to_numpy(np.float64), ok["localizability"].to_numpy(np.float64)),
         "recall_vs_area": recall_vs_area(ok["truth_area_km2"].to_numpy(np.float64), AREA_GRID_KM2),
     }

@@ -32,6 +32,8 @@ import numpy as np
 
 from geocore.data.safe_io import read_limited, write_text_atomic
 from geocore.errors import InputError
+from geocore.uncertainty.conditional import (DEFAULT_BIN_SCORE, DEFAULT_BINS, Bins, fit_bins, outside_range,
+                                             score_quantiles)
 from geocore.geo.tables import shorten
 
 FORMAT = "geocore-calibration"
@@ -97,6 +99,29 @@ class Calibration:
     created: str
     version: str
     score: str = SCORE
+    bins: Bins | None = None  # Mondrian: masses per bin of localizability (None: one mass per level, marginal)
+    localizability: tuple[float, ...] = ()  # quantiles 0..100 % of the calibration photos' raw localizability
+
+    @property
+    def method(self) -> str:
+        """"mondrian" (coverage within bins of localizability) or "marginal" (on average over photos)."""
+        return "mondrian" if self.bins is not None else "marginal"
+
+    def masses_for(self, levels, bin_score=None) -> np.ndarray:
+        """Masses for `levels`: (L,) for a marginal calibration; (B, L), one row per photo, for a Mondrian one,
+        from each photo's bin score (`self.bins.score` of its distribution: `geocore.uncertainty.regions.bin_scores`)."""
+        levels = validate_levels(levels, "levels")
+        shared = np.asarray([self.mass_for(p) for p in levels], np.float64)
+        if self.bins is None or bin_score is None:
+            return shared
+        per_bin = np.asarray(self.bins.masses, np.float64)  # (K, fitted L)
+        table = np.stack([[np.interp(p, self.levels, row) for p in levels] for row in per_bin])  # (K, L)
+        return table[self.bins.bin_of(np.asarray(bin_score, np.float64).ravel())]
+
+    def outside(self, localizability) -> np.ndarray:
+        """(B,) True where a photo's raw localizability lies outside the 1st–99th percentile this calibration
+        saw: its coverage may not hold there. All False for files without the quantiles."""
+        return outside_range(localizability, self.localizability)
 
     def mass_for(self, level: float) -> float:
         """The mass to use for nominal `level` (exact at fitted levels, interpolated between them)."""
@@ -117,7 +142,10 @@ class Calibration:
                              f"not {fingerprint}; fit a calibration for this gallery or partition")
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, **asdict(self), "levels": list(self.levels), "masses": list(self.masses)}
+        out = {"format": FORMAT, **asdict(self), "levels": list(self.levels), "masses": list(self.masses),
+               "method": self.method, "localizability": list(self.localizability)}
+        out["bins"] = self.bins.to_dict() if self.bins is not None else None
+        return out
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON atomically (temporary file in the same folder, then os.replace)."""
@@ -191,6 +219,14 @@ def _parse(data: dict, source: str) -> dict:
     if any(b < a for a, b in zip(masses, masses[1:])):
         raise InputError(f"{source}: field 'masses': expected masses that do not decrease as levels grow, got {shorten(masses)}")
     out.update(levels=tuple(levels), masses=tuple(masses))
+    if data.get("bins") is not None:  # files written before Mondrian calibration have none: marginal
+        out["bins"] = Bins.from_dict(data["bins"], source, len(levels))
+    quantiles = data.get("localizability") or []
+    if quantiles:
+        q = _numbers(data, source, "localizability")
+        if len(q) != 101 or any(b < a for a, b in zip(q, q[1:])):
+            raise InputError(f"{source}: field 'localizability': expected 101 non-decreasing quantiles")
+        out["localizability"] = tuple(q)
     return out
 
 
@@ -202,10 +238,14 @@ def conformal_mass(scores: np.ndarray, level: float) -> float:
 
 
 def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprint,
-                    created: str | None = None) -> Calibration:
+                    created: str | None = None, bin_score=None, localizability=None,
+                    n_bins: int = DEFAULT_BINS, bin_score_name: str = DEFAULT_BIN_SCORE) -> Calibration:
     """Calibrate masses on held-out truth masses (N,) (see `regions.truth_mass`).
 
-    `fingerprint`: the candidates' fingerprint, or the `CandidateCells` themselves.
+    `fingerprint`: the candidates' fingerprint, or the `CandidateCells` themselves. With `bin_score` (N,) (the
+    photos' `bin_score_name`, entropy by default) the calibration is Mondrian: masses per bin of it
+    (`geocore.uncertainty.conditional`); `localizability` (N,) (raw log10 km² of the 90 % region) is kept as
+    quantiles for the fit check.
     """
     scores = truth_mass.detach().cpu().double().numpy() if hasattr(truth_mass, "detach") else truth_mass
     scores = np.asarray(scores, np.float64).ravel()
@@ -217,7 +257,10 @@ def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprin
     levels = validate_levels(levels)
     fingerprint = getattr(fingerprint, "fingerprint", fingerprint)
     masses = np.maximum.accumulate([conformal_mass(scores, p) for p in levels])
+    bins = None if bin_score is None else fit_bins(scores, bin_score, levels, score_name=bin_score_name,
+                                                   n_bins=n_bins)
     return Calibration(model=str(model), fingerprint=str(fingerprint), n=int(scores.size), levels=levels,
                        masses=tuple(float(m) for m in masses),
                        created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       version=_version())
+                       version=_version(), bins=bins,
+                       localizability=() if localizability is None else score_quantiles(localizability))

@@ -15,7 +15,7 @@ import pandas as pd
 from geocore.eval.metrics import THRESHOLDS_KM, accuracy_within
 from geocore.uncertainty.calibration import Calibration, validate_levels
 from geocore.geo.candidates import CandidateCells
-from geocore.uncertainty.regions import prob_matrix, region_areas
+from geocore.uncertainty.regions import bin_scores, prob_matrix, region_areas
 
 DEFAULT_FRACTIONS: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 11))
 
@@ -23,8 +23,7 @@ DEFAULT_FRACTIONS: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1,
 def entropy(probs, m: int | None = None) -> np.ndarray:
     """(B,) Shannon entropy (nats) of each row of probabilities."""
     p, _ = prob_matrix(probs, m if m is not None else np.shape(probs)[-1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1, dtype=np.float64)
+    return bin_scores(p, None, "entropy")
 
 
 def localizability(probs, cells: CandidateCells, *, level: float = 0.9, calibration: Calibration | None = None,
@@ -62,17 +61,19 @@ def abstention_curve(errors_km, score, fractions=DEFAULT_FRACTIONS) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def coverage_table(truth_mass, areas, levels, calibration: Calibration | None = None) -> pd.DataFrame:
-    """Per level: `nominal`, `mass` used, empirical `coverage` (share with truth_mass ≤ mass), and the
+def coverage_table(truth_mass, areas, levels, calibration: Calibration | None = None, bin_score=None) -> pd.DataFrame:
+    """Per level: `nominal`, `mass` used (the median over photos for a Mondrian calibration, whose masses
+    depend on each photo's `bin_score`), empirical `coverage` (share with truth_mass ≤ its mass), and the
     `median_area_km2` / `mean_area_km2` of the regions `areas` (N, L), computed at those same masses."""
     tm = _vector(truth_mass, "truth_mass")
     levels = validate_levels(levels)
     areas = np.asarray(areas, np.float64).reshape(tm.size, len(levels))
-    masses = [calibration.mass_for(p) if calibration is not None else p for p in levels]
+    masses = (np.asarray(levels, np.float64) if calibration is None else calibration.masses_for(levels, bin_score))
+    masses = np.broadcast_to(masses, (tm.size, len(levels)))
     return pd.DataFrame({
         "nominal": levels,
-        "mass": masses,
-        "coverage": [float(np.mean(tm <= q)) for q in masses],
+        "mass": np.median(masses, axis=0) if tm.size else np.asarray(levels),
+        "coverage": (tm[:, None] <= masses).mean(axis=0),
         "median_area_km2": np.median(areas, axis=0),
         "mean_area_km2": areas.mean(axis=0),
     })

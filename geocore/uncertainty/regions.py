@@ -120,12 +120,24 @@ def _keys(p: np.ndarray, log_area: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(p, _TINY)) - log_area
 
 
-def _masses(levels, calibration: Calibration | None, cells: CandidateCells, model: str | None) -> np.ndarray:
+def bin_scores(p: np.ndarray, cells: CandidateCells, name: str) -> np.ndarray:
+    """(B,) the score a Mondrian calibration bins photos on, from their probabilities (B, M) alone."""
+    if name == "entropy":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1, dtype=np.float64)
+    return np.log10(areas_at_masses(p, cells, [0.9])[:, 0])  # log_area90: the raw localizability
+
+
+def _masses(levels, calibration: Calibration | None, cells: CandidateCells, model: str | None,
+            p: np.ndarray | None = None) -> np.ndarray:
+    """(L,) masses shared by every image, or (B, L) per image for a Mondrian calibration (needs `p`)."""
     levels = validate_levels(levels)
     if calibration is None:
         return np.asarray(levels, np.float64)
     calibration.check_compatible(model if model is not None else calibration.model, cells.fingerprint)
-    return np.asarray([calibration.mass_for(p) for p in levels], np.float64)
+    if calibration.bins is None or p is None:
+        return calibration.masses_for(levels)
+    return calibration.masses_for(levels, bin_scores(p, cells, calibration.bins.score))
 
 
 class _Sorted:
@@ -182,7 +194,8 @@ def areas_at_masses(probs, cells: CandidateCells, masses) -> np.ndarray:
 def region_areas(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibration: Calibration | None = None,
                  model: str | None = None) -> np.ndarray:
     """(B, L) area km² of each image's HPD region at each level (no polygons; for evaluation)."""
-    return areas_at_masses(probs, cells, _masses(levels, calibration, cells, model))
+    p, _ = prob_matrix(probs, len(cells))
+    return areas_at_masses(p, cells, _masses(levels, calibration, cells, model, p))
 
 
 def search_regions(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibration: Calibration | None = None,
@@ -194,17 +207,18 @@ def search_regions(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibrati
     """
     p, single = prob_matrix(probs, len(cells))
     levels = validate_levels(levels)
-    q = _masses(levels, calibration, cells, model)
+    q = _masses(levels, calibration, cells, model, p)
     log_area = np.log(cells.areas_km2).astype(np.float32)
     out: list[list[SearchRegion]] = []
-    for _, block in _blocks(p):
+    for start, block in _blocks(p):
         s = _Sorted(block, cells, log_area)
-        ends = s.ends(q)  # (b, L)
+        qb = np.broadcast_to(_rows(q, start, start + block.shape[0]), (block.shape[0], len(levels)))
+        ends = s.ends(qb)  # (b, L)
         for r in range(block.shape[0]):
             out.append([SearchRegion(level=float(lv), mass=float(qq), calibrated=calibration is not None,
                                      indices=s.order[r, : e + 1].copy(), area_km2=float(s.area[r, e]),
                                      held_mass=float(s.mass[r, e]), cells=cells)
-                        for lv, qq, e in zip(levels, q, ends[r])])
+                        for lv, qq, e in zip(levels, qb[r], ends[r])])
     return out[0] if single else out
 
 
