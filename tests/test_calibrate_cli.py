@@ -135,3 +135,41 @@ def test_bad_levels_and_calibration_files_are_one_line_errors(gauss_model, photo
     assert "fitted for model 'geoclip'" in capsys.readouterr().err
     assert main(["calibrate", "--results", str(tmp_path / "nope.parquet"), "--output", str(other)]) == 2
     assert "no such file; expected a results file" in capsys.readouterr().err
+
+
+def test_mondrian_calibration_end_to_end(gauss_model, photos, tmp_path, capsys):
+    """calibrate writes a Mondrian file by default (with --marginal one mass per level); score shows coverage
+    per localizability tercile and whether the photos fit the calibration; locate warns for a photo outside it."""
+    csv, folder = photos
+    results = tmp_path / "r.parquet"
+    assert main(["evaluate", "--model", "test-gauss", "--dataset", str(csv), "--images", str(folder),
+                 "--output", str(results), "--batch-size", "16"]) == 0
+    cal_path, marginal_path = tmp_path / "cal.json", tmp_path / "marginal.json"
+    assert main(["calibrate", "--results", str(results), "--output", str(cal_path)]) == 0
+    assert "Mondrian calibration: 1 bins of entropy" in capsys.readouterr().out  # 80 photos: one bin of ≥ 50
+    cal = json.loads(cal_path.read_text())
+    assert cal["method"] == "mondrian" and cal["bins"]["counts"] == [80] and cal["bins"]["merged"] == 9
+    assert len(cal["localizability"]) == 101 and cal["localizability"] == sorted(cal["localizability"])
+    assert cal["bins"]["masses"] == [cal["masses"]]  # one bin: the marginal masses exactly
+    assert main(["calibrate", "--results", str(results), "--output", str(marginal_path), "--marginal"]) == 0
+    assert json.loads(marginal_path.read_text())["bins"] is None
+    capsys.readouterr()
+
+    assert main(["score", "--results", str(results), "--calibration", str(cal_path)]) == 0
+    out = capsys.readouterr().out
+    assert "coverage per localizability tercile (calibrated)" in out and "least localizable third" in out
+    assert "Mondrian" in out and "matches it" in out
+
+    # a calibration that saw only far more localizable photos: the fit check speaks up
+    shifted = dict(cal, localizability=[v - 10.0 for v in cal["localizability"]])
+    shifted_path = tmp_path / "shifted.json"
+    shifted_path.write_text(json.dumps(shifted))
+    assert main(["score", "--results", str(results), "--calibration", str(shifted_path)]) == 0
+    assert "Coverage may not hold here" in capsys.readouterr().out
+    photo = str(folder / "p00.png")
+    assert main(["locate", photo, "--model", "test-gauss", "--regions", "0.5,0.9", "--calibration",
+                 str(shifted_path)]) == 0
+    assert "outside what the calibration saw" in capsys.readouterr().out
+    assert main(["locate", photo, "--model", "test-gauss", "--regions", "0.5,0.9", "--calibration",
+                 str(cal_path)]) == 0
+    assert "outside what the calibration saw" not in capsys.readouterr().out

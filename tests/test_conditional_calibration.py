@@ -89,3 +89,49 @@ def test_fit_check_warns_outside_the_calibration_and_on_a_shifted_set():
     assert not matched.shifted and matched.p_value > 0.05
     assert shifted.shifted and shifted.statistic > 0.15
     assert shift_test([], q, cal.size) is None
+
+
+def test_calibration_file_carries_the_bins_and_old_files_stay_marginal():
+    import json
+
+    from geocore.uncertainty.calibration import Calibration, fit_calibration
+
+    rng = np.random.default_rng(5)
+    mass, score = _two_groups(2000, rng)
+    cal = fit_calibration(mass, LEVELS, model="m", fingerprint="f", bin_score=score, localizability=score * 3 + 1,
+                          n_bins=2)
+    assert cal.method == "mondrian" and len(cal.bins.counts) == 2 and len(cal.localizability) == 101
+    per_photo = cal.masses_for((0.5, 0.9), [0.0, 1.0])  # (2, 2): the easy photo needs about half the hard one's
+    assert per_photo.shape == (2, 2) and per_photo[0, 0] == pytest.approx(0.25, abs=0.04)
+    assert per_photo[1, 0] == pytest.approx(0.5, abs=0.04) and per_photo[1, 1] == pytest.approx(0.9, abs=0.03)
+    again = Calibration.from_bytes(json.dumps(cal.to_dict()).encode(), "c.json")
+    assert again == cal
+    assert cal.outside([2.5, 0.5, 10.0]).tolist() == [False, True, True]  # saw 1 and 4 only
+    old = {k: v for k, v in cal.to_dict().items() if k not in ("bins", "localizability", "method")}
+    legacy = Calibration.from_bytes(json.dumps(old).encode(), "old.json")
+    assert legacy.method == "marginal" and legacy.masses_for(LEVELS).shape == (4,)
+    assert not legacy.outside([100.0]).any()  # no quantiles recorded: nothing to warn about
+
+
+def test_search_regions_use_each_photos_bin():
+    from geocore.geo.candidates import CandidateCells  # noqa: F401  (the cells type the regions take)
+    from geocore.uncertainty import gallery_cells
+    from geocore.uncertainty.calibration import fit_calibration
+    from geocore.uncertainty.regions import bin_scores, search_regions
+    import torch
+
+    pts = torch.tensor([[lat, lon] for lat in range(-40, 41, 20) for lon in range(-160, 161, 40)], dtype=torch.float64)
+    cells = gallery_cells(pts)
+    sharp = np.full(len(pts), 1e-4)
+    sharp[0] = 1 - 1e-4 * (len(pts) - 1)
+    flat = np.full(len(pts), 1 / len(pts))
+    probs = np.stack([sharp, flat])
+    ent = bin_scores(probs.astype(np.float32), cells, "entropy")
+    rng = np.random.default_rng(6)
+    # calibration: low-entropy photos need little mass, high-entropy ones a lot
+    mass = np.r_[0.05 * rng.random(200), 0.5 + 0.5 * rng.random(200)]
+    score = np.r_[np.full(200, ent[0]), np.full(200, ent[1])]
+    cal = fit_calibration(mass, (0.5, 0.9), model="m", fingerprint=cells, bin_score=score, n_bins=2)
+    regs = search_regions(probs, cells, (0.5, 0.9), calibration=cal, model="m")
+    assert regs[0][0].mass < 0.05 < 0.5 < regs[1][0].mass  # each photo got its own bin's mass
+    assert all(r.calibrated for row in regs for r in row)

@@ -16,6 +16,8 @@ def calibrate(
                                  "was not trained on (.parquet or .csv)."),
     output: Path = typer.Option(..., "--output", help="Calibration file to write (.json)."),
     levels: str = typer.Option("0.5,0.8,0.9,0.95", "--levels", help="Nominal coverage levels to calibrate."),
+    marginal: bool = typer.Option(False, "--marginal", help="One mass per level (coverage on average) instead of "
+                                  "per bin of localizability (Mondrian, the default: hard photos covered too)."),
 ) -> None:
     """Split-conformal calibration of search regions: at level p, the region holds the truth for ≥ p of photos."""
     from geocore.cli.locate import parse_levels
@@ -26,7 +28,7 @@ def calibrate(
     check_output(output, (".json",), create=True)
     chosen = parse_levels(levels, "--levels")
     frame = read_results(results)
-    cal = calibrate_results(frame, chosen)
+    cal = calibrate_results(frame, chosen, mondrian=not marginal)
     cal.save(output)
     console = Console()
     for table in uncertainty_report(uncertainty_tables(frame, None, chosen), calibrated=False)[:1]:
@@ -34,7 +36,15 @@ def calibrate(
     console.print(f"calibrated on {cal.n} images of {terminal_text(cal.model)}: masses "
                   + ", ".join(f"{100 * p:g} % → {q:.3f}" for p, q in zip(cal.levels, cal.masses))
                   + f" → {terminal_text(output)}")
-    console.print("Coverage holds for new photos like these (same model, same gallery or cells, similar images).")
+    if cal.bins is not None:
+        console.print(f"Mondrian calibration: {len(cal.bins.counts)} bins of {cal.bins.score} ("
+                      + ", ".join(f"{label}: {n}" for label, n in zip(cal.bins.labels(), cal.bins.counts)) + ")"
+                      + (f"; {cal.bins.merged} bin(s) given up to keep at least "
+                         f"{min(cal.bins.counts)} photos in each" if cal.bins.merged else ""))
+        console.print("Coverage holds within each bin, hard photos included, for new photos like these (same model, "
+                      "same gallery or cells, similar images).")
+    else:
+        console.print("Coverage holds for new photos like these (same model, same gallery or cells, similar images).")
 
 
 def register(app: typer.Typer) -> None:

@@ -154,6 +154,17 @@ def _locate_table(net, paths: list[Path], output: Path, loop: dict, *, batch_siz
         raise InputError("none of the images could be read")
 
 
+def outside_calibration(res, cal, net) -> bool:
+    """Whether a located photo's raw localizability (log10 km² of its uncalibrated 90 % region) lies outside
+    the 1st–99th percentile of the calibration photos' (False when the calibration records none)."""
+    from geocore.uncertainty.regions import region_areas
+
+    if not cal.localizability or res.prediction is None or res.prediction.probs_full is None:
+        return False
+    area = region_areas(res.prediction.probs_full, net.candidate_cells(), [0.9])[:, 0]
+    return bool(cal.outside(np.log10(area))[0])
+
+
 def locate(
     images: list[Path] = typer.Argument(..., help="Image files or folders."),
     model: str = MODEL_OPT,
@@ -222,6 +233,9 @@ def locate(
                               + ("" if inside is None else f"; {'inside' if inside else 'outside'} the 90 % region"))
             for reg in res.regions:
                 console.print(region_line(reg))
+            if cal is not None and res.regions and outside_calibration(res, cal, net):
+                console.print("[bold red]note:[/] this photo's localizability lies outside what the calibration saw "
+                              "(beyond its 1st–99th percentile): coverage may not hold here")
     if output:
         _write(ok, output)
         console.print(f"{len(ok)} image(s) located, {len(results) - len(ok)} skipped → {terminal_text(output)}")

@@ -43,11 +43,23 @@ def score(
         console.print(f"skipped {count} row(s): {what}")
 
 
+def calibration_note(cal, fit) -> str:
+    """One line on the calibration used: its method and whether these photos look like the ones it saw."""
+    method = ("Mondrian: coverage holds within each of its bins of localizability" if cal.method == "mondrian"
+              else "marginal: coverage holds on average over photos")
+    if fit is None:
+        return f"calibration {method}; it records no localizability, so its fit cannot be checked"
+    if fit.shifted:
+        return (f"calibration {method}. [bold red]Coverage may not hold here:[/] these photos' localizability differs "
+                f"from the calibration's (two-sample KS D = {fit.statistic:.3f}, p = {fit.p_value:.2g})")
+    return f"calibration {method}; these photos' localizability matches it (KS p = {fit.p_value:.2g})"
+
+
 def _score_results(path: Path, calibration: Path | None, as_json: bool) -> None:
     from geocore.eval.metrics import compute_metrics
     from geocore.eval.report import metrics_table, uncertainty_report
     from geocore.eval.results import read_results
-    from geocore.eval.uncertainty import has_uncertainty, uncertainty_tables
+    from geocore.eval.uncertainty import calibration_fit, has_uncertainty, uncertainty_tables
     from geocore.uncertainty.calibration import Calibration
 
     frame = read_results(path)
@@ -64,6 +76,8 @@ def _score_results(path: Path, calibration: Path | None, as_json: bool) -> None:
         console.print("(no search-region columns in this file: re-run `geocore evaluate` to get coverage tables)")
     for table in uncertainty_report(tables, calibrated=cal is not None) if tables else []:
         console.print(table)
+    if cal is not None and tables:
+        console.print(calibration_note(cal, calibration_fit(frame, cal)))
 
 
 def register(app: typer.Typer) -> None:

@@ -52,4 +52,8 @@ def uncertainty_report(tables: dict, calibrated: bool) -> list[Table]:
                     {**pct, "mass": ".3f", "median km²": ",.0f", "mean km²": ",.0f"}),
         frame_table(abst, "answering only the most localizable photos", {**pct, "median km": ",.1f"}),
         frame_table(rec, "recall against searched area", {**pct, "searched km²": ",.0f"}),
+        *([frame_table(tables["coverage_by_localizability"], "coverage per localizability tercile"
+                       + (" (calibrated)" if calibrated else " (raw mass)"),
+                       {c: ".1%" for c in tables["coverage_by_localizability"].columns if c.endswith("%")})]
+          if "coverage_by_localizability" in tables else []),
     ]
