@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from geocore.cli.cases import case_record, print_claim, print_joint, print_video, split_videos
 from geocore.cli.evaluate import ACCELERATOR_OPT, DEVICES_OPT, NODES_OPT, STRATEGY_OPT
 from geocore.cli.precision import PRECISION_OPT, check_precision, describe_precision
 from geocore.data import safe_io
@@ -154,6 +155,15 @@ def _locate_table(net, paths: list[Path], output: Path, loop: dict, *, batch_siz
         raise InputError("none of the images could be read")
 
 
+def hint_model_or_none(net, hint):
+    """The text model that scored a hint (the model itself for GeoCLIP), or None without a hint."""
+    if hint is None:
+        return None
+    from geocore.hints import hint_model_for
+
+    return hint_model_for(net, None)
+
+
 def outside_calibration(res, cal, net) -> bool:
     """Whether a located photo's raw localizability (log10 km² of its uncalibrated 90 % region) lies outside
     the 1st–99th percentile of the calibration photos' (False when the calibration records none)."""
@@ -186,13 +196,21 @@ def locate(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     tencrop: bool = typer.Option(False, "--tencrop", help="Cell models: average the papers' ten crops."),
     precision: str = PRECISION_OPT,
+    same_place: bool = typer.Option(False, "--same-place", help="The photos show one place: one joint answer "
+                                    "(tempered product), each photo's part, and photos that may not belong."),
+    claim: str = typer.Option(None, "--claim", help='A claimed location to check: "Kharkiv, Ukraine" (offline '
+                              'gazetteer) or "49.99,36.23".'),
+    every_s: float = typer.Option(1.0, "--every-s", min=0.05, help="Videos: sample a frame every N seconds (and at "
+                                  "scene changes)."),
+    max_frames: int = typer.Option(300, "--max-frames", min=1, help="Videos: at most this many frames a clip."),
     accelerator: str = ACCELERATOR_OPT,
     devices: int = DEVICES_OPT,
     num_nodes: int = NODES_OPT,
     strategy: str = STRATEGY_OPT,
 ) -> None:
-    """Where was each photo taken? Top-k locations with probabilities, place and country (offline), and how
-    large an area to search."""
+    """Where was each photo (or video clip: MP4, MOV, WebM, MKV) taken? Top-k locations with probabilities, place
+    and country (offline), and how large an area to search; with --same-place one joint answer, with --claim a
+    check of a claimed location."""
     check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
     if output is not None:  # the user's files and options, before torch loads too
         safe_io.check_output(output, LOCATE_SUFFIXES)
@@ -204,7 +222,18 @@ def locate(
     check_hint_options(hint, hint_weight)
     if cal is not None and levels is None:
         levels = cal.levels if set(cal.levels) >= {0.5, 0.9} else (cal.levels[0], cal.levels[-1])
-    paths = expand_paths(images)
+    claimed = None
+    if claim is not None:
+        from geocore.cases.claims import resolve_claim
+
+        claimed = resolve_claim(claim)  # an unknown or ambiguous name fails here, before the model loads
+    paths, videos = split_videos(expand_paths(images))
+    case = same_place or claimed is not None or bool(videos)
+    if case and output is not None and output.suffix.lower() in (".csv", ".parquet"):
+        raise InputError("--same-place, --claim and videos print their answer (or --json); --output takes single "
+                         "photos only")
+    if case and levels is None:
+        levels = (0.5, 0.9)
     net = _load(model, pretrained, gallery, bbox, grid_km)
     console = Console(stderr=as_json or output is not None, soft_wrap=True)
     if net.random_backbone:
@@ -219,7 +248,7 @@ def locate(
                              batch_size=batch_size)
     results = run_locate(net, [(str(p), p) for p in paths], top_k=top_k, refine=refine, batch_size=batch_size,
                          regions=levels, calibration=cal, hint=hint, hint_weight=hint_weight, tencrop=tencrop,
-                         precision=used)
+                         precision=used, full=case)
     ok = [res for res in results if res.ok]
     for res in results:
         if not res.ok:
@@ -239,10 +268,59 @@ def locate(
     if output:
         _write(ok, output)
         console.print(f"{len(ok)} image(s) located, {len(results) - len(ok)} skipped → {terminal_text(output)}")
+    if case:
+        return _locate_case(net, ok, videos, console, as_json=as_json, same_place=same_place, claimed=claimed,
+                            top_k=top_k, levels=levels, cal=cal, hint=hint, hint_weight=hint_weight, precision=used,
+                            every_s=every_s, max_frames=max_frames, batch_size=batch_size)
     if as_json:
         typer.echo(json.dumps([_image_record(res) for res in ok]))
     if not ok:
         raise InputError("none of the images could be read")
+
+
+def _locate_case(net, ok: list, videos: list[Path], console: Console, *, as_json: bool, same_place: bool,
+                 claimed, top_k: int, levels, cal, hint, hint_weight, precision: str, every_s: float,
+                 max_frames: int, batch_size: int) -> None:
+    """The joint answer of photos of one place, each video clip, and the claim checked against each answer."""
+    from geocore.cases.claims import check_claim
+    from geocore.cases.joint import joint_locate
+    from geocore.cases.video import locate_video
+    from geocore.errors import ImageError
+
+    hint_model = hint_model_or_none(net, hint)
+    joint = None
+    if same_place:
+        if not ok:
+            raise InputError("none of the photos could be read")
+        joint = joint_locate(ok, net, levels=levels, calibration=cal, top_k=top_k, hint_model=hint_model)
+        if not as_json:
+            print_joint(joint, console, f"{len(ok)} photo(s) of one place: the joint answer", region_line)
+    located = []
+    for path in videos:
+        try:
+            video = locate_video(net, path, every_s=every_s, max_frames=max_frames, top_k=top_k, levels=levels,
+                                 calibration=cal, hint=hint, hint_weight=hint_weight, hint_model=hint_model,
+                                 precision=precision, batch_size=batch_size)
+        except (ImageError, InputError) as err:
+            Console(stderr=True, soft_wrap=True).print(f"[red]skipped[/] {terminal_text(err)}")
+            continue
+        located.append(video)
+        if not as_json:
+            print_video(video, console, region_line)
+    if not ok and not located:
+        raise InputError("none of the photos or videos could be read")
+    checks = {}
+    if claimed is not None:
+        answers = ([("the joint answer", joint)] if joint is not None else [(r.name, r) for r in ok]) + \
+                  [(f"{v.name} (whole clip)", v.clip) for v in located]
+        cells = net.candidate_cells()
+        for what, answer in answers:
+            checks[what] = check_claim(answer, claimed[:2], cells, cal, model=net.model_name)
+            checks[what].label = claimed[2]
+            if not as_json:
+                print_claim(checks[what], console, what)
+    if as_json:
+        typer.echo(json.dumps(case_record([_image_record(r) for r in ok], joint, located, checks)))
 
 
 def text(

@@ -1,0 +1,81 @@
+"""`geocore locate` for cases: several photos of one place (`--same-place`), video clips, a claimed location
+(`--claim`). Printing and plain-data records only; the analysis is `geocore.cases`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from geocore.data.text import terminal_text, utf8_safe
+
+
+def split_videos(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(photos, videos) by file suffix (MP4, MOV, WebM, MKV are videos)."""
+    from geocore.data.video import VIDEO_SUFFIXES
+
+    videos = [p for p in paths if p.suffix.lower() in VIDEO_SUFFIXES]
+    return [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES], videos
+
+
+def print_joint(joint, console: Console, title: str, region_line) -> None:
+    """The joint answer: top-k, its regions, and per photo how much it narrowed the answer or conflicts."""
+    t = Table(title=terminal_text(title))
+    for col in ("rank", "lat", "lon", "prob", "place", "country"):
+        t.add_column(col)
+    for r in joint.table.itertuples():
+        t.add_row(str(r.rank), f"{r.lat:.4f}", f"{r.lon:.4f}", f"{r.prob:.4f}", terminal_text(r.place),
+                  terminal_text(r.country))
+    console.print(t)
+    for reg in joint.regions:
+        console.print(region_line(reg))
+    per = Table(title=f"each photo's part (tempered product, t = {joint.temperature:.2f})")
+    for col in ("photo", "own top-1 → joint", "own 90 % km²", "joint 90 % km² without it", "narrowed ×", "same place?"):
+        per.add_column(col)
+    for r in joint.photos.itertuples():
+        per.add_row(terminal_text(r.name), f"{r.km_from_joint:,.0f} km", f"{r.area90_km2:,.0f}",
+                    f"{r.area90_without_km2:,.0f}", f"{r.narrowing:,.1f}",
+                    "[bold red]may not be the same place[/]" if r.conflict else "yes")
+    console.print(per)
+    for name, error in joint.skipped:
+        console.print(f"[red]left out[/] {terminal_text(name)}: {terminal_text(error)}")
+
+
+def print_claim(check, console: Console, what: str) -> None:
+    """The claim check in one sentence, with where it stands against the regions."""
+    regions = f"inside the 50 % region: {'yes' if check.in_50 else 'no'}; the 90 %: {'yes' if check.in_90 else 'no'}"
+    level = "" if check.level is None else f"; smallest region holding it: {100 * check.level:.0f} %"
+    console.print(f"claim vs {terminal_text(what)} — {terminal_text(check.verdict)} ({regions}{level})")
+
+
+def print_video(video, console: Console, region_line) -> None:
+    """A clip: its frames (time, segment, top-1, localizability), each segment's joint answer, the clip's."""
+    info = video.info
+    length = "unknown length" if info.duration_s is None else f"{info.duration_s:,.1f} s"
+    console.print(f"{terminal_text(video.name)}: {length}, {info.width}×{info.height}; "
+                  f"{len(video.frames)} frame(s) kept in {len(video.segments)} segment(s)")
+    t = Table(title="frames (top-1 each)")
+    for col in ("time s", "segment", "lat", "lon", "place", "country", "log10 km² (90 %)"):
+        t.add_column(col)
+    for r in video.frames.itertuples():
+        t.add_row(f"{r.time_s:.1f}", str(r.segment + 1), f"{r.lat:.4f}", f"{r.lon:.4f}", terminal_text(r.place),
+                  terminal_text(r.country), f"{r.localizability:.1f}")
+    console.print(t)
+    for (start, end), seg in zip(video.segment_times, video.segments):
+        top = seg.table.iloc[0]
+        console.print(f"segment {start:.1f}–{end:.1f} s ({seg.n} frame(s)): {top.lat:.4f}, {top.lon:.4f} "
+                      f"{terminal_text(top.place)}, {terminal_text(top.country)} (p = {top.prob:.3f})")
+    print_joint(video.clip, console, f"{video.name}: the whole clip", region_line)
+
+
+def case_record(photos: list[dict], joint=None, videos=(), claims: dict | None = None) -> dict:
+    """`--json` for a case: the per-photo records, the joint answer beside them, videos, claim checks."""
+    out: dict = {"photos": photos}
+    if joint is not None:
+        out["joint"] = joint.to_json()
+    if videos:
+        out["videos"] = [v.to_json() for v in videos]
+    if claims:
+        out["claims"] = {utf8_safe(k): c.to_json() for k, c in claims.items()}
+    return out
