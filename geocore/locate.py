@@ -5,7 +5,8 @@ batches, optionally re-weighted by a text hint, described offline (nearest place
 search regions (the smallest areas holding 50 % / 90 % of the probability, calibrated when a calibration is
 given). A photo that cannot be read gets an error in its result; the others are still processed. The image and
 text towers run at the precision asked for (fp32 by default: exactly the reference; bf16 or auto,
-`geocore.models.precision`).
+`geocore.models.precision`). With a reference set (`geocore.refs`), each photo also gets its nearest geotagged
+reference photos, folded into its answer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from geocore.data.images import ImageSource, load_image, read_exif_gps
+from geocore.data.images import ImageSource, image_bytes_digest, load_image, read_exif_gps, source_bytes
 from geocore.errors import ImageError, InputError
 from geocore.geo.countries import describe
 from geocore.geo.distance import haversine_km
@@ -28,6 +29,8 @@ from geocore.models.cell_classifier import CellClassifier
 from geocore.models.precision import use_precision
 from geocore.models.prediction import Prediction
 from geocore.models.views import batch_inputs
+from geocore.refs import FusionParams, Neighbours, ReferenceSet, fine_top_k, neighbours, reweight
+from geocore.refs.embed import reference_embeddings
 from geocore.uncertainty.calibration import Calibration, validate_levels
 from geocore.uncertainty.regions import SearchRegion, search_regions
 
@@ -47,6 +50,7 @@ class LocateResult:
     regions: list[SearchRegion] = field(default_factory=list)  # one per level asked for, smallest level first
     extras: dict = field(default_factory=dict)
     precision: str = "fp32"  # the towers' precision used: "fp32" or "bf16"
+    references: pd.DataFrame | None = None  # with a reference set: the K nearest references (`reference_table`)
 
     def region(self, level: float) -> SearchRegion | None:
         """The search region at `level` (e.g. 0.9), if it was computed."""
@@ -96,24 +100,78 @@ def prediction_table(pred: Prediction) -> pd.DataFrame:
     return pd.concat([table, describe(coords)], axis=1)
 
 
+@dataclass
+class _Refs:
+    """A reference set and how it is used: fusion parameters, and the batch's photos' SHA-256 (exclusion)."""
+
+    refs: ReferenceSet
+    params: FusionParams
+    sha256: list[str | None] = field(default_factory=list)
+    found: Neighbours | None = None  # the last batch's neighbours
+
+
 def _predict(model: GeoLocator, pixels: torch.Tensor, top_k: int, full: bool, refine: bool,
-             hint_logp: torch.Tensor | None, hint_weight: float, extra: dict | None = None) -> Prediction:
-    full = full or hint_logp is not None
-    if not refine:
+             hint_logp: torch.Tensor | None, hint_weight: float, extra: dict | None = None,
+             refs: _Refs | None = None) -> Prediction:
+    full = full or hint_logp is not None or refs is not None
+    if refine and not isinstance(model, GalleryModel):
+        raise InputError(f"refinement needs a GPS-gallery model (geoclip); {model.model_name} has none")
+    if not refine and refs is None:
         pred = model.predict(pixels, top_k, full=full, **(extra or {}))
         return pred if hint_logp is None else apply_hint(pred, hint_logp, hint_weight, top_k)
-    if not isinstance(model, GalleryModel):
-        raise InputError(f"refinement needs a GPS-gallery model (geoclip); {model.model_name} has none")
-    from geocore.models.refine import refine as refine_fn
-
     with torch.no_grad():
-        emb = model.image_embeddings(pixels.to(model.device))
-        coarse = model.predict_embeddings(emb, top_k, full)
+        if isinstance(model, GalleryModel):
+            emb = model.image_embeddings(pixels.to(model.device))
+            coarse = model.predict_embeddings(emb, top_k, full)
+        else:  # a cell model with references: its prediction, and its embedding for the search
+            coarse = model.predict(pixels, top_k, full=full, **(extra or {}))
+            emb = reference_embeddings(model, pixels)
         if hint_logp is not None:
             coarse = apply_hint(coarse, hint_logp, hint_weight, top_k)
-        fine = refine_fn(model, emb, coarse, top_k)
+        if refs is not None:
+            found = refs.found = neighbours(refs.refs, emb, refs.params, exclude_sha256=refs.sha256)
+            coarse = reweight(coarse, found.latlon, found.log_a, refs.params, top_k)
+        if not refine:
+            fine = fine_top_k(coarse, found.latlon, found.log_a, refs.params, top_k)
+        else:
+            from geocore.models.refine import refine as refine_fn
+
+            fine = refine_fn(model, emb, coarse, top_k)
+            if refs is not None:
+                fine = fine_top_k(coarse, found.latlon, found.log_a, refs.params, top_k, extra_points=fine.coords,
+                                  point_logits=_point_logits(model, emb))
     fine.candidates, fine.probs_full = coarse.candidates, coarse.probs_full
     return fine
+
+
+def _point_logits(model: GalleryModel, emb: torch.Tensor):
+    """(B, P, 2) points → (B, P) the model's logits for each query at its own points (location encoder)."""
+    def logits(points: torch.Tensor) -> torch.Tensor:
+        b, n, _ = points.shape
+        loc = model.embed_locations(points.reshape(-1, 2)).to(emb.device)  # (B·P, D)
+        return model.similarity_logits(emb, loc).reshape(b, b, n)[torch.arange(b), torch.arange(b)]
+    return logits
+
+
+def reference_table(refs: ReferenceSet, found: Neighbours, i: int, top1: np.ndarray) -> pd.DataFrame:
+    """Query `i`'s nearest references: IMG_ID, lat, lon, similarity, weight (its share of the evidence; 0: it did
+    not move the answer), km from the answer's top-1, place, country; `thumbnail` (JPEG bytes) when stored."""
+    keep = found.indices[i] >= 0
+    idx = found.indices[i][keep].numpy()
+    latlon = refs.latlon[idx]
+    a = found.log_a[i][keep].exp().numpy()
+    table = pd.DataFrame({
+        "IMG_ID": refs.table["IMG_ID"].to_numpy()[idx].astype(str),
+        "lat": latlon[:, 0], "lon": latlon[:, 1],
+        "similarity": found.sims[i][keep].double().numpy(),
+        "weight": a / (1.0 + a.sum()),
+        "km": haversine_km(latlon, top1[None]) if len(idx) else np.zeros(0),
+    })
+    where = describe(latlon) if len(idx) else pd.DataFrame({"place": [], "country": []})
+    table = pd.concat([table, where[["place", "country"]].reset_index(drop=True)], axis=1)
+    if refs.thumbnails is not None:
+        table["thumbnail"] = [refs.thumbnail(x) for x in table["IMG_ID"]]
+    return table
 
 
 def input_transform(model: GeoLocator, tencrop: bool = False):
@@ -142,6 +200,9 @@ def locate(
     hint_model: GalleryModel | None = None,
     tencrop: bool = False,
     precision: str = "fp32",
+    refs: ReferenceSet | None = None,
+    refs_k: int = FusionParams.k,
+    refs_weight: float | None = None,
 ) -> list[LocateResult]:
     """Predict each `(name, path-or-bytes)`; results in input order, failures carried as errors.
 
@@ -152,11 +213,20 @@ def locate(
     precision: "fp32" (default, exact reference parity), "bf16" or "auto" (bf16 where the hardware runs it fast):
     the image and text towers' precision (`geocore.models.precision`); the location encoder, gallery scan and
     softmax stay float32. Each result's `precision` says which was used.
+    refs: a reference set built with this model (`geocore.refs.build_reference_set`); each result then carries
+    its `refs_k` nearest references (`res.references`, see `reference_table`; the photo's own file, by SHA-256,
+    is never among them) and an answer fused with them (p ∝ p_model · L^refs_weight, `geocore.refs.fusion`):
+    the top-k over gallery ∪ reference positions, regions and calibration over the re-weighted gallery.
     """
+    ref_use = None
+    if refs is not None:
+        refs.check_model(model)
+        params = FusionParams(k=refs_k, weight=FusionParams.weight if refs_weight is None else float(refs_weight))
+        ref_use = _Refs(refs, params.check())
     with use_precision(precision, model.device, model) as used:
         results = _locate(model, sources, top_k=top_k, full=full, refine=refine, batch_size=batch_size,
                           regions=regions, calibration=calibration, hint=hint, hint_weight=hint_weight,
-                          hint_model=hint_model, tencrop=tencrop)
+                          hint_model=hint_model, tencrop=tencrop, refs=ref_use)
     for res in results:
         res.precision = used
     return results
@@ -164,7 +234,8 @@ def locate(
 
 def _locate(model: GeoLocator, sources: Iterable[tuple[str, ImageSource]], *, top_k: int, full: bool, refine: bool,
             batch_size: int, regions: Sequence[float] | None, calibration: Calibration | None, hint: str | None,
-            hint_weight: float | None, hint_model: GalleryModel | None, tencrop: bool) -> list[LocateResult]:
+            hint_weight: float | None, hint_model: GalleryModel | None, tencrop: bool,
+            refs: _Refs | None = None) -> list[LocateResult]:
     prepare = input_transform(model, tencrop)
     levels = validate_levels(regions, "--regions") if regions is not None else ()
     if calibration is not None and not levels:
@@ -179,18 +250,23 @@ def _locate(model: GeoLocator, sources: Iterable[tuple[str, ImageSource]], *, to
     need_full = full or bool(levels) or hint_logp is not None
     cells = model.candidate_cells() if levels else None
     results: list[LocateResult] = []
-    ready: list[tuple[LocateResult, torch.Tensor]] = []
+    ready: list[tuple[LocateResult, torch.Tensor, str | None]] = []
 
     def flush() -> None:
         if not ready:
             return
-        pixels, extra = batch_inputs([px for _, px in ready], model.device)
-        pred = _predict(model, pixels, top_k, need_full, refine, hint_logp, weight, extra)
+        pixels, extra = batch_inputs([px for _, px, _ in ready], model.device)
+        if refs is not None:
+            refs.sha256 = [sha for _, _, sha in ready]
+        pred = _predict(model, pixels, top_k, need_full, refine, hint_logp, weight, extra, refs)
         per_image = (search_regions(pred.probs_full, cells, levels, calibration=calibration, model=model.model_name)
                      if levels else [[] for _ in ready])
-        for i, (res, _) in enumerate(ready):
+        for i, (res, _, sha) in enumerate(ready):
             res.prediction = pred[i]
             res.table = prediction_table(res.prediction)
+            if refs is not None:
+                res.references = reference_table(refs.refs, refs.found, i, res.table[["lat", "lon"]].to_numpy()[0])
+                res.extras["refs"] = {"k": refs.params.k, "weight": refs.params.weight, "sha256": sha}
             res.regions = list(per_image[i])
             if res.exif_gps is not None:
                 res.exif_error_km = float(haversine_km(np.array(res.exif_gps), res.table[["lat", "lon"]].to_numpy()[0]))
@@ -201,13 +277,17 @@ def _locate(model: GeoLocator, sources: Iterable[tuple[str, ImageSource]], *, to
     for name, source in sources:
         res = LocateResult(name=name)
         results.append(res)
+        sha = None
         try:
+            if refs is not None:  # read the bytes once: hashed (a photo never finds itself), then decoded
+                source = source_bytes(source, name=name)
+                sha = image_bytes_digest(source)
             image = load_image(source, name=name)
             res.exif_gps = read_exif_gps(source, name=name)
         except ImageError as err:
             res.error = str(err)
             continue
-        ready.append((res, prepare(image)))
+        ready.append((res, prepare(image), sha))
         if len(ready) >= batch_size:
             flush()
     flush()

@@ -17,10 +17,13 @@ ALLOWED: dict[str, set[str]] = {
     "models": {"errors", "geo", "weights", "data"},
     "uncertainty": {"errors", "geo", "data", "models", "eval.metrics"},  # models: the Prediction type
     "explain": {"errors", "geo", "data", "models"},
-    "eval": {"errors", "geo", "data", "models", "uncertainty", "explain", "locate"},
-    "locate": {"errors", "geo", "data", "models", "uncertainty", "hints"},
+    "eval": {"errors", "geo", "data", "models", "uncertainty", "explain", "locate", "refs", "cases"},
+    "locate": {"errors", "geo", "data", "models", "uncertainty", "hints", "refs"},
+    # eval: the Lightning predict loop only, imported inside build_reference_set (eval imports refs' API, not back)
+    "refs": {"errors", "geo", "data", "models", "uncertainty", "eval"},
+    "cases": {"errors", "geo", "data", "models", "uncertainty", "locate", "hints"},
     "hints": {"errors", "models"},
-    "report": {"errors", "geo", "data", "models", "uncertainty", "explain", "locate", "eval", "viz", "weights"},
+    "report": {"errors", "geo", "data", "models", "uncertainty", "explain", "locate", "eval", "viz", "weights", "refs", "cases"},
     "viz": {"errors", "geo", "eval", "uncertainty"},
     "train": {"errors", "geo", "data", "models", "weights", "eval.metrics"},
     "cli": {"*"},

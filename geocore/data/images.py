@@ -64,6 +64,19 @@ def image_bytes_digest(data: bytes | bytearray | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def source_bytes(source: ImageSource, *, name: str | None = None) -> bytes:
+    """The raw bytes of `source`, read once (hash them, then decode them with `load_image(data, name=...)`);
+    ImageError, as `load_image` words it, for a missing, empty or unreadable source."""
+    label = _source_name(source, name)
+    stream = _as_stream(source, label)
+    if isinstance(stream, io.BytesIO):
+        return stream.getvalue()
+    try:
+        return stream.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"{label} cannot be read: {exc.strerror or exc}") from exc
+
+
 def _source_name(source: ImageSource, name: str | None) -> str:
     if name is not None:
         return name
