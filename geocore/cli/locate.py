@@ -90,9 +90,12 @@ def _image_record(res) -> dict:
         exif = {"lat": res.exif_gps[0], "lon": res.exif_gps[1], "error_km": res.exif_error_km,
                 "inside_90": res.exif_in_region(0.9)}
     # a name's bytes that are not UTF-8 as \udcXX escapes: any strict JSON reader takes the file
+    refs = None
+    if res.references is not None:
+        refs = json.loads(res.references.drop(columns=["thumbnail"], errors="ignore").to_json(orient="records"))
     return {"image": utf8_safe(res.name), "topk": records, "exif": exif, "hint": res.extras.get("hint"),
             "calibrated": res.calibrated, "regions": [r.to_feature() for r in res.regions],
-            "precision": res.precision}
+            "precision": res.precision, "references": refs}
 
 
 def _write(results: list, output: Path) -> None:
@@ -155,6 +158,24 @@ def _locate_table(net, paths: list[Path], output: Path, loop: dict, *, batch_siz
         raise InputError("none of the images could be read")
 
 
+def _refs_options(ref_set, k: int | None, weight: float | None) -> dict:
+    """`locate`'s reference-photo arguments (none without a set)."""
+    if ref_set is None:
+        return {}
+    return {"refs": ref_set, "refs_weight": weight, **({"refs_k": k} if k is not None else {})}
+
+
+def print_references(table: pd.DataFrame, console: Console) -> None:
+    """The nearest reference photos: ID, position, similarity, km from the top-1, place and country."""
+    t = Table(title="similar reference photos")
+    for col in ("IMG_ID", "lat", "lon", "similarity", "km from top-1", "place", "country"):
+        t.add_column(col)
+    for r in table.itertuples():
+        t.add_row(terminal_text(r.IMG_ID), f"{r.lat:.4f}", f"{r.lon:.4f}", f"{r.similarity:.3f}", f"{r.km:,.1f}",
+                  terminal_text(r.place), terminal_text(r.country))
+    console.print(t)
+
+
 def hint_model_or_none(net, hint):
     """The text model that scored a hint (the model itself for GeoCLIP), or None without a hint."""
     if hint is None:
@@ -196,6 +217,10 @@ def locate(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     tencrop: bool = typer.Option(False, "--tencrop", help="Cell models: average the papers' ten crops."),
     precision: str = PRECISION_OPT,
+    refs: Path = typer.Option(None, "--refs", help="A reference set from `geocore refs build` (same model): each "
+                              "answer lists its nearest reference photos and is fused with them."),
+    refs_k: int = typer.Option(None, "--refs-k", min=1, help="How many nearest references to use (default 10)."),
+    refs_weight: float = typer.Option(None, "--refs-weight", min=0.0, help="W in p ∝ p_model · L^W (default 1)."),
     same_place: bool = typer.Option(False, "--same-place", help="The photos show one place: one joint answer "
                                     "(tempered product), each photo's part, and photos that may not belong."),
     claim: str = typer.Option(None, "--claim", help='A claimed location to check: "Kharkiv, Ukraine" (offline '
@@ -227,6 +252,14 @@ def locate(
         from geocore.cases.claims import resolve_claim
 
         claimed = resolve_claim(claim)  # an unknown or ambiguous name fails here, before the model loads
+    ref_set = None
+    if refs is not None:
+        if output is not None and output.suffix.lower() in (".csv", ".parquet"):
+            raise InputError("--refs prints its answer (or --json, or --output .geojson); a .csv/.parquet table of "
+                             "many photos does not take references yet")
+        from geocore.refs import load_reference_set
+
+        ref_set = load_reference_set(refs)  # a missing or incomplete set fails here, before the model loads
     paths, videos = split_videos(expand_paths(images))
     case = same_place or claimed is not None or bool(videos)
     if case and output is not None and output.suffix.lower() in (".csv", ".parquet"):
@@ -248,7 +281,7 @@ def locate(
                              batch_size=batch_size)
     results = run_locate(net, [(str(p), p) for p in paths], top_k=top_k, refine=refine, batch_size=batch_size,
                          regions=levels, calibration=cal, hint=hint, hint_weight=hint_weight, tencrop=tencrop,
-                         precision=used, full=case)
+                         precision=used, full=case, **_refs_options(ref_set, refs_k, refs_weight))
     ok = [res for res in results if res.ok]
     for res in results:
         if not res.ok:
@@ -262,6 +295,8 @@ def locate(
                               + ("" if inside is None else f"; {'inside' if inside else 'outside'} the 90 % region"))
             for reg in res.regions:
                 console.print(region_line(reg))
+            if res.references is not None:
+                print_references(res.references, console)
             if cal is not None and res.regions and outside_calibration(res, cal, net):
                 console.print("[bold red]note:[/] this photo's localizability lies outside what the calibration saw "
                               "(beyond its 1st–99th percentile): coverage may not hold here")

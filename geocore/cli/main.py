@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES = [
     "geocore.cli.train",
     "geocore.cli.weights",
     "geocore.cli.locate",
+    "geocore.cli.refs",
     "geocore.cli.index",
     "geocore.cli.explain",
     "geocore.cli.report",

@@ -14,7 +14,9 @@ everywhere: its answer stays the model's.
 
 The references' own positions join the candidates, so an answer can be as fine as the references: the gallery
 distribution (`probs_full`, what search regions and calibration use) is re-weighted by L^W, and the top-k is
-taken over gallery ∪ references ∪ refined points. A reference or refined point x starts from its nearest gallery
+taken over gallery ∪ references ∪ refined points. A reference's position scores at least the fused mass its
+kernel gathers from the gallery around it (log Σ_g p(g) κ(d(g, x))), so a near-duplicate answers at its
+reference, not at a gallery point a few km off. A reference or refined point x also starts from its nearest gallery
 point n(x) (whose probability carries any text hint); a refined point adds the model's own finer score
 logit(x) − logit(n(x)) (GeoCLIP's location encoder). References do not: a reference's position is what the
 photos say, and far from every gallery point (an island, open sea) the model's logits compare unlike areas.
@@ -131,6 +133,19 @@ def _placed(refs_latlon: torch.Tensor, log_a: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(log_a.cpu())[..., None], refs_latlon, torch.zeros_like(refs_latlon))
 
 
+def _kernel_mass(points: torch.Tensor, cand: torch.Tensor, log_p: torch.Tensor, scale_km: float) -> torch.Tensor:
+    """(B, P) log Σ_g p(g) κ(d(g, x)): the fused mass a reference's position gathers from the gallery points
+    around it. A near-duplicate pulls the mass into a few km around its reference; without this the reference
+    would compete with each of those gallery points one by one and could lose to one a few km off."""
+    u = _unit(points)
+    out = torch.full(points.shape[:2], -math.inf, dtype=torch.float64)
+    for start in range(0, cand.shape[0], CHUNK):
+        d = _km(u, _unit(cand[start:start + CHUNK]))  # (B, P, m)
+        block = torch.logsumexp(log_p[:, None, start:start + CHUNK] - d / scale_km, -1)
+        out = torch.logaddexp(out, block)
+    return out
+
+
 def fine_top_k(fused: Prediction, refs_latlon: torch.Tensor, log_a: torch.Tensor, params: FusionParams,
                top_k: int, *, extra_points: torch.Tensor | None = None,
                point_logits: PointLogits | None = None) -> Prediction:
@@ -151,6 +166,8 @@ def fine_top_k(fused: Prediction, refs_latlon: torch.Tensor, log_a: torch.Tensor
     support = log_support(both, refs_ll, log_a, params.scale_km)
     n = pts.shape[1]
     score = log_p.gather(1, anchor) + params.weight * (support[:, :n] - support[:, n:])
+    k_refs = refs_ll.shape[1]
+    score[:, :k_refs] = torch.maximum(score[:, :k_refs], _kernel_mass(refs_ll, cand, log_p, params.scale_km))
     if point_logits is not None and extra_points is not None:  # refined points: the model's own finer score
         k = refs_ll.shape[1]
         logits = point_logits(torch.cat([pts[:, k:], cand[anchor[:, k:]]], 1).float()).double().cpu()

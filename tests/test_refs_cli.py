@@ -1,0 +1,87 @@
+"""`geocore refs build|info` and `geocore locate --refs`, as a user runs them."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from geocore.cli.main import main
+from geocore.models.registry import create_model, register_model, unregister_model
+from test_refs import _jpeg, _photo  # noqa: E402  (the same generated photos)
+
+MODEL = "refs-cli-tiny"
+PLACES = [(48.8584, 2.2945), (40.6892, -74.0445), (-33.8568, 151.2153), (35.6586, 139.7454), (-22.9519, -43.2105),
+          (30.0444, 31.2357), (51.5007, -0.1246), (55.7539, 37.6208)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_model():
+    torch.manual_seed(0)
+    model = create_model("geoclip-tiny").eval()
+    register_model(MODEL, description="geoclip-tiny (tests)", random_ok=True)(lambda pretrained=None, **_: model)
+    yield model
+    unregister_model(MODEL)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refs_cli")
+    images = root / "images"
+    images.mkdir()
+    rows = []
+    for i, (lat, lon) in enumerate(PLACES):
+        (images / f"r{i}.jpg").write_bytes(_jpeg(_photo(100 + i)))
+        rows.append({"IMG_ID": f"r{i}.jpg", "LAT": lat, "LON": lon, "note": f"site {i}"})
+    rows.append({"IMG_ID": "nan.jpg", "LAT": float("nan"), "LON": 0.0, "note": "no GPS"})
+    (images / "nan.jpg").write_bytes(_jpeg(_photo(99)))
+    csv = root / "refs.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    out = root / "REFS"
+    assert main(["refs", "build", str(csv), "--images", str(images), "--output", str(out), "--model", MODEL,
+                 "--accelerator", "cpu"]) == 0
+    return root, images, out
+
+
+def test_build_lists_skips_and_info_says_where(built, capsys):
+    _, _, out = built
+    assert main(["refs", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "8 references" in text and "thumbnails: no" in text
+    assert "France" in text and "Japan" in text and "Europe" in text
+
+
+def test_locate_with_refs_answers_at_the_reference_of_a_copy(built, capsys, tmp_path):
+    root, images, out = built
+    original = Image.open(images / "r2.jpg").convert("RGB")
+    copy = original.resize((int(original.width * 0.9), int(original.height * 0.9)))
+    buf = io.BytesIO()
+    copy.save(buf, format="JPEG", quality=85)
+    query = tmp_path / "copy.jpg"
+    query.write_bytes(buf.getvalue())
+    capsys.readouterr()
+    assert main(["locate", str(query), "--model", MODEL, "--refs", str(out), "--refs-k", "3", "--json"]) == 0
+    [rec] = json.loads(capsys.readouterr().out)
+    top = rec["topk"][0]
+    assert abs(top["lat"] - PLACES[2][0]) < 0.01 and abs(top["lon"] - PLACES[2][1]) < 0.01  # within ~1 km
+    assert rec["references"][0]["IMG_ID"] == "r2.jpg" and len(rec["references"]) == 3
+    # the very file of a reference never finds itself
+    assert main(["locate", str(images / "r2.jpg"), "--model", MODEL, "--refs", str(out), "--json"]) == 0
+    [same] = json.loads(capsys.readouterr().out)
+    assert "r2.jpg" not in [r["IMG_ID"] for r in same["references"]]
+    # the table view names the section
+    assert main(["locate", str(query), "--model", MODEL, "--refs", str(out)]) == 0
+    assert "similar reference photos" in capsys.readouterr().out
+
+
+def test_bad_reference_sets_are_one_line(built, capsys, tmp_path):
+    root, images, out = built
+    assert main(["locate", str(images / "r0.jpg"), "--model", MODEL, "--refs", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert main(["locate", str(images / "r0.jpg"), "--model", "geoclip-tiny", "--refs", str(out)]) == 2
+    assert "refs" in capsys.readouterr().err.lower()
