@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -37,3 +38,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def registered_tiny(name: str, grid_km: float | None = None, seed: int | None = None):
+    """geoclip-tiny (over a `grid_km` grid when given) registered as `name` for the CLI: every command of a
+    test module gets this one instance (so its random backbone is the same in each)."""
+    from geocore.geo.gallery import grid_gallery
+    from geocore.models.registry import create_model, register_model, unregister_model
+
+    if seed is not None:
+        import torch
+
+        torch.manual_seed(seed)
+    model = create_model("geoclip-tiny").eval()
+    if grid_km is not None:
+        model.set_gallery(grid_gallery(grid_km))
+    register_model(name, description="geoclip-tiny (tests)", random_ok=True)(lambda pretrained=None, **_: model)
+    try:
+        yield model
+    finally:
+        unregister_model(name)

@@ -9,23 +9,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import registered_tiny  # noqa: E402
 from geocore.cli.main import main
 from geocore.data.video import encode_frames
-from geocore.geo.gallery import grid_gallery
-from geocore.models.registry import create_model, register_model, unregister_model
 
 MODEL = "cases-tiny"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
-    """geoclip-tiny over a 500 km grid, built once for every command of this module."""
-    model = create_model("geoclip-tiny")
-    model.set_gallery(grid_gallery(500.0))
-    register_model(MODEL, description="geoclip-tiny, 500 km grid (tests)", random_ok=True)(
-        lambda pretrained=None, **_: model)
-    yield model
-    unregister_model(MODEL)
+    with registered_tiny(MODEL, grid_km=500.0) as model:
+        yield model
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import registered_tiny  # noqa: E402
 from geocore.cli.main import main
 from geocore.data import safe_io
 from geocore.data.text import from_utf8_safe
 from geocore.errors import InputError
 from geocore.eval import results as results_mod
 from geocore.eval.results import read_results
-from geocore.geo.gallery import grid_gallery
-from geocore.models.registry import create_model, register_model, unregister_model
 from geocore.uncertainty import calibration as calibration_mod
 from geocore.uncertainty.calibration import Calibration, fit_calibration
 
@@ -48,13 +47,8 @@ BAD_NAME = "m[/]bad.jpg"  # a folder "m[" holding "]bad.jpg", not an image
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
-    """geoclip-tiny over a 1000 km grid, built once and handed to every command of this module."""
-    model = create_model("geoclip-tiny")
-    model.set_gallery(grid_gallery(1000.0))
-    register_model(MODEL, description="geoclip-tiny, 1000 km grid (tests)", random_ok=True)(
-        lambda pretrained=None, **_: model)
-    yield model
-    unregister_model(MODEL)
+    with registered_tiny(MODEL, grid_km=1000.0) as model:
+        yield model
 
 
 def _photo(path: Path, seed: int) -> None:

@@ -7,11 +7,10 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
+from conftest import registered_tiny  # noqa: E402
 from geocore.cli.main import main
-from geocore.models.registry import create_model, register_model, unregister_model
 from test_refs import _jpeg, _photo  # noqa: E402  (the same generated photos)
 
 MODEL = "refs-cli-tiny"
@@ -21,11 +20,8 @@ PLACES = [(48.8584, 2.2945), (40.6892, -74.0445), (-33.8568, 151.2153), (35.6586
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
-    torch.manual_seed(0)
-    model = create_model("geoclip-tiny").eval()
-    register_model(MODEL, description="geoclip-tiny (tests)", random_ok=True)(lambda pretrained=None, **_: model)
-    yield model
-    unregister_model(MODEL)
+    with registered_tiny(MODEL, seed=0) as model:
+        yield model
 
 
 @pytest.fixture(scope="module")
