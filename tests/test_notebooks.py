@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 EXPECTED = ["01_quickstart", "02_text_queries", "03_location_embeddings", "04_evaluation_and_failures",
-            "05_search_regions_and_calibration"]
+            "05_search_regions_and_calibration", "06_reference_photos", "07_cases"]
 RANDOM_LABEL = "RANDOM backbone — predictions mean nothing"
 CELL_TIMEOUT_S = 300
 
@@ -164,12 +164,30 @@ def _check_05_search_regions_and_calibration(nb: nbformat.NotebookNode, text: st
     assert _n_images(nb) >= 2  # the map with regions, the abstention curve
 
 
+def _check_06_reference_photos(nb: nbformat.NotebookNode, text: str) -> None:
+    assert f"model: geoclip-tiny — {RANDOM_LABEL}" in text
+    assert "12 references" in text and "continent" in text
+    m = re.search(r"with references: top-1 ([\d.]+) km from its reference", text)
+    assert m and float(m.group(1)) < 1.0, "a re-encoded copy did not answer at its reference"
+    assert "the file finds itself: False" in text
+    assert "similarity" in text and "ref02.jpg" in text  # the neighbours table
+
+
+def _check_07_cases(nb: nbformat.NotebookNode, text: str) -> None:
+    assert f"model: geoclip-tiny — {RANDOM_LABEL}" in text
+    assert "joint (t = 0.58)" in text and "narrowing" in text
+    assert "Kharkiv" in text and "km from the top answer" in text and "ambiguous:" in text
+    assert re.search(r"\d+ frames kept in 2 segments", text), "the cut did not start a second segment"
+
+
 CHECKS = {
     "01_quickstart": _check_01_quickstart,
     "02_text_queries": _check_02_text_queries,
     "03_location_embeddings": _check_03_location_embeddings,
     "04_evaluation_and_failures": _check_04_evaluation_and_failures,
     "05_search_regions_and_calibration": _check_05_search_regions_and_calibration,
+    "06_reference_photos": _check_06_reference_photos,
+    "07_cases": _check_07_cases,
 }
 
 
