@@ -44,7 +44,8 @@ TIMEOUT = 120
 sys.path.insert(0, str(APP))  # the app's `ui` package, as the pages find it
 from ui import deck, maps  # noqa: E402
 from ui.models import RANDOM_LABEL  # noqa: E402
-from ui.page import RESPONSIBLE_USE  # noqa: E402
+from geocore.data.text import WORD_JOINER  # noqa: E402
+from ui.page import RESPONSIBLE_USE, md_text  # noqa: E402
 from ui.regions import NOT_CALIBRATED, REGION_CLASS, REGION_STYLES, km2  # noqa: E402
 
 
@@ -103,8 +104,27 @@ def _run(page: str, state: dict | None = None) -> AppTest:
     return at
 
 
-def _texts(elements) -> list[str]:
+_ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")  # a backslash-escaped ASCII punctuation (geocore.data.text)
+
+
+def _raw(elements) -> list[str]:
+    """The elements' markdown as the page sent it."""
     return [str(e.value) for e in elements]
+
+
+def _seen(markdown: str) -> str:
+    """`markdown` with the escapes and word joiners names get (`ui.page.md_text`) taken off: as the reader sees it."""
+    return _ESCAPED.sub(r"\1", markdown).replace(WORD_JOINER, "")
+
+
+def _texts(elements) -> list[str]:
+    """The elements' text as the reader sees the names in it (`_seen`)."""
+    return [_seen(t) for t in _raw(elements)]
+
+
+def _captions(at: AppTest) -> list[str]:
+    """The captions of the page's images, as the reader sees them (escapes taken off)."""
+    return [_seen(img.caption) for el in at.get("image") for img in el.proto.imgs]
 
 
 def _numbers(text: str) -> list[float]:
@@ -270,8 +290,6 @@ def _calibration_json(model: str, fingerprint: str, n: int = 40) -> bytes:
 
 
 def test_locate_calibration_upload_calibrates_or_gives_a_notice():
-    import json
-
     from geocore.uncertainty.calibration import Calibration
 
     files = [("a.jpg", _jpeg(3))]
@@ -290,7 +308,7 @@ def test_locate_calibration_upload_calibrates_or_gives_a_notice():
     assert not _texts(at.error)
     status = next(t for t in _texts(at.sidebar.success) if TEST_MODEL in t)
     assert 40 in _numbers(status)  # calibrated on 40 photos of the model
-    cal = Calibration(**{k: v for k, v in json.loads(good).items() if k != "format"})
+    cal = Calibration.from_bytes(good, "cal.json")
     (res,) = _expected(files, calibration=cal)
     table = _region_table(at)
     assert all(c.startswith("calibrated") for c in table["calibration"])
@@ -569,6 +587,16 @@ def test_failures_how_sure_coverage_abstention_and_localizability_filter(tmp_pat
     assert list(shown["coverage (%)"]) == list((100 * calibrated["coverage"]).round(1))
     assert all(c >= 100 * lv for c, lv in zip(shown["coverage (%)"], calibrated["nominal"]))  # conformal: ≥ level
     assert any("24" in t for t in _texts(at.success))  # calibrated on 24 photos
+    # coverage per localizability tercile beside the overall figure, as the library computes it
+    by_bin = next(d.value for d in at.dataframe if "photos" in d.value.columns)
+    expected = uncertainty_tables(df, cal)["coverage_by_localizability"]
+    assert list(by_bin["photos"]) == list(expected["photos"]) and list(by_bin["n"]) == [24, 8, 8, 8]
+    assert list(by_bin["90 %"]) == list((100 * expected["90 %"]).round(1))
+    assert not any("Coverage may not hold" in t for t in _texts(at.warning))  # the calibration's own photos
+    shifted = dict(cal.to_dict(), localizability=[v - 10.0 for v in cal.localizability])
+    at.session_state["_test_calibration"] = ("shifted.json", json.dumps(shifted).encode())
+    at.run()
+    assert not at.exception and any("Coverage may not hold here" in t for t in _texts(at.warning))
     # one of another model: a notice, the raw table
     at.session_state["_test_calibration"] = ("other.json", _calibration_json("geoclip", "gallery:1:none:x"))
     at.run()
@@ -593,7 +621,7 @@ def test_failures_drilldown_image_heatmap_gradcam_and_missing_image(tmp_path, mo
     rows.set_value("img2.jpg").run()
     assert not at.exception, [e.value for e in at.exception]
     shown = len(at.get("image"))  # the charts of the other tabs, the photo and its Grad-CAM overlay
-    assert any('caption: "img2.jpg"' in str(i.proto) for i in at.get("image"))
+    assert "img2.jpg" in _captions(at)
     assert any(RANDOM_LABEL in t for t in _texts(at.warning))
     assert sum(DOWNLOAD in t for t in _texts(at.info)) == 1  # the one missing-weights notice, with the command
     srcdoc = at.get("iframe")[0].proto.srcdoc  # the heatmap map, Leaflet inlined
@@ -664,7 +692,7 @@ def test_explain_page_shows_pieces_or_notices():
     at = _run("explain", {"_test_uploads": [("a.jpg", _jpeg(3))]})
     assert sum(DOWNLOAD in t for t in _texts(at.info)) == 1
     assert any(RANDOM_LABEL in t for t in _texts(at.warning))
-    shown = [s.value for s in at.subheader]
+    shown = _texts(at.subheader)
     assert {"Grad-CAM", "Segmentation", "Scene"} <= set(shown)
     # the Grad-CAM overlay; without SegFormer weights a notice with the command that gets them (never a
     # traceback), with them a second image, the segmentation overlay
@@ -879,8 +907,8 @@ def test_failures_img_ids_cannot_leave_the_image_folder(tmp_path, monkeypatch, o
     at = _run("failures")
     rows = at.selectbox(key="f_row")
     assert set(rows.options and [o.split(" — ")[0] for o in rows.options]) == set(df["IMG_ID"])
-    shown = [t for t in _texts(at.markdown) + _texts(at.info) if "tracker.example" in t]
-    assert len(shown) == 2 and all(r"\!\[t\]\(https" in t for t in shown), shown  # as text, not an image
+    shown = [t for t in _raw(at.markdown) + _raw(at.info) if r"tracker\.example" in t]
+    assert len(shown) == 2 and all(r"\!\[t\]\(http" in t for t in shown), shown  # as text, not an image
     images_before = len(at.get("image"))
     for img_id in bad:
         with _files_opened() as opened:
@@ -894,7 +922,7 @@ def test_failures_img_ids_cannot_leave_the_image_folder(tmp_path, monkeypatch, o
         assert not touched, (img_id, touched)
     at.selectbox(key="f_row").set_value("ok.jpg").run()  # a name inside the folder still opens
     assert not [t for t in _texts(at.error) if t.startswith("Not opened")]
-    assert any('caption: "ok.jpg"' in str(i.proto) for i in at.get("image"))
+    assert "ok.jpg" in _captions(at)
 
 
 def test_tables_shown_are_neutralised_with_numbers_kept():
@@ -1078,7 +1106,7 @@ def test_uploads_stay_private_no_disk_no_logs_no_metadata(tmp_path, monkeypatch,
         at.file_uploader(key="uploads").set_value([(real_name, real_photo, "image/jpeg")]).run()
         assert not at.exception, [e.value for e in at.exception]
         assert _numbers(_line_with(at, "located")) == [2]  # both photos located
-        assert {s.value for s in at.subheader} >= {seam_name, real_name}
+        assert set(_texts(at.subheader)) >= {seam_name, real_name}
         assert any(f"{PRIVATE_GPS[0]:.4f}" in t for t in _texts(at.success) + _texts(at.warning))  # shown to the user
         at.button(key="report_prepare").click().run()
         assert not at.exception, [e.value for e in at.exception]
@@ -1120,6 +1148,159 @@ def test_failures_drilldown_serves_the_photo_without_metadata(tmp_path, monkeypa
     _share(monkeypatch, tmp_path)
     monkeypatch.setenv("GEOCORE_IMAGES_DIR", str(images))
     at = _run("failures")
-    assert any('caption: "img1.jpg"' in str(i.proto) for i in at.get("image"))  # worst first: img1 opened
+    assert "img1.jpg" in _captions(at)  # worst first: img1 opened
     photos = [d for m, d in served if m.startswith("image/")]
     assert photos and all(not _metadata_left(d) for d in photos)
+
+
+# Strings from outside that Markdown would turn into an image fetch, a link, HTML, an autolink or a directive.
+HOSTILE = "![a](https:attacker.example).jpg"
+HOSTILE_MODEL = "![x](https://attacker.example/c) www.attacker.example <img src=http:attacker.example> :red[x]"
+HUGE_INT = b'{"model": "x", "n": ' + b"9" * 5000 + b"}"  # more digits than Python turns into an int
+_MARKDOWN_ELEMENTS = ("markdown", "caption", "error", "warning", "info", "success", "subheader", "header", "title")
+
+
+# Streamlit 1.67's autolink-literal transform (static/js/StreamlitMarkdown.*.js), run on the text once escapes
+# are read: what md_text must leave nothing for
+_ST_AUTOLINKS = (re.compile(r"(https?:\/\/|www(?=\.))([-.\w]+)([^ \t\r\n]*)", re.I),
+                 re.compile(r"(?:^|(?<=[\s!-/:-@\[-`{-~]))([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)"))
+
+
+@pytest.mark.parametrize("hostile", [HOSTILE, HOSTILE_MODEL, "HTTPS://A.example/x", "see www.a.example",
+                                     "mail me@a.example", "ok_name-1.jpg", "Zürich 東京 (2).jpg"])
+def test_md_text_reads_back_as_itself_and_leaves_nothing_to_link(hostile):
+    import markdown_it
+
+    shown = md_text(hostile)
+    html = markdown_it.MarkdownIt("commonmark").render(shown)
+    assert "<a " not in html and "<img" not in html
+    text = _ESCAPED.sub(r"\1", shown)  # the text nodes Streamlit's Markdown makes of it
+    assert not any(p.search(text) for p in _ST_AUTOLINKS), text
+    assert _seen(shown) == hostile
+
+
+def _markdown_sources(at: AppTest) -> list[str]:
+    """The Markdown of every element that renders it (notices, headings, captions, image captions)."""
+    texts = [t for kind in _MARKDOWN_ELEMENTS for t in _raw(getattr(at, kind))]
+    return texts + [img.caption for el in at.get("image") for img in el.proto.imgs]
+
+
+def _assert_shown_as_text(at: AppTest, marker: str = "attacker") -> int:
+    """Every Markdown source quoting `marker` renders no link or image and holds nothing an autolink or a
+    directive could start from; returns how many there were."""
+    import markdown_it
+
+    md = markdown_it.MarkdownIt("commonmark")
+    quoting = [t for t in _markdown_sources(at) if marker in t]
+    for text in quoting:
+        html = md.render(text)
+        assert "<a " not in html and "<img" not in html, text
+        assert not any(s in text for s in ("http:", "https:", "www.", ":red[")), text
+    return len(quoting)
+
+
+def test_locate_shows_names_hints_and_calibration_fields_as_text():
+    fingerprint = _tiny_cities().candidate_cells().fingerprint
+    broken = "www.attacker.example <img src=http:attacker.example>.jpg"
+    hint = "![h](https:attacker.example) Paris"
+    at = _run("locate", {"_test_uploads": [(HOSTILE, _jpeg(3)), (broken, b"not an image")], "hint": hint,
+                         "_test_calibration": ("cal.json", _calibration_json(HOSTILE_MODEL, fingerprint))})
+    assert _assert_shown_as_text(at) >= 7  # 2 headings, the photo's caption, its error, hint, calibration (2)
+    # the reader sees each string itself
+    assert {HOSTILE, broken} <= set(_texts(at.subheader))
+    assert HOSTILE in _captions(at)
+    assert any(t.startswith(broken + ":") for t in _texts(at.error))
+    assert any(hint in t for t in _texts(at.info))
+    assert any(HOSTILE_MODEL in t for t in _texts(at.sidebar.success))  # "Calibrated on 40 photos of …"
+    assert any(t.startswith("Calibration not used") and "attacker" in t for t in _texts(at.error))
+
+
+def test_explain_and_text_query_show_hostile_strings_as_text():
+    at = _run("explain", {"_test_uploads": [(HOSTILE, b"not an image")]})
+    assert _assert_shown_as_text(at) == 1 and HOSTILE in _texts(at.error)[0]
+    query = "![q](https:attacker.example) www.attacker.example"
+    at = _run("text", {"query_a": query})
+    assert _assert_shown_as_text(at) == 1 and any(query in t for t in _texts(at.markdown))
+
+
+def test_a_calibration_with_a_huge_integer_is_one_line_and_the_page_goes_on(tmp_path, monkeypatch):
+    at = _run("locate", {"_test_uploads": [("a.jpg", _jpeg(3))]})
+    at.file_uploader(key="calibration_up").set_value([("huge.json", HUGE_INT, "application/json")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = _texts(at.sidebar.error)
+    assert len(errors) == 1 and "huge.json" in errors[0] and "\n" not in errors[0], errors
+    assert at.file_uploader(key="calibration_up") is not None and _topk(at)  # still there, still located
+    assert list(_region_table(at)["calibration"]) == [NOT_CALIBRATED] * 2
+
+    _uncertain_results(tmp_path / "u.parquet")  # the Failures page's calibration upload
+    _share(monkeypatch, tmp_path)
+    at = _run("failures")
+    at.file_uploader(key="f_cal_up").set_value([("huge.json", HUGE_INT, "application/json")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = _texts(at.error)
+    assert len(errors) == 1 and "huge.json" in errors[0] and "\n" not in errors[0], errors
+    assert list(_coverage_shown(at)["mass used"]) == [0.5, 0.8, 0.9, 0.95]  # the raw coverage, page goes on
+
+
+def test_a_results_file_with_a_huge_integer_is_one_line_and_the_uploader_stays():
+    head = "IMG_ID,LAT,LON,PRED_LAT,PRED_LON,error_km,model,status,S3_Label\n"
+    at = _run("failures")
+    at.file_uploader(key="a_up").set_value([("r.csv", (head + "a.jpg,48,2,48,2,1,m,ok," + "9" * 5000 + "\n")
+                                             .encode(), "text/csv")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = _texts(at.error)
+    assert len(errors) == 1 and "r.csv" in errors[0] and len(errors[0]) < 400, errors
+    assert at.file_uploader(key="a_up") is not None
+
+
+def test_failures_shows_results_and_calibration_fields_as_text(tmp_path, monkeypatch, one_thread):
+    import json
+
+    from geocore.eval.analysis import BAND_NAMES, FAILED
+    from geocore.eval.uncertainty import calibrate_results
+
+    df = _uncertain_results(tmp_path / "u.parquet")
+    df.loc[0, "IMG_ID"], df.loc[1, "IMG_ID"] = HOSTILE, "www.attacker.example.jpg"
+    df.loc[1, ["status", "PRED_LAT", "PRED_LON", "error_km"]] = ["![s](https:attacker.example)", None, None, None]
+    df["model"] = HOSTILE_MODEL
+    df.to_parquet(tmp_path / "u.parquet", index=False)
+    cal = calibrate_results(df, levels=(0.5, 0.8, 0.9, 0.95))
+    cal = json.dumps({**cal.to_dict(), "model": HOSTILE_MODEL}).encode()
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / HOSTILE).write_bytes(_jpeg(4, size=(40, 56)))
+    _share(monkeypatch, tmp_path)
+    at = _run("failures", {"_test_calibration": ("cal.json", cal), "f_img_dir": str(images),
+                           "f_band": [*BAND_NAMES, FAILED]})  # the failed row too
+    at.selectbox(key="f_row").set_value("www.attacker.example.jpg").run()  # the failed row: its status
+    assert not at.exception, [e.value for e in at.exception]
+    assert _assert_shown_as_text(at) >= 3  # model caption, calibration status, the row's line
+    assert any("no prediction (![s](https:attacker.example))" in t for t in _texts(at.markdown))
+    at.selectbox(key="f_row").set_value(HOSTILE).run()  # a photo in the folder: its caption
+    assert not at.exception, [e.value for e in at.exception]
+    _assert_shown_as_text(at)
+    assert HOSTILE in _captions(at)
+
+
+def test_uncaught_errors_show_no_traceback_on_the_server():
+    """.streamlit/config.toml hides an uncaught exception's message and traceback (server paths)."""
+    import tomllib
+
+    from streamlit import config
+    from streamlit.elements import exception
+    from streamlit.proto.Exception_pb2 import Exception as ExceptionProto
+
+    value = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())["client"]["showErrorDetails"]
+    assert value in {"type", "none"}
+    before = config.get_option("client.showErrorDetails")
+    config.set_option("client.showErrorDetails", value)
+    try:
+        try:
+            open(REPO / "no-such-dir" / "secret.txt")
+        except OSError as err:
+            proto = ExceptionProto()
+            exception.marshall(proto, err, apply_show_error_details=True)
+    finally:
+        config.set_option("client.showErrorDetails", before)
+    shown = str(proto)
+    assert not proto.stack_trace and str(REPO) not in shown and "secret" not in shown, shown

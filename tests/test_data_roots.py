@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from geocore.data.roots import DATA_DIRS_ENV, DataRoots, resolve_inside
+from geocore.data.roots import DATA_DIRS_ENV, DataRoots, read_inside, resolve_inside
 from geocore.errors import InputError
+
+RACE_SECONDS = float(os.environ.get("GEOCORE_RACE_SECONDS", "5"))  # the report's 20 s run sets it
 
 
 @pytest.fixture
@@ -159,3 +164,103 @@ def test_resolve_inside_refuses_a_link_folder_out_and_wrong_kinds(tree):
         resolve_inside(shared / "images", "a.jpg", kind="dir")
     with pytest.raises(InputError, match="expected a file name"):
         resolve_inside(shared / "images", 7)  # e.g. a numeric IMG_ID column
+
+
+def test_read_inside_reads_files_inside_and_refuses_the_rest(tree):
+    shared = tree / "shared"
+    roots = DataRoots.of([shared])
+    assert roots.read_bytes(shared / "images" / "a.jpg", max_bytes=100) == b"jpeg"
+    assert roots.read_bytes(shared / "images" / "in.jpg", max_bytes=100) == b"jpeg"  # a link staying inside
+    with roots.open_file(shared / "results" / "run.csv", max_bytes=100) as f:
+        assert f.read() == b"IMG_ID,LAT,LON\n"
+    refused = [shared / "images" / "out.jpg", shared / "out_dir" / "secret.txt", tree / "outside" / "secret.txt",
+               shared / "images" / "missing.jpg", shared / "images", "a\x00b"]
+    for path in refused:  # a link out, a folder link out, outside, missing, a folder, a NUL byte
+        with pytest.raises(InputError) as err:
+            roots.read_bytes(path, max_bytes=100)
+        assert "secret" not in _one_line(err) or "secret.txt" in str(path)
+    os.mkfifo(shared / "images" / "fifo.jpg")  # would block a plain open
+    with pytest.raises(InputError, match="not a regular file"):
+        roots.read_bytes(shared / "images" / "fifo.jpg", max_bytes=100)
+
+
+def test_read_inside_checks_the_size_before_reading(tree):
+    big = tree / "shared" / "images" / "big.jpg"
+    big.write_bytes(b"x" * 1001)
+    with pytest.raises(InputError, match="1,001 bytes, over the 1,000 allowed") as err:
+        read_inside(big, [tree / "shared"], max_bytes=1000, name="big.jpg")
+    assert str(tree) not in _one_line(err)  # named as the caller says
+    assert read_inside(big, [tree / "shared"], max_bytes=1001) == b"x" * 1001
+
+
+def _flip(spot: Path, outside: Path, stop: threading.Event) -> None:
+    """Until `stop`: `spot` (a real folder holding a.csv = b"public") swapped for a link to `outside` (whose
+    a.csv = b"private") and back, as someone with write access to a shared folder could."""
+    stash, tmp = spot.with_name(spot.name + ".real"), spot.with_name(spot.name + ".tmp")
+    while not stop.is_set():
+        os.rename(spot, stash)
+        tmp.symlink_to(outside, target_is_directory=True)
+        os.replace(tmp, spot)
+        os.unlink(spot)
+        os.rename(stash, spot)
+
+
+def _race(spot: Path, outside: Path, seconds: float, read) -> tuple[int, int, int]:
+    """`read()` called for `seconds` while a thread flips `spot` (`_flip`): (outside reads, inside reads, refusals)."""
+    stop = threading.Event()
+    flipper = threading.Thread(target=_flip, args=(spot, outside, stop), daemon=True)
+    flipper.start()
+    leaked = good = refused = 0
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                data = read()
+            except (InputError, OSError):
+                refused += 1
+                continue
+            leaked += data == b"private"
+            good += data == b"public"
+    finally:
+        stop.set()
+        flipper.join()
+    return leaked, good, refused
+
+
+@pytest.fixture
+def race_tree(tmp_path) -> tuple[DataRoots, Path, Path]:
+    """(roots sharing shared/, shared/in (a real folder: a.csv = public), outside/ (a.csv = private))."""
+    shared, outside = tmp_path / "shared", tmp_path / "outside"
+    (shared / "in").mkdir(parents=True)
+    outside.mkdir()
+    (shared / "in" / "a.csv").write_bytes(b"public")
+    (outside / "a.csv").write_bytes(b"private")
+    return DataRoots.of([shared]), shared / "in", outside
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_is_never_read_outside(race_tree):
+    """Item 7: the Failures page's flow (confine, then read the checked path) while a thread swaps the checked
+    folder for a link out and back: never the outside bytes."""
+    roots, spot, outside = race_tree
+
+    def checked_then_read() -> bytes:
+        path = roots.confine(spot / "a.csv", kind="file")  # checked now...
+        return roots.read_bytes(path, max_bytes=100)  # ...read a moment later, when the folder may be a link
+
+    leaked, good, refused = _race(spot, outside, RACE_SECONDS, checked_then_read)
+    assert leaked == 0, f"read the outside file {leaked} times ({good} good reads, {refused} refusals)"
+    assert good > 0 and refused > 0  # the race really ran both ways
+
+
+def test_reading_through_the_flipping_link_itself_is_never_outside(race_tree):
+    roots, spot, outside = race_tree
+    leaked, good, _ = _race(spot, outside, min(RACE_SECONDS, 2.0),
+                            lambda: roots.read_bytes(spot / "a.csv", max_bytes=100))
+    assert leaked == 0 and good > 0
+
+
+def test_the_old_check_then_open_leaks(race_tree):
+    """The race above is real: a plain open of the checked path reads the outside file."""
+    roots, spot, outside = race_tree
+    leaked, _, _ = _race(spot, outside, 2.0, lambda: roots.confine(spot / "a.csv", kind="file").read_bytes())
+    assert leaked > 0

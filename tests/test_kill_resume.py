@@ -359,14 +359,12 @@ def _die_half_way(monkeypatch) -> None:
 
 def test_cli_outputs_are_atomic(monkeypatch, tmp_path):
     """`locate --output`, `cells assign/build --output`, `embed --output`: a write that dies keeps the old file."""
-    from types import SimpleNamespace
-
     from geocore.cli import locate as locate_cli
+    from geocore.locate import LocateResult
 
     table = pd.DataFrame({"rank": [1], "lat": [-33.9], "lon": [151.2], "prob": [0.9], "place": ["=Sydney"],
                           "admin1": [""], "country": ["AUS"]})
-    result = SimpleNamespace(name="a.jpg", table=table, regions=[], calibrated=False, exif_gps=None, exif_error_km=None,
-                             extras={}, precision="fp32")
+    result = LocateResult(name="a.jpg", table=table)
     for name in ("out.csv", "out.geojson"):
         target = tmp_path / name
         locate_cli._write([result], target)

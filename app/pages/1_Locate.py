@@ -16,7 +16,7 @@ from geocore.models.base import GalleryModel  # noqa: E402
 from ui.models import (  # noqa: E402
     gallery_controls, gallery_view, hint_controls, load_model, model_picker, precision_note, precision_picker,
 )
-from ui.page import release_free_memory, setup_page, show_error  # noqa: E402
+from ui.page import md_text, release_free_memory, setup_page, show_error  # noqa: E402
 from ui.regions import (  # noqa: E402
     LEVELS, calibration_upload, candidates_fingerprint, level_control, usable_calibration,
 )
@@ -78,7 +78,7 @@ if model is not None:
             cached = st.session_state.get("_locate_cache")
             results = cached[1] if cached and cached[0] == key else None
             if no_regions:
-                st.info(f"No search regions for these candidates: {no_regions}", icon="ℹ️")
+                st.info(f"No search regions for these candidates: {md_text(no_regions)}", icon="ℹ️")
             if results is None:
                 try:
                     with st.spinner(f"Locating {len(files)} photo(s)…"):

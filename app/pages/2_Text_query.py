@@ -12,7 +12,7 @@ import streamlit as st  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 from ui.maps import prediction_map, show_map  # noqa: E402
 from ui.models import load_model, model_picker, precision_note, precision_picker, random_label  # noqa: E402
-from ui.page import release_free_memory, setup_page, show_error  # noqa: E402
+from ui.page import md_text, release_free_memory, setup_page, show_error  # noqa: E402
 from ui.results import place_text, topk_display  # noqa: E402
 from ui.tables import show_table  # noqa: E402
 
@@ -63,7 +63,7 @@ if model is not None:
                 show_error(err)
                 continue
             random_label(model)
-            st.markdown(f"**“{query}”** → top-1: {place_text(table.iloc[0])}")
+            st.markdown(f"**“{md_text(query)}”** → top-1: {place_text(table.iloc[0])}")
             show_map(prediction_map(pred, table), height=360)
             show_table(topk_display(table))
             precision_note(precision, model.device, model)

@@ -13,20 +13,23 @@ if APP_DIR not in sys.path:  # the `ui` package in app/
     sys.path.insert(0, APP_DIR)
 
 import hashlib  # noqa: E402
+import os  # noqa: E402
 
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from geocore import viz  # noqa: E402
-from geocore.data.roots import resolve_inside  # noqa: E402
+from geocore.data.images import image_bytes_digest  # noqa: E402
+from geocore.data.roots import read_inside, resolve_inside  # noqa: E402
+from geocore.data.text import readable  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 from geocore.eval.analysis import (  # noqa: E402
     BAND_COLORS, BAND_NAMES, FAILED, accuracy_by_true_region, annotate_results, compare_results, metrics_row,
     most_localizable,
 )
 from geocore.eval.regions import SEA  # noqa: E402
-from geocore.eval.results import read_results  # noqa: E402
-from geocore.eval.uncertainty import has_uncertainty, uncertainty_tables  # noqa: E402
+from geocore.eval.results import MAX_PARQUET_BYTES, read_results  # noqa: E402
+from geocore.eval.uncertainty import calibration_fit, has_uncertainty, uncertainty_tables  # noqa: E402
 from ui.deck import hex_rgba, world_deck  # noqa: E402
 from ui.folders import NOT_SHARED, data_roots, files_in, folder_input, shared_file  # noqa: E402
 from ui.maps import prediction_map, show_map  # noqa: E402
@@ -39,6 +42,7 @@ from ui.results import pixels_only, show_photo  # noqa: E402
 from ui.tables import show_table  # noqa: E402
 
 SCENES = ("S3_Label", "S16_Label", "S365_Label")
+RESULTS_MAX_BYTES = MAX_PARQUET_BYTES  # a results file from a shared folder: what the Parquet reader decompresses
 
 setup_page("Failures", "🔎")
 st.title("Failures")
@@ -46,9 +50,16 @@ st.caption("Open a results file written by `geocore evaluate` (Parquet or CSV)."
 
 
 @st.cache_data(show_spinner="Reading results…", max_entries=8)
-def annotated(_df: pd.DataFrame, key: str) -> pd.DataFrame:
-    """`annotate_results`, cached by `key` (file digest, or path + mtime + size)."""
-    return annotate_results(_df)
+def annotated(name: str, key: str, _source) -> pd.DataFrame:
+    """The results file `name` read (`_source`: its bytes, or a file open on them) and annotated, cached by `key`
+    (the bytes' digest, or the opened file's path, inode, mtime and size): a rerun does not read it again."""
+    data = _source if isinstance(_source, bytes) else _source.read()
+    return annotate_results(read_results(name, data))
+
+
+def image_max_bytes() -> int:
+    """The largest image read from a shared folder: what the server takes as an upload."""
+    return int(st.get_option("server.maxUploadSize")) << 20
 
 
 def pick_results(label: str, key: str) -> tuple[str, pd.DataFrame] | None:
@@ -64,7 +75,7 @@ def pick_results(label: str, key: str) -> tuple[str, pd.DataFrame] | None:
             if up is None:
                 return None
             data = up.getvalue()
-            return up.name, annotated(read_results(up.name, data), hashlib.sha256(data).hexdigest())
+            return up.name, annotated(up.name, hashlib.sha256(data).hexdigest(), data)
         path = folder_input(f"{label}: folder", key=f"{key}_dir", env="GEOCORE_RESULTS_DIR")
         if path is None:
             return None
@@ -73,9 +84,12 @@ def pick_results(label: str, key: str) -> tuple[str, pd.DataFrame] | None:
             st.info(f"No .parquet or .csv results files in {md_text(path)}.")
             return None
         choice = shared_file(path, st.selectbox(f"{label}: file", files, key=f"{key}_file"))
-        stat = choice.stat()
-        return choice.name, annotated(read_results(choice), f"{choice}:{stat.st_mtime_ns}:{stat.st_size}")
-    except GeocoreError as err:
+        # read through the opened file, checked to lie in the shared folders (a link swapped in is refused)
+        with data_roots().open_file(choice, max_bytes=RESULTS_MAX_BYTES, name=choice.name) as file:
+            stat = os.fstat(file.fileno())
+            key = f"{choice}:{stat.st_dev}:{stat.st_ino}:{stat.st_mtime_ns}:{stat.st_size}"
+            return choice.name, annotated(choice.name, key, file)
+    except (GeocoreError, ValueError) as err:  # ValueError: what a reader lets through is still one line
         show_error(err)
         return None
 
@@ -113,15 +127,25 @@ def how_sure(df: pd.DataFrame) -> None:
         if calibration is None:
             show_error(err)
             return
-        right.error(f"Calibration not used: {err}")
+        show_error(err, where=right, prefix="Calibration not used: ")
         calibration = None
         tables = uncertainty_tables(df)
     n = int(tables["abstention"]["n"].max())  # the photos judged: status ok, with a truth mass
     with left:
         show_table(coverage_display(tables["coverage"]))
+        if "coverage_by_localizability" in tables:
+            st.caption("Coverage (%) per localizability tercile, beside the overall figure: marginal coverage can "
+                       "hide that the least localizable photos are under-covered.")
+            by_bin = tables["coverage_by_localizability"]
+            show_table(by_bin.assign(**{c: (100 * by_bin[c]).round(1) for c in by_bin.columns if c.endswith("%")}))
+        fit = calibration_fit(df, calibration) if calibration is not None else None
+        if fit is not None and fit.shifted:
+            st.warning(f"Coverage may not hold here: these photos' localizability differs from the calibration's "
+                       f"(two-sample KS D = {fit.statistic:.3f}, p = {fit.p_value:.2g}).", icon="⚠️")
         st.caption(f"Over the {n:,} located photos of the file (the filters do not apply). Coverage: the share of "
                    "photos whose true location lies inside the region; "
-                   + (f"calibrated on {calibration.n:,} photos of {calibration.model}, so it should match the level."
+                   + (f"calibrated on {calibration.n:,} photos of {md_text(calibration.model)}, so it should "
+                      "match the level."
                       if calibration is not None else
                       "not calibrated (raw probability mass): an over-confident model covers less than the level."))
     c1, c2 = st.columns(2)
@@ -141,7 +165,7 @@ def lines_deck(df: pd.DataFrame, limit: int = 5000):
 
     rows = df[df["ok"]].nlargest(limit, "error_km")
     data = pd.DataFrame({
-        "IMG_ID": rows["IMG_ID"].to_numpy(),
+        "IMG_ID": [readable(i) for i in rows["IMG_ID"]],  # the tooltip HTML-escapes it (Streamlit's deck.gl)
         "km": [f"{v:,.0f}" for v in rows["error_km"]],
         "band": rows["band"].to_numpy(),
         "src": [[float(a), float(b)] for a, b in zip(rows["LON"], rows["LAT"])],
@@ -196,23 +220,24 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
     recorded = (float(row["PRED_LAT"]), float(row["PRED_LON"])) if ok else None
 
     def paren(c: str) -> str:
-        return c if c == SEA else f"({c})"
+        return md_text(c) if c == SEA else f"({md_text(c)})"
 
     st.markdown(f"**{md_text(img_id)}** — truth {truth[0]:.4f}, {truth[1]:.4f} {paren(row['country'])}; "
                 + (f"recorded prediction {recorded[0]:.4f}, {recorded[1]:.4f} {paren(row['pred_country'])}, "
-                   f"**{row['error_km']:,.1f} km** away" if ok else f"no prediction ({row['status']})"))
+                   f"**{row['error_km']:,.1f} km** away" if ok else f"no prediction ({md_text(row['status'])})"))
     try:  # as `geocore evaluate` reads it, the folder joined with the IMG_ID, but never leaving the folder
         path = resolve_inside(root, str(img_id).strip())
     except GeocoreError as err:
-        st.error(f"Not opened: {md_text(err)}")
+        show_error(err, prefix="Not opened: ")
         return
     if not path.is_file():
         st.info(f"{md_text(img_id)} is not in the folder {md_text(root)}.", icon="ℹ️")
         return
     from geocore.data.images import load_image
 
-    try:
-        image = load_image(path, name=img_id)
+    try:  # read through the opened file, checked to lie in the image folder (a link swapped in is refused)
+        data = read_inside(path, [root], max_bytes=image_max_bytes(), name=str(img_id))
+        image = load_image(data, name=img_id)
     except GeocoreError as err:
         show_error(err)
         return
@@ -224,8 +249,7 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
     if model is None:
         right.info("The heatmap and Grad-CAM need a model with weights (see above).", icon="ℹ️")
         return
-    stat = path.stat()
-    key = (name, str(path), stat.st_mtime_ns, stat.st_size)
+    key = (name, str(path), image_bytes_digest(data))
     cache = st.session_state.setdefault("_failures_drill", {})
     if key not in cache:
         cache.clear()  # one image at a time
@@ -235,7 +259,7 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
         out: dict = {}
         try:
             with st.spinner(f"Running {name} on {md_text(img_id)}…"):
-                out["res"] = locate(model, [(img_id, path)], top_k=min(5, model.num_candidates()), full=True)[0]
+                out["res"] = locate(model, [(img_id, data)], top_k=min(5, model.num_candidates()), full=True)[0]
         except GeocoreError as err:
             out["res_error"] = str(err)
         try:
@@ -249,7 +273,7 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
         random_label(model)
         res = out.get("res")
         if res is None or not res.ok:
-            st.error(md_text(f"{img_id}: {out.get('res_error') or res.error}"))
+            show_error(f"{img_id}: {out.get('res_error') or res.error}")
         else:
             m = prediction_map(res.prediction, res.table, truth=truth, truth_km=row["error_km"] if ok else None,
                                truth_label=f"truth of {img_id}", recorded=recorded,

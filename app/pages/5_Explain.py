@@ -54,7 +54,7 @@ if model is not None:
         show_error(err)
         st.stop()
     if not res.ok:
-        st.error(res.error)
+        show_error(res.error)
         st.stop()
     random_label(model)
     precision_note(precision, model.device, model)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
-import re
 
 import streamlit as st
+
+from geocore.data.text import markdown_text
+from geocore.errors import WeightsMissingError
 
 RESPONSIBLE_USE = (
     "**Responsible use.** Locating someone else's private photos can endanger people (stalking, "
@@ -20,28 +22,26 @@ def setup_page(title: str, icon: str = "🌍") -> None:
     st.set_page_config(page_title=f"{title} · geocore", page_icon=icon, layout="wide")
 
 
-_MARKDOWN_ACTIVE = re.compile(r"([\\\[\]()!<>$`*~|])")
+# A name, a field or a message quoting them, from outside, shown as itself in Streamlit's Markdown: every ASCII
+# punctuation escaped and no autolink (`geocore.data.text.markdown_text`).
+md_text = markdown_text
 
 
-def md_text(text: object) -> str:
-    """`text` (a name or ID from a file or an upload) safe inside markdown: on one line, with the characters that
-    make links, images (which the browser would fetch from anywhere), HTML, code, maths or emphasis escaped, so a
-    results file's IMG_ID such as ``![x](https://tracker.example/p.png)`` shows as text."""
-    return _MARKDOWN_ACTIVE.sub(r"\\\1", " ".join(str(text).splitlines()))
-
-
-def show_error(err: BaseException) -> None:
-    """A user-fixable error as one notice (never a traceback); names in it are shown as text (`md_text`)."""
-    st.error(md_text(err))
+def show_error(err: BaseException | str, *, where=None, prefix: str = "") -> None:
+    """A user-fixable error as one notice (never a traceback), in `where` (a container; default the page).
+    Its text may quote names from files, so it is shown as text (`md_text`); `prefix` is the page's own
+    markdown."""
+    (st if where is None else where).error(prefix + md_text(err))
 
 
 def show_unavailable(what: str, err: BaseException) -> None:
     """A notice that an optional piece (`what`) cannot be shown: not installed, or its weights are absent
     (a WeightsMissingError's message names the command that gets them)."""
     if isinstance(err, ImportError):
-        st.info(f"{what} is not available in this installation ({err.name or err}).", icon="ℹ️")
-    else:
-        st.info(f"{what} is not available: {err}", icon="ℹ️")
+        st.info(f"{what} is not available in this installation ({md_text(err.name or err)}).", icon="ℹ️")
+    else:  # our own notice with its command in `code`; any other error may quote a file's name
+        text = str(err) if isinstance(err, WeightsMissingError) else md_text(err)
+        st.info(f"{what} is not available: {text}", icon="ℹ️")
 
 
 def show_figure(fig) -> None:

@@ -14,6 +14,8 @@ from geocore.locate import LocateResult
 from geocore.models.base import GeoLocator
 from geocore.uncertainty.calibration import Calibration
 
+from ui.page import md_text, show_error
+
 LEVELS: tuple[float, ...] = (0.5, 0.9)  # the regions every located photo carries
 LEVEL_CHOICES = {"50 %": 0.5, "90 %": 0.9}
 MAX_COUNTRIES = 8  # countries named per region; the rest are counted
@@ -84,8 +86,14 @@ class UploadedCalibration:
 
 
 def parse_calibration(name: str, data: bytes) -> Calibration:
-    """A calibration file's bytes (an upload, never written to disk) → Calibration; InputError in one line."""
-    return Calibration.from_bytes(data, name)
+    """A calibration file's bytes (an upload, never written to disk) → Calibration; InputError in one line (also
+    for what the reader lets through as a ValueError, e.g. an integer of more digits than Python converts)."""
+    try:
+        return Calibration.from_bytes(data, name)
+    except InputError:
+        raise
+    except ValueError as err:
+        raise InputError(f"{name}: not a calibration file ({err})") from None
 
 
 def calibration_upload(key: str, where=None) -> UploadedCalibration:
@@ -105,9 +113,9 @@ def calibration_upload(key: str, where=None) -> UploadedCalibration:
     try:
         cal = parse_calibration(name, data)
     except InputError as err:
-        where.error(str(err))
+        show_error(err, where=where)
         return UploadedCalibration(None, digest, str(err))
-    where.success(f"Calibrated on {cal.n:,} photos of {cal.model}.")
+    where.success(f"Calibrated on {cal.n:,} photos of {md_text(cal.model)}.")
     return UploadedCalibration(cal, digest)
 
 
@@ -142,6 +150,6 @@ def usable_calibration(up: UploadedCalibration, model: GeoLocator, fingerprint: 
         for level in levels:
             cal.mass_for(level)
     except GeocoreError as err:
-        st.error(f"Calibration not used: {err}")
+        show_error(err, prefix="Calibration not used: ")
         return None
     return cal

@@ -15,6 +15,7 @@ from geocore.models.base import GeoLocator
 
 from ui.maps import prediction_map, show_map, show_remembered_map
 from ui.models import random_label
+from ui.page import md_text, show_error
 from ui.regions import REGION_STYLES, pct, region_table
 from ui.tables import show_table
 
@@ -32,15 +33,15 @@ def pixels_only(image: Image.Image) -> Image.Image:
     return clean
 
 
-def show_photo(image: Image.Image | ImageSource, caption: str) -> None:
-    """A photo (PIL image, path or bytes) as a thumbnail of at most 640 px, its metadata stripped (`pixels_only`);
-    an unreadable one is skipped (its error is reported where it was located)."""
+def show_photo(image: Image.Image | ImageSource, name: str) -> None:
+    """A photo (PIL image, path or bytes) as a thumbnail of at most 640 px, its metadata stripped (`pixels_only`),
+    captioned with its `name` as text; an unreadable one is skipped (its error is reported where it was located)."""
     try:
-        img = image.copy() if isinstance(image, Image.Image) else load_image(image, name=caption)
+        img = image.copy() if isinstance(image, Image.Image) else load_image(image, name=name)
     except GeocoreError:
         return
     img.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-    st.image(pixels_only(img), caption=caption, width="stretch")
+    st.image(pixels_only(img), caption=md_text(name), width="stretch")
 
 
 def topk_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -64,7 +65,7 @@ def hint_notice(res: LocateResult) -> None:
     """Says so when the answer combines the photo with a text hint (its text and weight)."""
     hint = res.extras.get("hint")
     if hint:
-        st.info(f"Text hint active: “{hint['text']}” at weight {hint['weight']:g}. The probabilities combine the "
+        st.info(f"Text hint active: “{md_text(hint['text'])}” at weight {hint['weight']:g}. The probabilities combine the "
                 "photo with the hint.", icon="💬")
 
 
@@ -84,12 +85,15 @@ def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: b
 
     map_memo: (group, key) under which this session remembers the map's HTML (`show_remembered_map`): the
     results' key and the photo's place in them."""
-    st.subheader(res.name)
+    st.subheader(md_text(res.name))
     if not res.ok:
-        st.error(f"{res.name}: {res.error}")
+        show_error(f"{res.name}: {res.error}")
         return
     random_label(model)
     hint_notice(res)
+    if res.outside_calibration:
+        st.warning("This photo's localizability lies outside what the calibration saw (beyond its 1st–99th "
+                   "percentile): the calibrated coverage may not hold for it.", icon="⚠️")
     region = res.region(level)
     left, right = st.columns([1, 2])
     # the map first: its message reaches the browser, which starts drawing it, while the rest is still made

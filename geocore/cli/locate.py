@@ -95,7 +95,7 @@ def _image_record(res) -> dict:
         refs = json.loads(res.references.drop(columns=["thumbnail"], errors="ignore").to_json(orient="records"))
     return {"image": utf8_safe(res.name), "topk": records, "exif": exif, "hint": res.extras.get("hint"),
             "calibrated": res.calibrated, "regions": [r.to_feature() for r in res.regions],
-            "precision": res.precision, "references": refs}
+            "precision": res.precision, "references": refs, "outside_calibration": res.outside_calibration}
 
 
 def _write(results: list, output: Path) -> None:
@@ -183,17 +183,6 @@ def hint_model_or_none(net, hint):
     from geocore.hints import hint_model_for
 
     return hint_model_for(net, None)
-
-
-def outside_calibration(res, cal, net) -> bool:
-    """Whether a located photo's raw localizability (log10 km² of its uncalibrated 90 % region) lies outside
-    the 1st–99th percentile of the calibration photos' (False when the calibration records none)."""
-    from geocore.uncertainty.regions import region_areas
-
-    if not cal.localizability or res.prediction is None or res.prediction.probs_full is None:
-        return False
-    area = region_areas(res.prediction.probs_full, net.candidate_cells(), [0.9])[:, 0]
-    return bool(cal.outside(np.log10(area))[0])
 
 
 def locate(
@@ -297,7 +286,7 @@ def locate(
                 console.print(region_line(reg))
             if res.references is not None:
                 print_references(res.references, console)
-            if cal is not None and res.regions and outside_calibration(res, cal, net):
+            if res.outside_calibration:
                 console.print("[bold red]note:[/] this photo's localizability lies outside what the calibration saw "
                               "(beyond its 1st–99th percentile): coverage may not hold here")
     if output:

@@ -12,18 +12,28 @@ Windows); unset or empty, no server folder is shared (uploads only).
   that would leave it: an absolute path, a drive or UNC path, a ``..`` part, a NUL byte, a symlink leading out.
   Backslashes count as separators, so ``..\\..\\x`` is refused as ``../../x`` and ``sub\\a.jpg`` still works.
 
-Both return resolved (real) paths, so what is opened is what was checked. Left open: a folder inside a
-shared folder swapped for a link between the check and the open (the shared folders are the operator's,
-and nothing in the app writes to them).
+- :func:`open_inside` / :func:`read_inside` (and :meth:`DataRoots.open_file` / :meth:`DataRoots.read_bytes`)
+  open first and check afterwards: the file is opened, then the real path of what was opened is read through
+  its descriptor (``/proc/self/fd`` on Linux, ``F_GETPATH`` on macOS; elsewhere the descriptor's device and
+  inode must match the resolved path's) and must lie inside a folder, be a regular file and be no larger than
+  the reader's limit (``fstat``, before a byte is read). The bytes come from that descriptor, so a file or
+  folder swapped for a link after :meth:`DataRoots.confine` / :func:`resolve_inside` checked the path cannot
+  make the app read outside the shared folders.
+
+`confine` and `resolve_inside` return resolved (real) paths, which give messages and listings; what is read goes
+through `open_inside`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Mapping
+import stat
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from geocore.errors import InputError
 
@@ -108,6 +118,15 @@ class DataRoots:
         real = _real(path)
         return next((r for r in self.roots if _inside(real, r)), None)
 
+    def open_file(self, path: str | os.PathLike, *, max_bytes: int,
+                  name: str | None = None) -> contextlib.AbstractContextManager[BinaryIO]:
+        """`open_inside` over the shared folders: the opened file checked to lie inside one of them."""
+        return open_inside(path, self.roots, max_bytes=max_bytes, name=name)
+
+    def read_bytes(self, path: str | os.PathLike, *, max_bytes: int, name: str | None = None) -> bytes:
+        """`read_inside` over the shared folders: the bytes of a file that, once opened, lies inside them."""
+        return read_inside(path, self.roots, max_bytes=max_bytes, name=name)
+
     def confine(self, path: str | os.PathLike, *, kind: Kind = None) -> Path:
         """`path` resolved (``~``, ``..``, symlinks; a relative path is taken from the first shared folder) when it
         lies inside a shared folder; `kind` "dir" / "file" also requires a folder / a regular file there.
@@ -162,3 +181,81 @@ def resolve_inside(root: str | os.PathLike, relative: str, *, kind: Kind = None)
     if kind == "dir" and not real.is_dir():
         raise InputError(f"{shown} is not a folder inside the folder")
     return real
+
+
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)  # a FIFO must not block
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+
+
+def _opened_path(fd: int) -> Path | None:
+    """The real path of the file open on `fd`, as the kernel knows it; None where the system cannot say."""
+    with contextlib.suppress(OSError):
+        if sys.platform.startswith("linux"):
+            return Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if sys.platform == "darwin":
+            import fcntl
+
+            return Path(os.fsdecode(fcntl.fcntl(fd, fcntl.F_GETPATH, b"\0" * 1024).rstrip(b"\0")))
+    return None
+
+
+def _opened_inside(fd: int, path: str | os.PathLike, roots: tuple[Path, ...]) -> bool:
+    """Whether the file open on `fd` (opened from `path`) lies inside one of `roots`."""
+    real = _opened_path(fd)
+    if real is not None:
+        return any(_inside(real, r) for r in roots)
+    # No way to ask the descriptor (e.g. Windows): the resolved path must lie inside and be the same file.
+    resolved = _real(path)
+    if not any(_inside(resolved, r) for r in roots):
+        return False
+    try:
+        now, opened = os.stat(resolved), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
+
+
+@contextlib.contextmanager
+def open_inside(path: str | os.PathLike, roots: Iterable[str | os.PathLike], *, max_bytes: int,
+                name: str | None = None) -> Iterator[BinaryIO]:
+    """`path` opened for reading when the opened file lies inside one of `roots` (resolved), is a regular file
+    and holds at most `max_bytes`: checked on the descriptor, after the open, so no link swapped in after an
+    earlier check can lead out. Raises InputError in one line naming `name` (default: the path), the same
+    whether the path led out, is missing or cannot be read (no probing the server)."""
+    text = os.fspath(path)
+    shown = _shown(text if name is None else name)
+    real_roots = tuple(_real(r) for r in roots)
+    try:
+        fd = os.open(text, _OPEN_FLAGS)
+    except (OSError, ValueError):  # missing, unreadable, a NUL byte
+        raise InputError(f"{shown} cannot be opened in the shared folders") from None
+    try:
+        if not _opened_inside(fd, text, real_roots):
+            raise InputError(f"{shown} cannot be opened in the shared folders")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{shown} is not a regular file")
+        if info.st_size > max_bytes:
+            raise InputError(f"{shown} holds {info.st_size:,} bytes, over the {max_bytes:,} allowed")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        file = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with file:
+        yield file
+
+
+def read_inside(path: str | os.PathLike, roots: Iterable[str | os.PathLike], *, max_bytes: int,
+                name: str | None = None) -> bytes:
+    """The bytes of `path` read through `open_inside` (at most `max_bytes`, also when the file grows while read)."""
+    shown = _shown(os.fspath(path) if name is None else name)
+    with open_inside(path, roots, max_bytes=max_bytes, name=name) as file:
+        try:
+            data = file.read(max_bytes + 1)
+        except OSError as err:
+            raise InputError(f"{shown} cannot be read ({err.strerror or err})") from None
+    if len(data) > max_bytes:
+        raise InputError(f"{shown} holds more than the {max_bytes:,} bytes allowed")
+    return data

@@ -9,8 +9,9 @@ Such a string is data, never markup or a command. Each sink gets it through one 
 - :func:`terminal_text` — :func:`readable`, then rich's markup escaped, so ``m[/]bad.jpg`` prints as itself
   and no escape sequence reaches the terminal raw.
 - :func:`markdown_text` — :func:`readable`, then every ASCII punctuation character backslash-escaped, which
-  CommonMark allows for each of them: no link, image, HTML, autolink (``https\\://…``), emoji shortcode or
-  Streamlit colour directive can form. For Streamlit widgets that only take Markdown (headings, captions,
+  CommonMark allows for each of them, and a word joiner (U+2060) inside each autolink start (Streamlit links
+  bare URLs after reading the escapes): no link, image, HTML, autolink, emoji shortcode or Streamlit colour
+  directive can form. For Streamlit widgets that only take Markdown (headings, captions,
   notices, labels).
 - :func:`utf8_safe` — a string that encodes as UTF-8 for CSV, JSON, GeoJSON and HTML files, reversibly:
   lone surrogates become ``\\udcff``-style escapes that :func:`from_utf8_safe` turns back.
@@ -28,6 +29,11 @@ import re
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _ASCII_PUNCT = re.compile(r"""([!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])""")
 _ESCAPED_SURROGATE = re.compile(r"\\udc([89a-f][0-9a-f])")
+# Streamlit links bare `http(s)://`, `www.` and e-mail addresses after the escapes are read (its Markdown
+# renderer's own autolink pass), so escaping cannot stop it. A word joiner (U+2060: invisible, not a break)
+# inside each start does; readers see the same text.
+_AUTOLINK_START = re.compile(r"(?i)(?<=http)(?=s?\\:)|(?<=www)(?=\\\.)|(?<=\\@)")
+WORD_JOINER = "\u2060"
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -51,8 +57,9 @@ def terminal_text(text: object) -> str:
 
 
 def markdown_text(text: object) -> str:
-    """`text` safe inside Markdown (Streamlit's included): readable, every ASCII punctuation escaped."""
-    return _ASCII_PUNCT.sub(r"\\\1", readable(text))
+    """`text` safe inside Markdown (Streamlit's included): readable, every ASCII punctuation escaped, and an
+    invisible word joiner inside each place an autolink could start."""
+    return _AUTOLINK_START.sub(WORD_JOINER, _ASCII_PUNCT.sub(r"\\\1", readable(text)))
 
 
 def utf8_safe(text: str) -> str:
