@@ -163,7 +163,7 @@ def table(res: dict) -> list[str]:
     lines += ["**Fit check** (calibrated on σ ≤ 2 photos of mixture A): share of photos warned (outside the "
               "calibration's 1st–99th percentile), share of 200-photo sets the KS test flags (p < 0.01, 50 draws), "
               "and 90 % coverage:", "", "| test set | photos warned | sets flagged | 90 % coverage marginal | "
-              "90 % coverage Mondrian |", "|---|---|---|---|---|"]
+              "90 % coverage Mondrian (raw-area bins ×3) |", "|---|---|---|---|---|"]
     for name, r in res["shift"].items():
         lines.append(f"| {name} | {r['photo_warned']:.1%} | {r['set_warned']:.0%} | {r['cov90_marginal']:.1%} | "
                      f"{r['cov90_mondrian']:.1%} |")

@@ -208,8 +208,8 @@ def locate(
     precision: str = PRECISION_OPT,
     refs: Path = typer.Option(None, "--refs", help="A reference set from `geocore refs build` (same model): each "
                               "answer lists its nearest reference photos and is fused with them."),
-    refs_k: int = typer.Option(None, "--refs-k", min=1, help="How many nearest references to use (default 10)."),
-    refs_weight: float = typer.Option(None, "--refs-weight", min=0.0, help="W in p ∝ p_model · L^W (default 1)."),
+    refs_k: int = typer.Option(None, "--refs-k", min=1, help="How many nearest references to use (default 5, measured)."),
+    refs_weight: float = typer.Option(None, "--refs-weight", min=0.0, help="W in p ∝ p_model · L^W (default 2, measured)."),
     same_place: bool = typer.Option(False, "--same-place", help="The photos show one place: one joint answer "
                                     "(tempered product), each photo's part, and photos that may not belong."),
     claim: str = typer.Option(None, "--claim", help='A claimed location to check: "Kharkiv, Ukraine" (offline '
