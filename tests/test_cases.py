@@ -176,3 +176,23 @@ def test_bad_videos_are_one_line_errors(tmp_path):
         VideoFrames(cases["audio.m4a"], name="audio.m4a")
     with pytest.raises(InputError, match="no such"):
         VideoFrames(tmp_path / "missing.mp4")
+
+
+def test_claim_p_value_is_exact_from_the_scores_a_calibration_keeps():
+    """A calibration file keeps each photo's score: the claim's p-value is (1 + #{s_i ≥ s}) / (n + 1), exactly."""
+    import torch
+
+    from geocore.cases.claims import check_claim
+    from geocore.models.prediction import Prediction
+    from geocore.uncertainty import fit_calibration, gallery_cells
+
+    pts = torch.tensor([[lat, lon] for lat in range(-60, 61, 30) for lon in range(-150, 151, 60)], dtype=torch.float64)
+    cells = gallery_cells(pts)
+    logits = -torch.arange(len(pts), dtype=torch.float64)[None] * 0.5  # densest first: candidate 0, 1, 2, …
+    pred = Prediction.from_scores(logits, pts.float(), 3, full=True)
+    scores = np.linspace(0.0, 1.0, 99)
+    cal = fit_calibration(scores, (0.5, 0.9), model="m", fingerprint=cells)
+    assert len(cal.truth_masses) == 99
+    check = check_claim(pred, tuple(pts[2].tolist()), cells, cal, model="m")  # the third densest candidate
+    expected = (1 + np.sum(np.round(scores, 6) >= check.mass)) / 100
+    assert check.p_value == pytest.approx(expected) and check.p_low is None

@@ -32,7 +32,7 @@ from geocore.geo.candidates import CandidateCells
 from geocore.geo.countries import _places, _unit_vectors, country_of
 from geocore.geo.distance import EARTH_RADIUS_KM, haversine_km
 from geocore.uncertainty.calibration import Calibration
-from geocore.uncertainty.regions import truth_mass
+from geocore.uncertainty.regions import bin_scores, truth_mass
 
 MAX_LISTED = 8
 SAME_PLACE_KM = 30.0  # homonyms closer than this are one place listed twice (a town and its district)
@@ -249,8 +249,9 @@ def check_claim(answer, claim, cells: CandidateCells, calibration: Calibration |
     """Check a claimed location against a `LocateResult`, a `JointResult` or a `Prediction` (with `probs_full`).
 
     claim: "Kharkiv, Ukraine", "49.99,36.23" or (lat, lon). With `calibration` (and `model`, checked against
-    it) the regions are calibrated and a p-value is given; `calibration_scores` (the calibration photos' raw
-    truth masses) make it exact.
+    it) the regions are calibrated and a p-value is given: exact from the calibration photos' scores (those of
+    this answer's bin for a Mondrian calibration) when the file keeps them or `calibration_scores` gives them,
+    else bounds from its masses.
     """
     lat, lon, label = resolve_claim(claim) if isinstance(claim, str) else (*_checked(claim), "")
     label = label or f"{lat:.4f}, {lon:.4f}"
@@ -264,10 +265,17 @@ def check_claim(answer, claim, cells: CandidateCells, calibration: Calibration |
         return ClaimCheck(lat, lon, label, s, s if in_cands else None, in_cands and s <= 0.5, in_cands and s <= 0.9,
                           km, False, in_cands)
     calibration.check_compatible(model if model is not None else calibration.model, cells.fingerprint)
-    masses = np.asarray(calibration.masses)
+    bin_score = None
+    if calibration.bins is not None:  # Mondrian: this answer's own bin decides its masses and its peers
+        p_matrix = probs.detach().cpu().float().numpy().reshape(1, -1)
+        bin_score = float(bin_scores(p_matrix / p_matrix.sum(), cells, calibration.bins.score)[0])
+    masses = np.asarray(calibration.masses_for(calibration.levels, None if bin_score is None else [bin_score]),
+                        np.float64).reshape(-1)
     level = float(np.interp(s, masses, calibration.levels)) if in_cands and s <= masses[-1] else None
-    inside = [in_cands and s <= calibration.mass_for(p) for p in (0.5, 0.9)]
+    inside = [in_cands and s <= float(np.interp(p, calibration.levels, masses)) for p in (0.5, 0.9)]
     out = ClaimCheck(lat, lon, label, s, level, inside[0], inside[1], km, True, in_cands)
+    if calibration_scores is None:
+        calibration_scores = calibration.scores_like(bin_score)
     if calibration_scores is not None:
         out.p_value = float(conformal_p_value(s, calibration_scores)[0])
     else:

@@ -101,6 +101,18 @@ class Calibration:
     score: str = SCORE
     bins: Bins | None = None  # Mondrian: masses per bin of localizability (None: one mass per level, marginal)
     localizability: tuple[float, ...] = ()  # quantiles 0..100 % of the calibration photos' raw localizability
+    truth_masses: tuple[float, ...] = ()  # each calibration photo's score (exact claim p-values); () when too many
+    photo_bins: tuple[int, ...] = ()  # each calibration photo's bin (Mondrian), parallel to truth_masses
+
+    def scores_like(self, bin_score: float | None = None) -> np.ndarray | None:
+        """The calibration photos' scores a new photo is compared with: those of its own bin (Mondrian, from its
+        `bin_score`), else all; None when the file does not keep them."""
+        if not self.truth_masses:
+            return None
+        scores = np.asarray(self.truth_masses, np.float64)
+        if self.bins is None or bin_score is None or len(self.photo_bins) != scores.size:
+            return scores
+        return scores[np.asarray(self.photo_bins) == int(self.bins.bin_of([bin_score])[0])]
 
     @property
     def method(self) -> str:
@@ -221,6 +233,18 @@ def _parse(data: dict, source: str) -> dict:
     out.update(levels=tuple(levels), masses=tuple(masses))
     if data.get("bins") is not None:  # files written before Mondrian calibration have none: marginal
         out["bins"] = Bins.from_dict(data["bins"], source, len(levels))
+    kept = data.get("truth_masses") or []
+    if kept:
+        scores = _numbers(data, source, "truth_masses")
+        if len(scores) != out["n"] or not all(0.0 <= v <= 1.0 for v in scores):
+            raise InputError(f"{source}: field 'truth_masses': expected {out['n']} scores in [0, 1]")
+        out["truth_masses"] = tuple(scores)
+        if data.get("photo_bins"):
+            which = _numbers(data, source, "photo_bins")
+            n_bins = len(out["bins"].counts) if "bins" in out else 1
+            if len(which) != len(scores) or not all(v == int(v) and 0 <= v < n_bins for v in which):
+                raise InputError(f"{source}: field 'photo_bins': expected one bin index in 0..{n_bins - 1} per photo")
+            out["photo_bins"] = tuple(int(v) for v in which)
     quantiles = data.get("localizability") or []
     if quantiles:
         q = _numbers(data, source, "localizability")
@@ -263,4 +287,18 @@ def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprin
                        masses=tuple(float(m) for m in masses),
                        created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        version=_version(), bins=bins,
-                       localizability=() if localizability is None else score_quantiles(localizability))
+                       localizability=() if localizability is None else score_quantiles(localizability),
+                       **_kept_scores(scores, bins, bin_score))
+
+
+MAX_KEPT_SCORES = 50_000  # each photo's score kept for exact p-values while the file stays well under 1 MiB
+
+
+def _kept_scores(scores: np.ndarray, bins: Bins | None, bin_score) -> dict:
+    """The calibration photos' scores (rounded to 1e-6) and bins, when there are few enough to keep."""
+    if scores.size > MAX_KEPT_SCORES:
+        return {}
+    kept = {"truth_masses": tuple(np.round(scores, 6).tolist())}
+    if bins is not None:
+        kept["photo_bins"] = tuple(int(b) for b in bins.bin_of(np.asarray(bin_score, np.float64).ravel()))
+    return kept
