@@ -112,6 +112,21 @@ class _Refs:
     found: Neighbours | None = None  # the last batch's neighbours
 
 
+def use_references(refs: ReferenceSet, model: GeoLocator, k: int | None = None, weight: float | None = None) -> _Refs:
+    """A reference set checked against `model`, with its fusion parameters (defaults: `FusionParams`)."""
+    refs.check_model(model)
+    params = FusionParams(k=FusionParams.k if k is None else int(k),
+                          weight=FusionParams.weight if weight is None else float(weight))
+    return _Refs(refs, params.check())
+
+
+def predict_batch(model: GeoLocator, pixels: torch.Tensor, top_k: int, *, extra: dict | None = None,
+                  refs: _Refs | None = None) -> Prediction:
+    """One batch's prediction with its full distribution, fused with reference photos when `refs` is given
+    (`use_references`): what `locate` does per batch, for batch jobs such as `evaluate`."""
+    return _predict(model, pixels, top_k, True, False, None, 0.0, extra, refs)
+
+
 def _predict(model: GeoLocator, pixels: torch.Tensor, top_k: int, full: bool, refine: bool,
              hint_logp: torch.Tensor | None, hint_weight: float, extra: dict | None = None,
              refs: _Refs | None = None) -> Prediction:
@@ -131,7 +146,7 @@ def _predict(model: GeoLocator, pixels: torch.Tensor, top_k: int, full: bool, re
         if hint_logp is not None:
             coarse = apply_hint(coarse, hint_logp, hint_weight, top_k)
         if refs is not None:
-            found = refs.found = neighbours(refs.refs, emb, refs.params, exclude_sha256=refs.sha256)
+            found = refs.found = neighbours(refs.refs, emb, refs.params, exclude_sha256=refs.sha256 or None)
             coarse = reweight(coarse, found.latlon, found.log_a, refs.params, top_k)
         if not refine:
             fine = fine_top_k(coarse, found.latlon, found.log_a, refs.params, top_k)
@@ -220,11 +235,9 @@ def locate(
     is never among them) and an answer fused with them (p ∝ p_model · L^refs_weight, `geocore.refs.fusion`):
     the top-k over gallery ∪ reference positions, regions and calibration over the re-weighted gallery.
     """
-    ref_use = None
-    if refs is not None:
-        refs.check_model(model)
-        params = FusionParams(k=refs_k, weight=FusionParams.weight if refs_weight is None else float(refs_weight))
-        ref_use = _Refs(refs, params.check())
+    ref_use = use_references(refs, model, refs_k, refs_weight) if refs is not None else None
+    if calibration is not None:
+        calibration.check_references(refs.fingerprint if refs is not None else "")
     with use_precision(precision, model.device, model) as used:
         results = _locate(model, sources, top_k=top_k, full=full, refine=refine, batch_size=batch_size,
                           regions=regions, calibration=calibration, hint=hint, hint_weight=hint_weight,

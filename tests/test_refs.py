@@ -127,7 +127,12 @@ def test_locate_with_refs_keeps_regions_calibration_hints_and_refinement(refs, m
     [fine] = locate(model, [("c.jpg", copy)], refs=refs, top_k=3, refine=True)
     assert haversine_km(fine.table[["lat", "lon"]].to_numpy()[0], spot) < 1.0  # refined, still the reference's GPS
     [plain] = locate(model, [("c.jpg", copy)], top_k=3, regions=(0.5, 0.9))
-    cal = fit_calibration(np.linspace(0.05, 0.95, 40), model=model.model_name, fingerprint=model.candidate_cells())
+    plain_cal = fit_calibration(np.linspace(0.05, 0.95, 40), model=model.model_name,
+                                fingerprint=model.candidate_cells())
+    with pytest.raises(InputError, match="fitted without reference photos"):  # its masses hold without references
+        locate(model, [("c.jpg", copy)], refs=refs, regions=(0.5, 0.9), calibration=plain_cal)
+    cal = fit_calibration(np.linspace(0.05, 0.95, 40), model=model.model_name, fingerprint=model.candidate_cells(),
+                          refs=refs.fingerprint)
     [res] = locate(model, [("c.jpg", copy)], refs=refs, top_k=3, regions=(0.5, 0.9), calibration=cal, refine=True,
                    hint="a beach")
     assert res.ok and res.calibrated and len(res.regions) == 2 and res.extras["hint"]["text"] == "a beach"

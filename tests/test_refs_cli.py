@@ -81,3 +81,38 @@ def test_bad_reference_sets_are_one_line(built, capsys, tmp_path):
     assert err.count("\n") == 1
     assert main(["locate", str(images / "r0.jpg"), "--model", "geoclip-tiny", "--refs", str(out)]) == 2
     assert "refs" in capsys.readouterr().err.lower()
+
+
+def test_evaluate_with_refs_leaves_out_benchmark_photos_and_calibration_records_the_set(built, capsys, tmp_path):
+    """evaluate --refs hides references that ARE benchmark photos (by ID and by file) and says how many; a
+    calibration fitted on its results is refused without the same reference set."""
+    import shutil
+
+    root, images, out = built
+    bench_images = tmp_path / "bench"
+    bench_images.mkdir()
+    shutil.copy(images / "r1.jpg", bench_images / "r1.jpg")  # same ID as a reference
+    shutil.copy(images / "r3.jpg", bench_images / "other.jpg")  # same file, another ID
+    (bench_images / "new.jpg").write_bytes(_jpeg(_photo(7)))
+    rows = [{"IMG_ID": "r1.jpg", "LAT": PLACES[1][0], "LON": PLACES[1][1]},
+            {"IMG_ID": "other.jpg", "LAT": PLACES[3][0], "LON": PLACES[3][1]},
+            {"IMG_ID": "new.jpg", "LAT": 10.0, "LON": 10.0}]
+    csv = tmp_path / "bench.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    results = tmp_path / "r.parquet"
+    assert main(["evaluate", "--model", MODEL, "--dataset", str(csv), "--images", str(bench_images), "--output",
+                 str(results), "--refs", str(out), "--accelerator", "cpu"]) == 0
+    assert "6 used, 2 left out because they are benchmark photos" in " ".join(capsys.readouterr().err.split())
+    frame = pd.read_parquet(results)
+    assert (frame["refs"] == json.loads((out / "manifest.json").read_text())["fingerprint"]).all()
+    # the benchmark's own photos never answer: r1's row is not at r1's GPS (it would be, with its own reference)
+    r1 = frame.set_index("IMG_ID").loc["r1.jpg"]
+    assert abs(r1["PRED_LAT"] - PLACES[1][0]) > 0.01 or abs(r1["PRED_LON"] - PLACES[1][1]) > 0.01
+    cal = tmp_path / "cal.json"
+    assert main(["calibrate", "--results", str(results), "--output", str(cal)]) == 0
+    assert json.loads(cal.read_text())["refs"]
+    capsys.readouterr()
+    assert main(["locate", str(bench_images / "new.jpg"), "--model", MODEL, "--calibration", str(cal)]) == 2
+    assert "without reference photos" in capsys.readouterr().err
+    assert main(["locate", str(bench_images / "new.jpg"), "--model", MODEL, "--calibration", str(cal),
+                 "--refs", str(out)]) == 0

@@ -37,6 +37,10 @@ def evaluate(
     precision: str = PRECISION_OPT,
     workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes (per device)."),
     tencrop: bool = typer.Option(False, "--tencrop", help="Cell models: average the papers' ten crops."),
+    refs: Path = typer.Option(None, "--refs", help="A reference set (geocore refs build) fused into each answer; "
+                              "references that are benchmark photos (same IMG_ID or file) are left out."),
+    refs_k: int = typer.Option(None, "--refs-k", min=1, help="Nearest references used (default 5)."),
+    refs_weight: float = typer.Option(None, "--refs-weight", min=0.0, help="W in p ∝ p_model · L^W (default 2)."),
 ) -> None:
     """Evaluate a model on a benchmark, on one device or many; interrupted runs keep finished rows (use --resume)."""
     console = Console(stderr=True)
@@ -49,11 +53,17 @@ def evaluate(
 
     loop_options(device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
                  precision=precision)  # a mistaken option fails before the model loads
+    ref_set = None
+    if refs is not None:
+        from geocore.refs import load_reference_set
+
+        ref_set = load_reference_set(refs)  # a missing or incomplete set fails before the model loads
     net = load_model_for_user(model, pretrained)
     report = run_evaluation(
         net, dataset, images, output, resume=resume, overwrite=overwrite, batch_size=batch_size, top_k=top_k,
         device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
-        precision=precision, num_workers=workers, tencrop=tencrop,
+        precision=precision, num_workers=workers, tencrop=tencrop, refs=ref_set, refs_k=refs_k,
+        refs_weight=refs_weight,
     )
     if report is None:  # another rank than 0: rank 0 merges and reports
         return
@@ -63,6 +73,9 @@ def evaluate(
     if report.n_failed:
         console.print(f"{report.n_failed} image(s) could not be read: see the status column of "
                       f"{terminal_text(output)}")
+    if ref_set is not None:
+        console.print(f"reference set {terminal_text(refs)}: {len(ref_set) - report.n_refs_excluded:,} used, "
+                      f"{report.n_refs_excluded:,} left out because they are benchmark photos (same IMG_ID or file)")
     if report.n_resumed:
         console.print(f"resumed: {report.n_resumed} image(s) were already done")
     if report.n_unfinished:

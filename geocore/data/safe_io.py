@@ -204,6 +204,17 @@ def check_output(path: str | Path, suffixes: tuple[str, ...], option: str = "--o
     return path
 
 
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 (hex) of a file's bytes, read a chunk at a time."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 # ---- formula injection ------------------------------------------------------------------------------------
 
 

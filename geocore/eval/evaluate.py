@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from geocore.data.datasets import BenchmarkDataset, collate_skip_errors
+from geocore.data.safe_io import file_sha256
 from geocore.data.text import readable
 from geocore.errors import InputError
 from geocore.eval.metrics import GeoMetrics, compute_metrics
@@ -19,10 +20,11 @@ from geocore.eval.results import collect_rows, merge_parts, parts_dir
 from geocore.eval.uncertainty import uncertainty_columns
 from geocore.geo.candidates import CandidateCells
 from geocore.geo.distance import haversine_km
-from geocore.locate import input_transform
+from geocore.locate import input_transform, predict_batch, use_references
 from geocore.models.base import GeoLocator
 from geocore.models.precision import current_precision
 from geocore.models.views import batch_inputs
+from geocore.refs.store import ReferenceSet
 
 SCENE_COLUMNS = ("S3_Label", "S16_Label", "S365_Label")
 
@@ -36,6 +38,7 @@ class EvaluationReport:
     n_resumed: int
     n_unfinished: int = 0  # images with no row after the run (a rank failed, or parts not visible to rank 0)
     precision: str | None = None  # what `precision` resolved to on rank 0's device (None: nothing was predicted)
+    n_refs_excluded: int = 0  # references hidden because they are benchmark photos (same IMG_ID or SHA-256)
 
 
 def _batch_rows(batch: dict, pred, model_name: str, cells: CandidateCells) -> list[dict]:
@@ -80,6 +83,24 @@ def _error_rows(batch: dict, model_name: str, truth: pd.DataFrame) -> list[dict]
     return rows
 
 
+def _references(refs: ReferenceSet | None, model: GeoLocator, dataset: BenchmarkDataset, k: int | None,
+                weight: float | None):
+    """The reference set to fuse, with the benchmark's own photos hidden (by IMG_ID and by SHA-256), and how many."""
+    if refs is None:
+        return None, 0
+    use = use_references(refs, model, k, weight)
+    names = dataset.frame.set_index("IMG_ID")["_name"]
+    sha = []
+    for img_id, name in names.items():  # each benchmark file hashed once; missing or refused files have none
+        try:
+            sha.append(file_sha256(dataset.image_path(name)))
+        except (OSError, InputError):
+            continue
+    hidden = refs.overlap(names.index.astype(str), sha)
+    use.refs = refs.excluding(hidden)
+    return use, int(hidden.size)
+
+
 def evaluate(
     model: GeoLocator,
     dataset_csv: str | Path,
@@ -100,6 +121,9 @@ def evaluate(
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
     tencrop: bool = False,
+    refs: ReferenceSet | None = None,
+    refs_k: int | None = None,
+    refs_weight: float | None = None,
 ) -> EvaluationReport | None:
     """Evaluate `model` on a benchmark, writing per-image rows to `output` as batches finish.
 
@@ -114,6 +138,11 @@ def evaluate(
     With `resume`, images already in `output` (or its parts, whichever rank wrote them) are skipped. Missing image
     files are counted and reported; images that fail to load get a row with an error status. `tencrop`: the
     papers' ten crops, logits averaged (cell models). `on_batch(i)` is called after each batch's part is written.
+
+    `refs`: a reference set (`geocore.refs`) fused into each answer as `locate(..., refs=)` does; references that
+    are benchmark photos (the same IMG_ID or the same file by SHA-256) are hidden from every query — published
+    gains on YFCC4k are partly such overlap — and counted in `n_refs_excluded`. Rows record the set's
+    fingerprint (`refs` column), so a calibration fitted on them is refused without the same set.
     """
     output = Path(output)
     opts = loop_options(device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
@@ -131,6 +160,7 @@ def evaluate(
     done = collect_rows(output) if resume else pd.DataFrame(columns=["IMG_ID"])
     todo = dataset.subset(exclude_ids=set(done["IMG_ID"]))  # the same on every rank: read before any rank writes
     truth = dataset.frame.set_index("IMG_ID")
+    ref_use, n_excluded = _references(refs, model, dataset, refs_k, refs_weight)
     cells: list[CandidateCells] = []  # the candidates' areas, for search-region statistics (made once per rank)
     used: list[str] = []  # the precision in force in predict_step
 
@@ -138,10 +168,14 @@ def evaluate(
         out = _error_rows(batch, net.model_name, truth)
         if len(batch["img_id"]):
             pixels, extra = batch_inputs(batch["image"], net.device)
-            pred = net.predict(pixels, top_k, full=True, **extra)
+            pred = (net.predict(pixels, top_k, full=True, **extra) if ref_use is None else
+                    predict_batch(net, pixels, top_k, extra=extra, refs=ref_use))
             cells[:] = cells or [net.candidate_cells()]
             used[:] = [current_precision()]
             out = _batch_rows(batch, pred, net.model_name, cells[0]) + out
+            if ref_use is not None:
+                for row in out:
+                    row["refs"] = ref_use.refs.fingerprint
         return pd.DataFrame(out) if out else None
 
     module = BatchPredictor(model, rows, opts.precision)
@@ -160,4 +194,5 @@ def evaluate(
         n_resumed=len(done),
         n_unfinished=len(set(dataset.img_ids) - set(results["IMG_ID"])),
         precision=used[0] if used else None,
+        n_refs_excluded=n_excluded,
     )

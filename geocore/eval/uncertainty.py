@@ -82,7 +82,8 @@ def calibrate_results(results: pd.DataFrame, levels=DEFAULT_LEVELS, *, mondrian:
     return fit_calibration(ok["truth_mass"].to_numpy(np.float64), validate_levels(levels),
                            model=_one(ok, "model", "calibration"), fingerprint=_one(ok, "candidates", "calibration"),
                            bin_score=ok[DEFAULT_BIN_SCORE].to_numpy(np.float64) if mondrian else None,
-                           localizability=ok["localizability"].to_numpy(np.float64))
+                           localizability=ok["localizability"].to_numpy(np.float64),
+                           refs=_one(ok, "refs", "calibration") if "refs" in ok.columns else "")
 
 
 def coverage_by_bin(truth_mass: np.ndarray, masses: np.ndarray, levels, localizability: np.ndarray,

@@ -22,14 +22,19 @@ SCAN_ROWS = 262_144  # references scanned at a time (bounded memory for memory-m
 
 
 def _excluded(refs: ReferenceSet, exclude_sha256: Sequence[str | None] | None, b: int) -> torch.Tensor:
-    """(E, 2) (query, reference) pairs that must not be neighbours: the query photo's own file (same SHA-256)."""
+    """(E, 2) (query, reference) pairs that must not be neighbours: the query photo's own file (same SHA-256),
+    and the references the set hides from every query (`ReferenceSet.excluding`)."""
+    hidden = torch.zeros((0, 2), dtype=torch.long)
+    if refs.excluded is not None:  # hidden from every query: (q, n) for each query and each hidden reference
+        n = torch.from_numpy(refs.excluded)
+        hidden = torch.stack([torch.arange(b).repeat_interleave(len(n)), n.repeat(b)], 1)
     if exclude_sha256 is None:
-        return torch.zeros((0, 2), dtype=torch.long)
+        return hidden
     if len(exclude_sha256) != b:
         raise InputError(f"exclude_sha256: expected one entry per query ({b}), got {len(exclude_sha256)}")
     where = refs.sha256_positions()
     pairs = [(q, int(n)) for q, sha in enumerate(exclude_sha256) if sha for n in where.get(sha, ())]
-    return torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+    return torch.cat([hidden, torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)])
 
 
 def _drop(s: torch.Tensor, i: torch.Tensor, pairs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -53,6 +53,23 @@ class ReferenceSet:
     index: AnnIndex | None = None
     thumbnails: dict[str, bytes] | None = None
     _sha_positions: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    excluded: np.ndarray | None = field(default=None, repr=False)  # positions no query may see (benchmark photos)
+
+    def excluding(self, positions) -> "ReferenceSet":
+        """This set with the references at `positions` hidden from every query (e.g. the photos of a benchmark
+        being evaluated); embeddings and index are shared, not copied."""
+        from dataclasses import replace
+
+        hidden = np.unique(np.asarray(positions, np.int64))
+        return replace(self, excluded=hidden if hidden.size else None)
+
+    def overlap(self, ids, sha256s) -> np.ndarray:
+        """Positions of the references that ARE one of these photos: the same IMG_ID or the same file (SHA-256)."""
+        by_id = np.flatnonzero(self.table["IMG_ID"].astype(str).isin({str(i) for i in ids}).to_numpy())
+        where = self.sha256_positions()
+        by_sha = [where[s] for s in set(sha256s) if s in where]
+        return np.unique(np.concatenate([by_id, *by_sha])).astype(np.int64) if len(by_id) or by_sha else \
+            np.zeros(0, np.int64)
 
     def __len__(self) -> int:
         return int(self.embeddings.shape[0])

@@ -103,6 +103,16 @@ class Calibration:
     localizability: tuple[float, ...] = ()  # quantiles 0..100 % of the calibration photos' raw localizability
     truth_masses: tuple[float, ...] = ()  # each calibration photo's score (exact claim p-values); () when too many
     photo_bins: tuple[int, ...] = ()  # each calibration photo's bin (Mondrian), parallel to truth_masses
+    refs: str = ""  # the fingerprint of the reference set the photos were located with ("" : none)
+
+    def check_references(self, fingerprint: str) -> None:
+        """InputError unless this calibration was fitted with the reference set `fingerprint` ("" : none):
+        references change the distribution, so its masses hold only for the same set."""
+        if fingerprint != self.refs:
+            fitted = f"with reference set {self.refs}" if self.refs else "without reference photos"
+            used = f"with reference set {fingerprint}" if fingerprint else "without reference photos"
+            raise InputError(f"calibration for model '{self.model}' was fitted {fitted}, but these photos are located "
+                             f"{used}; fit a calibration on results located the same way (evaluate --refs)")
 
     def scores_like(self, bin_score: float | None = None) -> np.ndarray | None:
         """The calibration photos' scores a new photo is compared with: those of its own bin (Mondrian, from its
@@ -233,6 +243,8 @@ def _parse(data: dict, source: str) -> dict:
     out.update(levels=tuple(levels), masses=tuple(masses))
     if data.get("bins") is not None:  # files written before Mondrian calibration have none: marginal
         out["bins"] = Bins.from_dict(data["bins"], source, len(levels))
+    if data.get("refs"):
+        out["refs"] = _field(data, source, "refs", str, "the fingerprint of a reference set")
     kept = data.get("truth_masses") or []
     if kept:
         scores = _numbers(data, source, "truth_masses")
@@ -263,7 +275,7 @@ def conformal_mass(scores: np.ndarray, level: float) -> float:
 
 def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprint,
                     created: str | None = None, bin_score=None, localizability=None,
-                    n_bins: int = DEFAULT_BINS, bin_score_name: str = DEFAULT_BIN_SCORE) -> Calibration:
+                    n_bins: int = DEFAULT_BINS, bin_score_name: str = DEFAULT_BIN_SCORE, refs: str = "") -> Calibration:
     """Calibrate masses on held-out truth masses (N,) (see `regions.truth_mass`).
 
     `fingerprint`: the candidates' fingerprint, or the `CandidateCells` themselves. With `bin_score` (N,) (the
@@ -288,7 +300,7 @@ def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprin
                        created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        version=_version(), bins=bins,
                        localizability=() if localizability is None else score_quantiles(localizability),
-                       **_kept_scores(scores, bins, bin_score))
+                       refs=str(refs or ""), **_kept_scores(scores, bins, bin_score))
 
 
 MAX_KEPT_SCORES = 50_000  # each photo's score kept for exact p-values while the file stays well under 1 MiB
