@@ -3,8 +3,11 @@
 For each photo it holds the photo itself (a thumbnail re-encoded from the pixels, so no EXIF, GPS or camera
 serial travels with it), the file's SHA-256, its EXIF time, camera and GPS, the top-k places, a static map
 with the probability heat map and the search regions, a zoomed map when the widest region is small, the
-Grad-CAM overlay of the top-1, and whether the answer agrees with the EXIF GPS. The header records what
-produced the answers (model, geocore version, weights SHA-256 or a loud RANDOM BACKBONE warning, hint,
+Grad-CAM overlay of the top-1, and whether the answer agrees with the EXIF GPS. With a reference set
+(`geocore.refs`) each photo also lists its most similar reference photos (thumbnails re-drawn from pixels when the
+set stores them), marked on its maps. For a case, the joint answer of photos of one place (`same_place`) and a
+claimed location checked against each answer (`claim`). The header records what produced the answers (model,
+geocore version, weights SHA-256 or a loud RANDOM BACKBONE warning, hint, reference set and fusion parameters,
 calibration, time of the analysis in UTC) and the responsible-use note.
 
 The file opens offline and never makes a request: styles are inline, images are `data:` URIs, there are no
@@ -27,12 +30,15 @@ from typing import Any
 
 import numpy as np
 
+from geocore.cases.claims import ClaimCheck
+from geocore.cases.joint import JointResult
 from geocore.data.images import ImageSource, load_image, read_exif_info
 from geocore.data.safe_io import atomic_path
 from geocore.data.text import readable
 from geocore.errors import GeocoreError, ImageError, InputError
 from geocore.locate import LocateResult, locate
 from geocore.models.base import GalleryModel, GeoLocator
+from geocore.refs import FusionParams, ReferenceSet
 from geocore.uncertainty.calibration import Calibration, validate_levels
 
 RANDOM_WARNING = "RANDOM BACKBONE — predictions mean nothing"
@@ -42,6 +48,7 @@ RESPONSIBLE_USE = (
     "benchmarks. This report contains the photos it analyses: share it only with people entitled to see them."
 )
 THUMB_SIDE = 480  # px, longer side of the photo and Grad-CAM thumbnails
+REF_THUMB_SIDE = 160  # px, longer side of a reference photo's thumbnail
 ZOOM_MAX_DEG = (60.0, 40.0)  # a zoomed map is drawn when the widest region fits in this many degrees (lon, lat)
 MAX_COUNTRIES = 15  # countries listed per region; the rest are counted
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -68,11 +75,26 @@ class PhotoCase:
     zoom_map: str | None = None
     inside: dict = field(default_factory=dict)  # level → EXIF GPS inside that region
     region_note: str | None = None  # why the regions' polygons (maps, separate areas, countries) are missing
+    ref_thumbs: list = field(default_factory=list)  # per reference neighbour: a data: URI, or None
+    claim: ClaimCheck | None = None  # the claimed location checked against this photo's answer
     error: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass
+class JointCase:
+    """The joint answer of photos of one place, as the report shows it (maps as data: URIs)."""
+
+    result: JointResult | None = None
+    regions: list = field(default_factory=list)  # SearchRegion per level, ascending
+    world_map: str | None = None
+    zoom_map: str | None = None
+    region_note: str | None = None
+    claim: ClaimCheck | None = None
+    error: str | None = None
 
 
 # ---------------------------------------------------------------- inputs
@@ -151,6 +173,41 @@ def _check_options(levels, calibration, top_k: int) -> tuple[tuple[float, ...], 
     return levels, calibration
 
 
+def _check_refs(refs: ReferenceSet | str | Path | None, refs_k: int | None,
+                refs_weight: float | None) -> dict:
+    """`locate`'s reference-photo arguments (none without a set; a path is loaded; locate() checks the model)."""
+    if refs is None:
+        if refs_k is not None or refs_weight is not None:
+            raise InputError("refs_k and refs_weight need a reference set (refs)")
+        return {}
+    if isinstance(refs, (str, Path)):
+        from geocore.refs import load_reference_set
+
+        refs = load_reference_set(refs)
+    return {"refs": refs, "refs_k": FusionParams.k if refs_k is None else refs_k, "refs_weight": refs_weight}
+
+
+def _resolve_claim(claim: str | tuple | None) -> tuple[float, float, str] | None:
+    """A claim as (lat, lon, label): text is resolved offline ("Kharkiv, Ukraine", "49.99,36.23"); a (lat, lon)
+    or (lat, lon, label) tuple is taken as resolved (InputError for an unknown name or bad coordinates)."""
+    from geocore.cases.claims import resolve_claim
+
+    if claim is None or isinstance(claim, str):
+        return None if claim is None else resolve_claim(claim)
+    lat, lon, label = resolve_claim(f"{float(claim[0])},{float(claim[1])}")  # the range checks
+    return lat, lon, str(claim[2]) if len(claim) > 2 and claim[2] else label
+
+
+def _check_claim(answer, claimed: tuple[float, float, str], model: GeoLocator,
+                 calibration: Calibration | None) -> ClaimCheck:
+    """The claimed location against one answer (a photo's or the joint one), labelled as resolved."""
+    from geocore.cases.claims import check_claim
+
+    check = check_claim(answer, claimed[:2], model.candidate_cells(), calibration, model=model.model_name)
+    check.label = claimed[2]
+    return check
+
+
 # ---------------------------------------------------------------- pictures
 
 
@@ -204,27 +261,38 @@ def _draw_regions(ax, regions, *, fill: bool = False) -> list:
     return handles
 
 
-def _draw_points(ax, table, exif_gps) -> None:
-    for row in reversed(list(table.itertuples())):  # the top-1 drawn last, on top
+def _draw_points(ax, answer, claim: ClaimCheck | None = None) -> list:
+    """The answer's numbered top-k, its similar reference photos (small triangles), the EXIF GPS (green star) and
+    the claimed location (red cross); legend handles of what was drawn besides the top-k."""
+    handles = []
+    refs = getattr(answer, "references", None)
+    if refs is not None and len(refs):
+        handles += ax.plot(refs["lon"], refs["lat"], "^", ms=5, color="#e66101", mec="black", mew=0.5, ls="none",
+                           zorder=5.5, label="similar reference photos")
+    for row in reversed(list(answer.table.itertuples())):  # the top-1 drawn last, on top
         ax.plot(row.lon, row.lat, "o", ms=11, mfc="white", mec="#1f4e9c", mew=1.5, zorder=6)
         ax.annotate(str(row.rank), (row.lon, row.lat), ha="center", va="center", fontsize=7, color="#1f4e9c",
                     zorder=7)
+    exif_gps = getattr(answer, "exif_gps", None)
     if exif_gps is not None:
-        ax.plot(exif_gps[1], exif_gps[0], "*", ms=15, color="#2ca02c", mec="black", zorder=8, label="EXIF GPS")
+        handles += ax.plot(exif_gps[1], exif_gps[0], "*", ms=15, color="#2ca02c", mec="black", zorder=8,
+                           label="EXIF GPS")
+    if claim is not None:
+        handles += ax.plot(claim.lon, claim.lat, "X", ms=11, color="#b00020", mec="black", zorder=8,
+                           label="claimed location")
+    return handles
 
 
-def world_map(res: LocateResult, regions) -> str:
-    """The world map: probability heat map, numbered top-k, region outlines, EXIF GPS (green star)."""
+def world_map(res: LocateResult | JointResult, regions, claim: ClaimCheck | None = None) -> str:
+    """The world map of a photo's (or the joint) answer: probability heat map, numbered top-k, region outlines,
+    similar reference photos, EXIF GPS (green star), the claimed location (red cross)."""
     from geocore.viz import WORLD_FIGSIZE, plot_probability_map
 
     fig = _figure(WORLD_FIGSIZE)
     ax = fig.add_subplot()
     pred = res.prediction
     plot_probability_map(pred.candidates, pred.probs_full[0], ax=ax, top_k=0)
-    handles = _draw_regions(ax, regions)
-    _draw_points(ax, res.table, res.exif_gps)
-    if res.exif_gps is not None:
-        handles += ax.get_legend_handles_labels()[0][-1:]
+    handles = _draw_regions(ax, regions) + _draw_points(ax, res, claim)
     if handles:
         ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.85)
     return _png_uri(fig)
@@ -239,8 +307,10 @@ def zoom_box(region) -> tuple[float, float, float, float] | None:
     return max(west - pad, -180.0), max(south - pad, -90.0), min(east + pad, 180.0), min(north + pad, 90.0)
 
 
-def zoom_map(res: LocateResult, regions, box: tuple[float, float, float, float]) -> str:
-    """A map of `box`: countries, candidates coloured by probability, filled regions, top-k and EXIF GPS."""
+def zoom_map(res: LocateResult | JointResult, regions, box: tuple[float, float, float, float],
+             claim: ClaimCheck | None = None) -> str:
+    """A map of `box`: countries, candidates coloured by probability, filled regions, top-k, similar reference
+    photos, EXIF GPS and the claimed location."""
     from matplotlib.colors import LogNorm
 
     from geocore.viz import world_axes
@@ -260,8 +330,7 @@ def zoom_map(res: LocateResult, regions, box: tuple[float, float, float, float])
         sc = ax.scatter(pts[order, 1], pts[order, 0], c=np.clip(p[order], vmax / 1e3, None), s=size,
                         cmap="magma_r", norm=norm, linewidths=0, zorder=2)
         fig.colorbar(sc, ax=ax, shrink=0.7, label="probability (log)")
-    handles = _draw_regions(ax, regions, fill=True)
-    _draw_points(ax, res.table, res.exif_gps)
+    handles = _draw_regions(ax, regions, fill=True) + _draw_points(ax, res, claim)
     ax.set_xlim(west, east)
     ax.set_ylim(south, north)
     ax.set_aspect(1.0 / max(np.cos(np.radians((south + north) / 2)), 0.2))
@@ -293,10 +362,46 @@ def _gradcam(model: GeoLocator, image, res: LocateResult) -> tuple[str | None, s
 # ---------------------------------------------------------------- analysis
 
 
+def _maps(answer: LocateResult | JointResult, regions: list,
+          claim: ClaimCheck | None = None) -> tuple[str, str | None, str | None]:
+    """(world map, zoomed map or None, why the regions are not drawn or None) of a photo's or the joint answer."""
+    drawn, note = regions, None
+    try:  # the polygons, once (cached on the regions), before anything draws or lists them
+        for region in regions:
+            region.n_areas, region.countries  # noqa: B018
+    except Exception as err:  # noqa: BLE001 - one answer's polygons must not cost the whole report
+        note = f"the search regions' polygons could not be computed ({type(err).__name__}: {err})"
+        drawn = []
+    box = zoom_box(drawn[-1]) if drawn else None
+    return world_map(answer, drawn, claim), (zoom_map(answer, drawn, box, claim) if box else None), note
+
+
+def _reference_thumbs(table) -> list[str | None]:
+    """Each neighbour's stored thumbnail re-drawn from its pixels (None when not stored or unreadable)."""
+    from PIL import Image
+
+    if table is None or "thumbnail" not in table:
+        return [None] * (0 if table is None else len(table))
+    out: list[str | None] = []
+    for data in table["thumbnail"]:
+        try:
+            out.append(_jpeg_uri(Image.open(io.BytesIO(data)), REF_THUMB_SIDE) if data else None)
+        except Exception:  # noqa: BLE001 - a damaged thumbnail costs only its picture
+            out.append(None)
+    return out
+
+
 def analyse(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *, levels=(0.5, 0.9),
             calibration: Calibration | None = None, hint: str | None = None, hint_weight: float | None = None,
-            top_k: int = 5, explain: bool = True, hint_model: GalleryModel | None = None) -> list[PhotoCase]:
-    """Locate each photo and gather what its section shows; a photo that cannot be read gets `error`."""
+            top_k: int = 5, explain: bool = True, hint_model: GalleryModel | None = None,
+            refs: ReferenceSet | str | Path | None = None, refs_k: int | None = None,
+            refs_weight: float | None = None, claim: str | tuple | None = None) -> list[PhotoCase]:
+    """Locate each photo and gather what its section shows; a photo that cannot be read gets `error`.
+
+    refs: a reference set built with `model` (or its folder): each photo's answer is fused with its nearest
+    references, which its section lists. claim: checked against each photo's answer (see `_resolve_claim`)."""
+    ref_options = _check_refs(refs, refs_k, refs_weight)
+    claimed = _resolve_claim(claim)
     cases, items = [], []
     for i, (name, source) in enumerate(photos, start=1):
         data, src = _read(source)
@@ -306,7 +411,7 @@ def analyse(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *, lev
         cases.append(case)
         items.append((case.name, src))
     results = locate(model, items, top_k=top_k, full=True, regions=levels, calibration=calibration, hint=hint,
-                     hint_weight=hint_weight, hint_model=hint_model)
+                     hint_weight=hint_weight, hint_model=hint_model, **ref_options)
     for case, res, (_, src) in zip(cases, results, items):
         case.result = res
         if not res.ok:
@@ -323,20 +428,34 @@ def analyse(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *, lev
         case.regions = sorted(res.regions, key=lambda r: r.level)
         if res.exif_gps is not None:
             case.inside = {r.level: res.exif_in_region(r.level) for r in case.regions}
-        drawn = case.regions
-        try:  # the polygons, once (cached on the regions), before anything draws or lists them
-            for region in case.regions:
-                region.n_areas, region.countries  # noqa: B018
-        except Exception as err:  # noqa: BLE001 - one photo's polygons must not cost the whole report
-            case.region_note = f"the search regions' polygons could not be computed ({type(err).__name__}: {err})"
-            drawn = []
-        case.world_map = world_map(res, drawn)
-        box = zoom_box(drawn[-1]) if drawn else None
-        if box is not None:
-            case.zoom_map = zoom_map(res, case.regions, box)
+        case.ref_thumbs = _reference_thumbs(res.references)
+        if claimed is not None:
+            case.claim = _check_claim(res, claimed, model, calibration)
+        case.world_map, case.zoom_map, case.region_note = _maps(res, case.regions, case.claim)
         if explain:
             case.gradcam, case.gradcam_note = _gradcam(model, image, res)
     return cases
+
+
+def analyse_joint(model: GeoLocator, cases: list[PhotoCase], *, levels, calibration: Calibration | None,
+                  top_k: int, hint: str | None = None, hint_model: GalleryModel | None = None,
+                  claim: str | tuple | None = None) -> JointCase:
+    """The joint answer of the analysed photos of one place (`geocore.cases.joint`), its maps, and the claim
+    checked against it; `error` when no photo could be read."""
+    from geocore.cases.joint import joint_locate
+    from geocore.hints import hint_model_for
+
+    claimed = _resolve_claim(claim)
+    results = [c.result for c in cases if c.result is not None and c.ok]
+    if not results:
+        return JointCase(error="no photo could be read: there is no joint answer")
+    scorer = hint_model_for(model, hint_model) if hint is not None else None
+    joint = joint_locate(results, model, levels=levels, calibration=calibration, top_k=top_k, hint_model=scorer)
+    out = JointCase(result=joint, regions=sorted(joint.regions, key=lambda r: r.level))
+    if claimed is not None:
+        out.claim = _check_claim(joint, claimed, model, calibration)
+    out.world_map, out.zoom_map, out.region_note = _maps(joint, out.regions, out.claim)
+    return out
 
 
 # ---------------------------------------------------------------- HTML
@@ -393,9 +512,7 @@ def _exif_rows(case: PhotoCase) -> list[tuple[str, str]]:
     rows.append(("EXIF GPS", f"{lat:.5f}, {lon:.5f}"))
     rows.append(("top-1 distance from EXIF GPS", f"<strong>{_km(res.exif_error_km)}</strong>"))
     for region in case.regions:
-        yes = case.inside.get(region.level)
-        rows.append((f"EXIF GPS inside the {_pct(region.level)} region",
-                     '<span class="yes">yes</span>' if yes else '<span class="no">no</span>'))
+        rows.append((f"EXIF GPS inside the {_pct(region.level)} region", _yes_no(case.inside.get(region.level))))
     return rows
 
 
@@ -416,32 +533,110 @@ def _photo_section(case: PhotoCase, top_k_levels: str) -> str:
                  f"{_e(case.gradcam_note)}</figcaption></figure>")
     elif case.gradcam_note:
         pics += f'<p class="note">{_e(case.gradcam_note)}</p>'
+    return (head + f'<div class="pics">{pics}</div>'
+            f'<table class="kv">{_rows(file_rows + _exif_rows(case))}</table>'
+            + _answer_tables(res.table, case.regions, case.region_note)
+            + _references_html(res.references, case.ref_thumbs)
+            + (_claim_html(case.claim) if case.claim else "")
+            + _maps_html(case, case.name, top_k_levels, len(res.table), res.exif_gps is not None)
+            + "</section>")
+
+
+def _answer_tables(table, regions: list, region_note: str | None) -> str:
+    """An answer's top-k places and its search regions (areas, separate areas, countries touched)."""
     top = "".join(
         f"<tr><td>{r.rank}</td><td>{_e(_place(r.place, r.admin1))}</td><td>{_e(r.country or '(sea)')}</td>"
         f"<td>{_e(r.iso_a3 or '')}</td><td>{r.lat:.4f}</td><td>{r.lon:.4f}</td><td>{r.prob:.4f}</td></tr>"
-        for r in res.table.itertuples())
-    regions = "".join(
+        for r in table.itertuples())
+    rows = "".join(
         f"<tr><td>{_pct(g.level)}</td><td>{g.mass:.4f}{' (calibrated)' if g.calibrated else ''}</td>"
         f"<td>{g.held_mass:.4f}</td><td>{_km2(g.area_km2)}</td>"
-        + ("<td>—</td><td>—</td>" if case.region_note else f"<td>{g.n_areas}</td><td>{_e(_countries(g))}</td>")
-        + "</tr>" for g in case.regions)
-    if case.region_note:
-        regions += f'<tr><td colspan="6" class="error">{_e(case.region_note)}</td></tr>'
-
-    maps = f'<figure class="map"><img src="{case.world_map}" alt="world map for {_e(case.name)}"><figcaption>' \
-           f"probability over the candidates (log colour), top-{len(res.table)} numbered" \
-           f"{'' if case.region_note else f', search regions {top_k_levels} outlined'}" \
-           f"{', EXIF GPS as a green star' if res.exif_gps else ''}</figcaption></figure>"
-    if case.zoom_map:
-        maps += (f'<figure class="map"><img src="{case.zoom_map}" alt="zoomed map for {_e(case.name)}">'
-                 f"<figcaption>zoom on the {_pct(case.regions[-1].level)} region</figcaption></figure>")
-    return (head + f'<div class="pics">{pics}</div>'
-            f'<table class="kv">{_rows(file_rows + _exif_rows(case))}</table>'
-            f"<h3>Top-{len(res.table)} places</h3><table class=\"grid\"><tr><th>#</th><th>place</th><th>country</th>"
+        + ("<td>—</td><td>—</td>" if region_note else f"<td>{g.n_areas}</td><td>{_e(_countries(g))}</td>")
+        + "</tr>" for g in regions)
+    if region_note:
+        rows += f'<tr><td colspan="6" class="error">{_e(region_note)}</td></tr>'
+    return (f"<h3>Top-{len(table)} places</h3><table class=\"grid\"><tr><th>#</th><th>place</th><th>country</th>"
             f"<th>ISO</th><th>lat</th><th>lon</th><th>prob</th></tr>{top}</table>"
             f"<h3>Search regions</h3><table class=\"grid\"><tr><th>level</th><th>mass used</th><th>mass held</th>"
-            f"<th>area</th><th>separate areas</th><th>countries touched</th></tr>{regions}</table>"
-            f"<div class=\"maps\">{maps}</div></section>")
+            f"<th>area</th><th>separate areas</th><th>countries touched</th></tr>{rows}</table>")
+
+
+def _maps_html(case: PhotoCase | JointCase, name: str, top_k_levels: str, k: int, exif: bool) -> str:
+    """The world map and the zoomed one (when drawn) of a photo's or the joint answer, with what they show."""
+    refs = getattr(case.result, "references", None)
+    shown = ([] if case.region_note else [f"search regions {top_k_levels} outlined"]) \
+        + (["similar reference photos as orange triangles"] if refs is not None and len(refs) else []) \
+        + (["EXIF GPS as a green star"] if exif else []) \
+        + (["the claimed location as a red cross"] if case.claim else [])
+    maps = f'<figure class="map"><img src="{case.world_map}" alt="world map for {_e(name)}"><figcaption>' \
+           f"probability over the candidates (log colour), top-{k} numbered" \
+           + "".join(f", {x}" for x in shown) + "</figcaption></figure>"
+    if case.zoom_map:
+        maps += (f'<figure class="map"><img src="{case.zoom_map}" alt="zoomed map for {_e(name)}">'
+                 f"<figcaption>zoom on the {_pct(case.regions[-1].level)} region</figcaption></figure>")
+    return f'<div class="maps">{maps}</div>'
+
+
+def _references_html(table, thumbs: list[str | None]) -> str:
+    """The similar reference photos: thumbnail (when stored) or ID, place, similarity, share of the evidence,
+    km from the top-1 (empty without a reference set)."""
+    if table is None:
+        return ""
+    if not len(table):
+        return "<h3>Similar reference photos</h3><p class=\"note\">none found in the reference set</p>"
+    rows = []
+    for r, thumb in zip(table.itertuples(), thumbs):
+        pic = f'<img class="ref" src="{thumb}" alt="reference {_e(r.IMG_ID)}">' if thumb else "—"
+        rows.append(f"<tr><td>{pic}</td><td><code>{_e(r.IMG_ID)}</code></td><td>{_e(r.place or '(sea)')}</td>"
+                    f"<td>{_e(r.country or '')}</td><td>{r.lat:.4f}</td><td>{r.lon:.4f}</td>"
+                    f"<td>{r.similarity:.3f}</td><td>{r.weight:.3f}</td><td>{_km(r.km)}</td></tr>")
+    return ("<h3>Similar reference photos</h3><table class=\"grid refs\"><tr><th>photo</th><th>ID</th>"
+            "<th>place</th><th>country</th><th>lat</th><th>lon</th><th>similarity</th><th>weight</th>"
+            "<th>km from top-1</th></tr>" + "".join(rows) + "</table>")
+
+
+def _claim_html(check: ClaimCheck) -> str:
+    """The claimed location against one answer: the verdict sentence, the regions, the distance, the p-value."""
+    if check.p_value is not None:
+        p = f"{check.p_value:.3g} (exact, from the calibration photos' scores)"
+    elif check.p_low is not None:
+        p = f"between {check.p_low:.3g} and {check.p_high:.3g} (bounds from the calibration's masses)"
+    else:
+        p = "none (not calibrated: give a calibration for one)"
+    rows = [("claim", f"{_e(check.label)} ({check.lat:.4f}, {check.lon:.4f})"),
+            ("inside the 50 % region", _yes_no(check.in_50)), ("inside the 90 % region", _yes_no(check.in_90)),
+            ("smallest region holding it", "beyond the regions" if check.level is None else _pct(round(check.level, 3))),
+            ("distance from the top-1", _km(check.km_from_top1)), ("p-value", p)]
+    return (f'<h3>Claimed location</h3><p class="verdict">{_e(check.verdict)}</p>'
+            f'<table class="kv">{_rows(rows)}</table>')
+
+
+def _yes_no(value: bool) -> str:
+    return '<span class="yes">yes</span>' if value else '<span class="no">no</span>'
+
+
+def _joint_section(joint: JointCase, cases: list[PhotoCase], top_k_levels: str) -> str:
+    """The joint answer of photos of one place: top-k, regions, map, each photo's part, the claim."""
+    head = '<section class="joint" id="joint"><h2>Joint answer: the photos as one place</h2>'
+    if joint.error:
+        return head + f'<p class="error">{_e(joint.error)}</p></section>'
+    res = joint.result
+    index = {c.name: c.index for c in cases}
+    rows = "".join(
+        f'<tr><td><a href="#photo-{index.get(r.name, 0)}">{_e(r.name)}</a></td><td>{_km(r.km_from_joint)}</td>'
+        f"<td>{_km2(r.area90_km2)}</td><td>{'—' if np.isnan(r.area90_without_km2) else _km2(r.area90_without_km2)}"
+        f"</td><td>{'—' if np.isnan(r.narrowing) else f'{r.narrowing:,.1f}×'}</td><td>"
+        + ('<span class="no">may not be the same place</span>' if r.conflict else '<span class="yes">yes</span>')
+        + "</td></tr>" for r in res.photos.itertuples())
+    skipped = "".join(f'<p class="error">left out {_e(n)}: {_e(e)}</p>' for n, e in res.skipped)
+    return (head + f'<p class="note">{res.n} photo(s) combined as a tempered product, p ∝ Π p_i^t with '
+            f"t = {res.temperature:.2f} (photos of one scene are not independent)</p>"
+            + _answer_tables(res.table, joint.regions, joint.region_note)
+            + f"<h3>Each photo's part</h3><table class=\"grid\"><tr><th>photo</th><th>own top-1 → joint top-1</th>"
+            "<th>own 90 % area</th><th>joint 90 % area without it</th><th>narrowed</th><th>same place?</th></tr>"
+            + rows + "</table>" + skipped
+            + (_claim_html(joint.claim) if joint.claim else "")
+            + _maps_html(joint, "the joint answer", top_k_levels, len(res.table), False) + "</section>")
 
 
 def _summary(cases: list[PhotoCase]) -> str:
@@ -465,9 +660,34 @@ def _summary(cases: list[PhotoCase]) -> str:
             + "".join(rows) + "</table>")
 
 
+def _refs_rows(refs: ReferenceSet | None, cases: list[PhotoCase], refs_k: int | None,
+               refs_weight: float | None) -> list[tuple[str, str]]:
+    """The reference set (folder name, size, model and fingerprint from its manifest) and the fusion used."""
+    if refs is None:
+        return [("reference photos", "none")]
+    used = next((c.result.extras.get("refs") for c in cases if c.ok and c.result.extras.get("refs")), None)
+    k, w = (used["k"], used["weight"]) if used else (refs_k or FusionParams.k, refs_weight)
+    w = FusionParams.weight if w is None else w
+    where = Path(refs.path).name if refs.path is not None else "(in memory)"
+    return [("reference photos", f"<code>{_e(where)}</code>: {len(refs):,} references, built with "
+                                 f"{_e(refs.model)} (fingerprint <code>{_e(refs.fingerprint)}</code>)"
+                                 + ("" if refs.thumbnails is not None else "; no thumbnails stored")),
+            ("reference fusion", f"K = {k} nearest, W = {w:g} (p ∝ p_model · L^W, ℓ = {FusionParams.scale_km:g} km)"
+                                 + ("" if used else " (not applied: no photo could be read)"))]
+
+
+def _case_rows(same_place: bool, claimed: tuple[float, float, str] | None) -> list[tuple[str, str]]:
+    """What the case asked: photos of one place (a joint answer) and a claimed location."""
+    rows = [("photos of one place", '<a href="#joint">yes: a joint answer</a>')] if same_place else []
+    if claimed is not None:
+        rows.append(("claimed location", f"{_e(claimed[2])} ({claimed[0]:.4f}, {claimed[1]:.4f}), checked against "
+                                         + ("the joint answer" if same_place else "each photo's answer")))
+    return rows
+
+
 def _header(model: GeoLocator, cases: list[PhotoCase], *, weights: dict, calibration: Calibration | None,
             hint: str | None, hint_weight: float | None, levels, top_k: int, created: str,
-            command: str | None) -> str:
+            command: str | None, extra: Sequence[tuple[str, str]] = ()) -> str:
     from geocore import __version__
 
     if weights["sha256"]:
@@ -488,7 +708,8 @@ def _header(model: GeoLocator, cases: list[PhotoCase], *, weights: dict, calibra
             ("weights SHA-256", wtext),
             ("hint", _hint_text(cases, hint, hint_weight)),
             ("search regions", ", ".join(_pct(lv) for lv in levels)), ("calibration", ctext),
-            ("top-k", str(top_k)), ("photos", f"{len(cases)} ({n_ok} analysed, {len(cases) - n_ok} could not be read)")]
+            ("top-k", str(top_k)), ("photos", f"{len(cases)} ({n_ok} analysed, {len(cases) - n_ok} could not be read)"),
+            *extra]
     if command:
         rows.append(("command", f"<code>{_e(command)}</code>"))
     banner = f'<p class="random">{_e(RANDOM_WARNING)}</p>' if model.random_backbone else ""
@@ -519,7 +740,8 @@ code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em;word-break
 .pics,.maps{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
 figure{margin:.4em 0}figure img{max-width:100%;border:1px solid #d0d4da}
 .pics img{max-height:360px}figcaption{font-size:.85em;color:#555}
-section.photo{margin-top:2em}.note{color:#555}
+section.photo,section.joint{margin-top:2em}.note{color:#555}
+img.ref{max-height:96px;max-width:128px}.verdict{font-weight:600}
 """
 
 
@@ -529,6 +751,7 @@ class CaseReport:
 
     html: str
     cases: list[PhotoCase]
+    joint: JointCase | None = None  # with same_place
 
     @property
     def n_ok(self) -> int:
@@ -539,20 +762,29 @@ def build_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *
                  hint_weight: float | None = None, calibration: Calibration | str | Path | None = None,
                  top_k: int = 5, levels=(0.5, 0.9), weights_file: str | Path | None = None,
                  explain: bool = True, command: str | None = None,
-                 hint_model: GalleryModel | None = None) -> CaseReport:
+                 hint_model: GalleryModel | None = None, refs: ReferenceSet | str | Path | None = None,
+                 refs_k: int | None = None, refs_weight: float | None = None, same_place: bool = False,
+                 claim: str | tuple | None = None) -> CaseReport:
     """Analyse `photos` and render the report (see `render_report`); the cases tell which photos failed."""
     if not photos:
         raise InputError("no photos given")
     levels, calibration = _check_options(levels, calibration, top_k)
+    ref_options = _check_refs(refs, refs_k, refs_weight)
+    claimed = _resolve_claim(claim)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     weights = weights_record(model, weights_file)
     cases = analyse(model, photos, levels=levels, calibration=calibration, hint=hint, hint_weight=hint_weight,
-                    top_k=top_k, explain=explain, hint_model=hint_model)
+                    top_k=top_k, explain=explain, hint_model=hint_model, claim=None if same_place else claimed,
+                    **ref_options)
+    joint = (analyse_joint(model, cases, levels=levels, calibration=calibration, top_k=top_k, hint=hint,
+                           hint_model=hint_model, claim=claimed) if same_place else None)
     shown_k = next((len(c.result.table) for c in cases if c.ok), top_k)
+    extra = _refs_rows(ref_options.get("refs"), cases, refs_k, refs_weight) + _case_rows(same_place, claimed)
     header = _header(model, cases, weights=weights, calibration=calibration, hint=hint, hint_weight=hint_weight,
-                     levels=levels, top_k=shown_k, created=created, command=command)
+                     levels=levels, top_k=shown_k, created=created, command=command, extra=extra)
     level_text = " and ".join(_pct(lv) for lv in levels)
-    body = "".join(_photo_section(c, level_text) for c in cases)
+    body = ("" if joint is None else _joint_section(joint, cases, level_text)) \
+        + "".join(_photo_section(c, level_text) for c in cases)
     text = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -561,14 +793,16 @@ def build_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *
             f"<body><h1>geocore case report</h1>{header}"
             f'<p class="use"><strong>Responsible use.</strong> {_e(RESPONSIBLE_USE)}</p>'
             f"<h2>Summary</h2>{_summary(cases)}{body}</body></html>\n")
-    return CaseReport(text, cases)
+    return CaseReport(text, cases, joint)
 
 
 def render_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *, hint: str | None = None,
                   hint_weight: float | None = None, calibration: Calibration | str | Path | None = None,
                   top_k: int = 5, levels=(0.5, 0.9), weights_file: str | Path | None = None,
                   explain: bool = True, command: str | None = None,
-                  hint_model: GalleryModel | None = None) -> str:
+                  hint_model: GalleryModel | None = None, refs: ReferenceSet | str | Path | None = None,
+                  refs_k: int | None = None, refs_weight: float | None = None, same_place: bool = False,
+                  claim: str | tuple | None = None) -> str:
     """The case report of `photos` ((name, path-or-bytes) pairs) as one self-contained HTML string.
 
     Works from bytes in memory (uploads are never written anywhere). A photo that cannot be read gets its own
@@ -576,10 +810,17 @@ def render_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], 
     fitted for another model or candidate set or not covering the levels, or a calibration file that is
     missing). `weights_file`: the checkpoint the model was loaded from, for its SHA-256. `explain`: Grad-CAM
     of the top-1. `command`: the command line to record (the CLI passes its own). `hint_model`: the text
-    model that scores the hint when `model` takes no text (see `geocore.locate.locate`)."""
+    model that scores the hint when `model` takes no text (see `geocore.locate.locate`).
+
+    refs: a reference set built with `model` (or its folder; `geocore.refs`), `refs_k` / `refs_weight` its
+    fusion (`locate`'s defaults when None): each photo lists its similar reference photos, marked on its maps.
+    same_place: the photos show one place: a joint answer (`geocore.cases.joint`) with each photo's part.
+    claim: "City, Country", "lat,lon" or a (lat, lon[, label]) tuple, checked against the joint answer with
+    `same_place`, else against each photo's (`geocore.cases.claims`); an unknown name fails before any work."""
     return build_report(model, photos, hint=hint, hint_weight=hint_weight, calibration=calibration, top_k=top_k,
                         levels=levels, weights_file=weights_file, explain=explain, command=command,
-                        hint_model=hint_model).html
+                        hint_model=hint_model, refs=refs, refs_k=refs_k, refs_weight=refs_weight,
+                        same_place=same_place, claim=claim).html
 
 
 def write_html(text: str, output: str | Path) -> Path:
@@ -600,11 +841,14 @@ def write_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], o
                  hint: str | None = None, hint_weight: float | None = None,
                  calibration: Calibration | str | Path | None = None, top_k: int = 5, levels=(0.5, 0.9),
                  weights_file: str | Path | None = None, explain: bool = True, command: str | None = None,
-                 hint_model: GalleryModel | None = None) -> Path:
+                 hint_model: GalleryModel | None = None, refs: ReferenceSet | str | Path | None = None,
+                 refs_k: int | None = None, refs_weight: float | None = None, same_place: bool = False,
+                 claim: str | tuple | None = None) -> Path:
     """`render_report` written to `output` atomically (see `write_html`); returns the path."""
     if Path(output).is_dir():  # before the work, not after
         raise InputError(f"{output} is a folder; expected a file name such as case.html")
     text = render_report(model, photos, hint=hint, hint_weight=hint_weight, calibration=calibration, top_k=top_k,
                          levels=levels, weights_file=weights_file, explain=explain, command=command,
-                         hint_model=hint_model)
+                         hint_model=hint_model, refs=refs, refs_k=refs_k, refs_weight=refs_weight,
+                         same_place=same_place, claim=claim)
     return write_html(text, output)

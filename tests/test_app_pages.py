@@ -1077,6 +1077,20 @@ def served(monkeypatch):
     return got
 
 
+def _private_dirs(tmp_path: Path, monkeypatch) -> tuple[Path, Path, Path]:
+    """A fresh temp folder (Python's and TMPDIR), GEOCORE_CACHE_DIR and working directory for a privacy test."""
+    import tempfile
+
+    private_tmp, cache, cwd = tmp_path / "tmp", tmp_path / "cache", tmp_path / "cwd"
+    for d in (private_tmp, cache, cwd):
+        d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    monkeypatch.setenv("GEOCORE_CACHE_DIR", str(cache))
+    monkeypatch.chdir(cwd)
+    return private_tmp, cache, cwd
+
+
 def test_uploads_stay_private_no_disk_no_logs_no_metadata(tmp_path, monkeypatch, served, one_thread):
     """Photos uploaded (test seam and the real st.file_uploader) on Locate, the case report and Explain: no new
     file holds their bytes or is an image (temp folder, GEOCORE_CACHE_DIR, working directory; the system temp
@@ -1086,14 +1100,8 @@ def test_uploads_stay_private_no_disk_no_logs_no_metadata(tmp_path, monkeypatch,
     import tempfile
     import warnings
 
-    private_tmp, cache, cwd = tmp_path / "tmp", tmp_path / "cache", tmp_path / "cwd"
-    for d in (private_tmp, cache, cwd):
-        d.mkdir()
     system_tmp = Path(tempfile.gettempdir())
-    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
-    monkeypatch.setenv("TMPDIR", str(private_tmp))
-    monkeypatch.setenv("GEOCORE_CACHE_DIR", str(cache))
-    monkeypatch.chdir(cwd)
+    private_tmp, cache, cwd = _private_dirs(tmp_path, monkeypatch)
     seam_photo, real_photo = _private_jpeg(21), _private_jpeg(22)
     seam_name, real_name = "seam_" + PRIVATE_NAME, PRIVATE_NAME
     chunks = [p[len(p) // 2: len(p) // 2 + 48] for p in (seam_photo, real_photo)]  # random pixels: unique bytes
@@ -1304,3 +1312,184 @@ def test_uncaught_errors_show_no_traceback_on_the_server():
         config.set_option("client.showErrorDetails", before)
     shown = str(proto)
     assert not proto.stack_trace and str(REPO) not in shown and "secret" not in shown, shown
+
+
+# --- Locate: reference photos, photos of one place, a claimed location, video ----------------------------------
+
+REF_IDS = ["paris.jpg", "a<b>&x.jpg", "tokyo.jpg", "sydney.jpg"]  # one ID with HTML in it: shown as text
+
+
+@pytest.fixture(scope="module")
+def ref_share(tmp_path_factory, tiny_model):
+    """A shared folder holding `sets/cities` (a reference set with thumbnails, built with the page's model: same
+    name and weights, as the registry builds it) and the photos it was built from."""
+    from geocore.refs import build_reference_set
+
+    root = tmp_path_factory.mktemp("share")
+    images = root / "images"
+    images.mkdir()
+    for i, name in enumerate(REF_IDS):
+        (images / name).write_bytes(_jpeg(100 + i))
+    csv = root / "refs.csv"
+    pd.DataFrame({"IMG_ID": REF_IDS, "LAT": CITIES[[0, 1, 2, 3], 0].tolist(),
+                  "LON": CITIES[[0, 1, 2, 3], 1].tolist()}).to_csv(csv, index=False)
+    build_reference_set(_tiny_cities(), csv, images=images, output=root / "sets" / "cities",
+                        thumbnails=True, batch_size=8, progress=False, accelerator="cpu")
+    return root
+
+
+def _with_refs(monkeypatch, share: Path, files, name: str = "cities", **state) -> AppTest:
+    """The Locate page with `files` and the reference set `sets/<name>` picked in the sidebar."""
+    monkeypatch.setenv("GEOCORE_DATA_DIRS", str(share))
+    at = _run("locate", {"_test_uploads": files, **state})
+    at.text_input(key="refs_dir").set_value(str(share / "sets")).run()
+    at.selectbox(key="refs_set").set_value(name).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_locate_shows_similar_reference_photos_from_a_shared_set(monkeypatch, ref_share, served):
+    from geocore.refs import load_reference_set
+
+    files = [("q.jpg", _jpeg(1))]
+    at = _with_refs(monkeypatch, ref_share, files)
+    assert at.selectbox(key="refs_set").options == ["none", "cities"]
+    (res,) = _expected(files, refs=load_reference_set(ref_share / "sets" / "cities"))
+    assert any("Similar reference photos" in t for t in _texts(at.markdown))
+    assert list(_topk(at)[0]["probability"]) == list(res.table["prob"].round(4))  # fused as the library fuses
+    refs = res.references
+    captions = [c for c in _texts(at.caption) if "from the top-1" in c]
+    assert len(captions) == len(refs) > 0
+    for shown, row in zip(captions, refs.itertuples()):  # ID, similarity and km from the top-1, in its order
+        assert shown.startswith(row.IMG_ID) and f"similarity {row.similarity:.2f}" in shown
+        assert f"{row.km:,.1f} km" in shown
+    assert set(refs["IMG_ID"]) <= set(_captions(at))  # each thumbnail, captioned with its ID as text
+    assert len(_captions(at)) == 1 + len(refs)  # the photo and each reference
+    assert not any(_metadata_left(data) for mime, data in served if mime.startswith("image/"))  # re-drawn
+    if maps.leaflet_assets() is not None:  # the neighbours on the map, their IDs escaped in the tooltips
+        html = _srcdoc(at)
+        assert html.count(maps.REFERENCE_COLOR) == len(refs)
+        assert "a&lt;b&gt;&amp;x.jpg" in html and "a<b>&x.jpg" not in html
+    at.selectbox(key="refs_set").set_value("none").run()  # no set: no strip, the plain answer
+    assert not any("Similar reference photos" in t for t in _texts(at.markdown))
+    (plain,) = _expected(files)
+    assert list(_topk(at)[0]["probability"]) == list(plain.table["prob"].round(4))
+
+
+def test_locate_refuses_a_set_made_with_other_weights_in_one_line(monkeypatch, ref_share, tmp_path):
+    import json
+    import shutil
+
+    share = tmp_path / "share"
+    other = share / "sets" / "other"
+    shutil.copytree(ref_share / "sets" / "cities", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps(dict(manifest, fingerprint="0123456789abcdef")))
+    files = [("a.jpg", _jpeg(5))]
+    at = _with_refs(monkeypatch, share, files, name="other")
+    errors = _texts(at.error)
+    assert len(errors) == 1 and "\n" not in errors[0] and "other weights" in errors[0], errors
+    assert not any("Similar reference photos" in t for t in _texts(at.markdown))
+    (plain,) = _expected(files)  # the page goes on without references
+    assert list(_topk(at)[0]["probability"]) == list(plain.table["prob"].round(4))
+
+
+def _parts(at: AppTest) -> pd.DataFrame:
+    """The joint answer's per-part table (its "conflict" column)."""
+    return next(t.value for t in at.table if "conflict" in t.value.columns)
+
+
+def test_locate_joint_answer_with_narrowing_and_conflicts_and_a_claim(one_thread):
+    from geocore.cases.claims import check_claim, resolve_claim
+    from geocore.cases.joint import joint_locate
+
+    files = [(f"p{i}.jpg", _jpeg(20 + i)) for i in range(3)]
+    at = _run("locate", {"_test_uploads": files})
+    assert not any("conflict" in t.value.columns for t in at.table)  # off by default
+    at.checkbox(key="same_place").check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    model = _tiny_cities()
+    results = _expected(files)
+    joint = joint_locate(results, model, levels=(0.5, 0.9), top_k=5)
+    parts = _parts(at)
+    assert list(parts["photo"]) == [n for n, _ in files]
+    assert list(parts["conflict"] == "may not be the same place") == list(joint.photos["conflict"])
+    assert list(parts["narrowing (×)"]) == [f"{x:,.2f}" for x in joint.photos["narrowing"]]
+    assert list(_topk(at)[-1]["probability"]) == list(joint.table["prob"].round(4))  # the joint's own top-k
+    assert any("Joint answer: 3 photos" in t for t in _texts(at.subheader))
+
+    at.text_input(key="claim").set_value("Cairo, Egypt").run()  # checked against the joint answer
+    assert not at.exception, [e.value for e in at.exception]
+    check = check_claim(joint, resolve_claim("Cairo, Egypt")[:2], model.candidate_cells(), None, model=TEST_MODEL)
+    verdicts = [t for t in _texts(at.info) if "Claimed location" in t]
+    assert len(verdicts) == 1 and "the joint answer" in verdicts[0]
+    assert check.verdict.split(":", 1)[1] in verdicts[0] and "Cairo" in verdicts[0]
+
+
+def test_locate_claim_verdict_per_photo_and_an_ambiguous_name_is_one_line():
+    from geocore.cases.claims import check_claim
+
+    files = [("a.jpg", _jpeg(7)), ("b.jpg", _jpeg(8))]
+    at = _run("locate", {"_test_uploads": files, "claim": "48.8566,2.3522"})
+    model = _tiny_cities()
+    want = [check_claim(r, (48.8566, 2.3522), model.candidate_cells(), None, model=TEST_MODEL).verdict
+            for r in _expected(files)]
+    verdicts = [t for t in _texts(at.info) if "Claimed location" in t]
+    assert len(verdicts) == 2 and all(w in v for w, v in zip(want, verdicts))
+    assert len({w.split("km")[0] for w in want}) == 2 or want[0] == want[1]
+    at.text_input(key="claim").set_value("Springfield").run()
+    errors = _texts(at.error)
+    assert len(errors) == 1 and "\n" not in errors[0] and "ambiguous" in errors[0], errors
+    assert not any("Claimed location" in t for t in _texts(at.info))
+    assert len(_topk(at)) == 2  # the answers stay
+
+
+def _clip(seconds: int = 4, fps: int = 5) -> bytes:
+    """A short MP4: two scenes (a still red one, then noise: a cut halfway), small frames."""
+    from geocore.data.video import encode_frames
+
+    rng = np.random.default_rng(0)
+    half = seconds * fps // 2
+    red = [np.full((64, 96, 3), (200, 30, 30), np.uint8)] * half
+    return encode_frames(red + [rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(half)], fps=fps,
+                         options={"preset": "ultrafast"})
+
+
+def test_locate_video_frames_track_and_clip_answer_and_a_corrupt_clip_is_one_line(one_thread):
+    from geocore.cases.video import locate_video
+
+    clip = _clip()
+    files = [("clip.mp4", clip), ("broken.mov", b"\x00\x00\x00\x18ftypmp42 not really a video"),
+             ("a.jpg", _jpeg(9))]
+    at = _run("locate", {"_test_uploads": files})
+    video = locate_video(_tiny_cities(), clip, name="clip.mp4", top_k=5, levels=(0.5, 0.9), precision="auto")
+    errors = _texts(at.error)
+    assert len(errors) == 1 and errors[0].startswith("broken.mov") and "\n" not in errors[0], errors
+    frames = next(t.value for t in at.table if "localizability (log10 km²)" in t.value.columns)
+    assert list(frames["time (s)"]) == list(video.frames["time_s"].round(2))
+    assert list(frames["segment"]) == list(video.frames["segment"] + 1) and frames["segment"].max() == 2
+    assert [p.split(",")[0] for p in frames["top-1 place"]] == [str(p) for p in video.frames["place"]]
+    parts = _parts(at)
+    assert list(parts["segment"]) == video.clip.names
+    assert any(list(t["probability"]) == list(video.clip.table["prob"].round(4)) for t in _topk(at))
+    assert _numbers(_line_with(at, "located")) == [1]  # the photo still answered
+    if maps.leaflet_assets() is not None:  # the per-frame top-1 track as a polyline on the clip's map
+        html = next(f.proto.srcdoc for f in at.get("iframe") if maps.TRACK_COLOR in f.proto.srcdoc)
+        assert "L.polyline(" in html and html.count(maps.TRACK_COLOR) >= 1 + len(video.frames)
+
+
+def test_uploaded_clips_stay_in_memory_and_out_of_the_logs(tmp_path, monkeypatch, one_thread):
+    """A clip through the real uploader: decoded from its bytes, no new file in the temp folder, GEOCORE_CACHE_DIR
+    or the working directory holds them, and no log record names it."""
+    private_tmp, cache, cwd = _private_dirs(tmp_path, monkeypatch)
+    clip, name = _clip(), "holiday_private_clip.mp4"
+    chunks = [clip[len(clip) // 2: len(clip) // 2 + 48]]
+    before = {root: _files(root) for root in (private_tmp, cache, cwd)}
+    with _every_log_record() as records:
+        at = _run("locate")
+        at.file_uploader(key="uploads").set_value([(name, clip, "video/mp4")]).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert name in _texts(at.subheader) and not _texts(at.error)
+    for root, seen in before.items():
+        assert not [p for p in _written(seen, root) if _holds(p, chunks)], root
+    assert records and not any("holiday_private" in r for r in records)

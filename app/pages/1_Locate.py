@@ -20,13 +20,18 @@ from ui.page import md_text, release_free_memory, setup_page, show_error  # noqa
 from ui.regions import (  # noqa: E402
     LEVELS, calibration_upload, candidates_fingerprint, level_control, usable_calibration,
 )
+from ui.cases import (  # noqa: E402
+    VIDEO_TYPES, claim_controls, is_video, locate_clips, remembered, render_joint, render_video, show_claim,
+)
+from ui.references import load_refs, refs_picker  # noqa: E402
 from ui.results import render_locate_result  # noqa: E402
 
 REPORT_STATE = "_case_report"  # (results key, HTML) of the last prepared report
 
 setup_page("Locate", "📍")
 st.title("Locate photos")
-st.caption("JPEG, PNG, WebP or HEIC; one or many. Processed in memory only, never stored.")
+st.caption("JPEG, PNG, WebP or HEIC photos, MP4, MOV, WebM or MKV clips; one or many. Processed in memory only, "
+           "never stored.")
 
 name = model_picker()
 model = load_model(name) if name else None
@@ -40,6 +45,31 @@ if model is not None:
     level = level_control()
     uploaded_cal = calibration_upload("calibration_up")
     hint = hint_controls(model)
+    st.sidebar.subheader("Cases")
+    same_place = st.sidebar.checkbox("These photos show one place", key="same_place",
+                                     help="One joint answer for all the photos (a tempered product of their "
+                                          "distributions), each photo's part, and photos that may not fit.")
+    claim = claim_controls()
+    refs = load_refs(refs_picker(), model)
+
+    def joint_answer(results, net, key, *, k, levels, calibration, hint_model, level, claim) -> None:
+        """The "Joint answer" block after the photos' answers: one answer for the readable photos (kept in the
+        session with the results), and the claim's verdict on it."""
+        from geocore.cases.joint import joint_locate
+
+        with st.container(border=True):
+            if sum(r.ok for r in results) < 2:
+                st.subheader("Joint answer")
+                st.caption("A joint answer needs at least two readable photos.")
+                return
+            joint = remembered(key, "joint", lambda: joint_locate(
+                results, net, levels=levels or LEVELS, calibration=calibration, top_k=k, hint_model=hint_model))
+            if joint is None:
+                return
+            render_joint(joint, title=f"Joint answer: {joint.n} photos of one place", level=level,
+                         memo=(key, "joint"))
+            if claim is not None:
+                show_claim(joint, claim, net, calibration, "the joint answer")
 
     @st.fragment
     def photos_and_answers() -> None:
@@ -47,7 +77,8 @@ if model is not None:
         part of the page, not the sidebar, so the browser redraws less (bench/RESULTS.md, "App: upload to drawn
         heatmap")."""
         uploads = st.file_uploader("Photos", type=["jpg", "jpeg", "png", "webp", "heic", "heif", "gif", "bmp",
-                                                   "tif", "tiff"], accept_multiple_files=True, key="uploads")
+                                                   "tif", "tiff", *VIDEO_TYPES], accept_multiple_files=True,
+                                   key="uploads")
         # Test seam: tests put [(name, bytes), ...] here (they can also drive the uploader itself).
         files = list(st.session_state.get("_test_uploads") or [])
         files += [(u.name, u.getvalue()) for u in uploads or []]
@@ -74,22 +105,39 @@ if model is not None:
             k = min(top_k, net.num_candidates())
             key = (name, precision, k, choice, bool(refine), hint.text, hint.weight,
                    uploaded_cal.digest if calibration is not None else None, levels,
+                   refs.fingerprint + str(refs.path) if refs is not None else None,
                    tuple(image_bytes_digest(b) + n for n, b in files))
+            photos = [(n, b) for n, b in files if not is_video(n)]
+            clips = [(n, b) for n, b in files if is_video(n)]
             cached = st.session_state.get("_locate_cache")
-            results = cached[1] if cached and cached[0] == key else None
+            results, videos = cached[1] if cached and cached[0] == key else (None, None)
             if no_regions:
                 st.info(f"No search regions for these candidates: {md_text(no_regions)}", icon="ℹ️")
             if results is None:
                 try:
-                    with st.spinner(f"Locating {len(files)} photo(s)…"):
-                        results = locate(net, files, top_k=k, full=True, refine=bool(refine), regions=levels,
+                    with st.spinner(f"Locating {len(photos)} photo(s) and {len(clips)} clip(s)…"):
+                        results = locate(net, photos, top_k=k, full=True, refine=bool(refine), regions=levels,
                                          calibration=calibration, hint=hint.text, hint_weight=hint.weight,
-                                         hint_model=hint.scorer, precision=precision)
+                                         hint_model=hint.scorer, precision=precision,
+                                         refs=refs) if photos else []
+                        videos = locate_clips(net, clips, top_k=k, levels=levels or LEVELS,
+                                              calibration=calibration, hint=hint.text, hint_weight=hint.weight,
+                                              hint_model=hint.scorer, precision=precision)
                 except GeocoreError as err:
                     show_error(err)
+                    results = None
                 else:
-                    st.session_state["_locate_cache"] = (key, results)
-            if results is not None:
+                    st.session_state["_locate_cache"] = (key, (results, videos))
+            hint_model = hint.scorer or (net if hint.text else None)
+            if videos is not None:
+                for clip_name, error in videos[1]:
+                    show_error(f"{clip_name}: {error}")
+                for i, video in enumerate(videos[0]):
+                    with st.container(border=True):
+                        render_video(video, level=level, memo=(key, f"clip {i}"))
+                        if claim is not None:
+                            show_claim(video.clip, claim, net, calibration, f"{video.name} (whole clip)")
+            if results:
                 bad = sum(not r.ok for r in results)
                 st.write(f"{len(results) - bad} photo(s) located" + (f", {bad} could not be read" if bad else "") + ".")
                 precision_note(precision, net.device, net)
@@ -98,6 +146,11 @@ if model is not None:
                     with st.container(border=True):
                         render_locate_result(res, model, image_bytes=data.get(res.name), level=level,
                                              map_memo=(key, i))
+                        if claim is not None and res.ok and not same_place:
+                            show_claim(res, claim, net, calibration, "this photo")
+                if same_place:
+                    joint_answer(results, net, key, k=k, levels=levels, calibration=calibration,
+                                 hint_model=hint_model, level=level, claim=claim)
                 release_free_memory()  # the maps' HTML and the photos' decoded pixels are garbage now
 
                 st.subheader("Case report")
@@ -111,7 +164,7 @@ if model is not None:
 
                     try:
                         with st.spinner("Writing the case report (Grad-CAM of every photo)…"):
-                            html = render_report(net, files, hint=hint.text, hint_weight=hint.weight,
+                            html = render_report(net, photos, hint=hint.text, hint_weight=hint.weight,
                                                  calibration=calibration, top_k=k, levels=LEVELS,
                                                  hint_model=hint.scorer)
                     except GeocoreError as err:

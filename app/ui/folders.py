@@ -63,3 +63,20 @@ def shared_file(folder: Path, name: str) -> Path:
     """`folder / name` (a name `files_in` listed), resolved and checked again when it is opened."""
     return data_roots().confine(resolve_inside(folder, name), kind="file")
 
+
+
+def folders_holding(folder: Path, marker: str) -> list[str]:
+    """"." when `folder` (resolved, shared) itself holds the file `marker`, then the names of its subfolders that
+    do, whose real path stays in the shared folders: a link leading out is not listed."""
+    roots = data_roots()
+    names = ["."] if (folder / marker).is_file() else []
+    try:
+        subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return names
+    return names + [p.name for p in subfolders if (p / marker).is_file() and roots.root_of(p) is not None]
+
+
+def shared_folder(folder: Path, name: str) -> Path:
+    """`folder / name` (a name `folders_holding` listed; "." is `folder`), resolved and checked again."""
+    return data_roots().confine(folder if name == "." else resolve_inside(folder, name), kind="dir")

@@ -438,15 +438,41 @@ def circle_js(at, text: str, *, radius: float, color: str, weight: float, fill_c
             f".bindTooltip({js_value(tip(text))}).addTo(__MAP__);\n")
 
 
+REFERENCE_COLOR = "#7b3294"  # the similar reference photos' markers
+TRACK_COLOR = "#e6550d"  # a video's per-frame top-1 track
+
+
+def references_js(refs) -> str:
+    """JavaScript marking an answer's nearest reference photos (`LocateResult.references`: IMG_ID, lat, lon,
+    similarity, km) on `__MAP__` as small purple dots; tooltips name them as text (`tip`)."""
+    return "".join(
+        circle_js((r.lat, r.lon), f"reference {r.IMG_ID} — similarity {r.similarity:.2f}, {r.km:,.1f} km from the "
+                                  "top-1", radius=5, color=REFERENCE_COLOR, weight=2, fill_color="#c2a5cf",
+                  fill_opacity=0.9)
+        for r in refs.itertuples())
+
+
+def track_js(track) -> str:
+    """JavaScript drawing a video's per-frame top-1 track (`VideoResult.track`: time_s, lat, lon, segment) on
+    `__MAP__`: a polyline in time order and a small dot per frame with its time and segment as tooltip."""
+    line = [[float(r.lat), float(r.lon)] for r in track.itertuples()]
+    js = [f"L.polyline({js_value(line)}, {{color: \"{TRACK_COLOR}\", weight: 2, opacity: 0.8}})"
+          f".bindTooltip({js_value(tip('per-frame top-1 track'))}).addTo(__MAP__);\n"]
+    js += [circle_js((r.lat, r.lon), f"{r.time_s:.1f} s, segment {int(r.segment) + 1}", radius=3, color=TRACK_COLOR,
+                     weight=1, fill_color=TRACK_COLOR, fill_opacity=0.9) for r in track.itertuples()]
+    return "".join(js)
+
+
 def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, truth_km: float | None = None,
                    truth_label: str = "EXIF GPS (truth)", recorded: tuple[float, float] | None = None,
-                   recorded_label: str = "recorded prediction", region=None):
+                   recorded_label: str = "recorded prediction", region=None, references=None, track=None):
     """Heatmap of the full distribution + a search region + numbered top-k markers (+ the truth and its error line).
 
     `pred`: a one-image `Prediction` (its heatmap drawn when made with `full=True`); `table`: its
     `geocore.locate.prediction_table`. `recorded`: another prediction of the same image (e.g. the one in a
     results file), marked with an orange ring; the error line then goes from the truth to it instead of to
-    this run's top-1. `region`: a `SearchRegion` to outline (the view then fits it too).
+    this run's top-1. `region`: a `SearchRegion` to outline (the view then fits it too). `references`: the
+    answer's nearest reference photos (`references_js`); `track`: a video's per-frame top-1 track (`track_js`).
     """
     m = base_map()
     if pred is not None and pred.probs_full is not None and pred.candidates is not None:
@@ -458,6 +484,10 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
         js.append(circle_js((r.lat, r.lon), f"#{r.rank} {place_label(r.place, r.admin1)} — p={r.prob:.3f}",
                             radius=9 if r.rank == 1 else 6, color="#1f4e9c", weight=2,
                             fill_color="#4f8ef7" if r.rank > 1 else "#0b3d91", fill_opacity=0.9))
+    if references is not None and len(references):
+        js.append(references_js(references))
+    if track is not None and len(track):
+        js.append(track_js(track))
     if recorded is not None:
         js.append(circle_js(recorded, recorded_label, radius=10, color="#e6550d", weight=3, fill_color="#fdae6b",
                             fill_opacity=0.8))
@@ -473,6 +503,9 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
     for extra in (truth, recorded):
         if extra is not None:
             pts = np.vstack([pts, np.asarray(extra, np.float64)[None]])
+    for more in (references, track):
+        if more is not None and len(more):
+            pts = np.vstack([pts, more[["lat", "lon"]].to_numpy(np.float64)])
     if region is not None and not region.geometry.is_empty:
         west, south, east, north = region.geometry.bounds
         pts = np.vstack([pts, [[south, west], [north, east]]])

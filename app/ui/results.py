@@ -20,6 +20,7 @@ from ui.regions import REGION_STYLES, pct, region_table
 from ui.tables import show_table
 
 THUMBNAIL_PX = 640
+STRIP_TITLE = "Similar reference photos"
 
 
 def pixels_only(image: Image.Image) -> Image.Image:
@@ -78,10 +79,32 @@ def exif_text(res: LocateResult, level: float = 0.9) -> str:
     return text + "."
 
 
+def reference_caption(row) -> str:
+    """One reference in words, as text: its ID, place, similarity and km from the top-1."""
+    where = ", ".join(str(x) for x in (row.place, row.country) if isinstance(x, str) and x)
+    return md_text(f"{row.IMG_ID} · {where or 'sea'} · similarity {row.similarity:.2f} · "
+                   f"{row.km:,.1f} km from the top-1")
+
+
+def show_references(refs: pd.DataFrame) -> None:
+    """An answer's "Similar reference photos" strip: per reference its thumbnail when the set stores one
+    (re-drawn from pixels by `show_photo`, no metadata), its ID, place, similarity and km from the top-1."""
+    if refs is None or not len(refs):
+        return
+    st.markdown(f"**{STRIP_TITLE}**")
+    for col, row in zip(st.columns(len(refs)), refs.itertuples()):
+        with col:
+            thumb = getattr(row, "thumbnail", None)
+            if isinstance(thumb, bytes) and thumb:
+                show_photo(thumb, str(row.IMG_ID))
+            st.caption(reference_caption(row))
+
+
 def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: bytes | None = None,
                          level: float = 0.9, map_height: int = 420, map_memo: tuple | None = None) -> None:
-    """One photo's answer: photo, top-k table, heatmap map with the `level` search region, the regions' table,
-    the hint it used, EXIF truth and error (or its error notice).
+    """One photo's answer: photo, top-k table, heatmap map with the `level` search region (and the nearest reference
+    photos), the similar reference photos' strip, the regions' table, the hint it used, EXIF truth and error (or
+    its error notice).
 
     map_memo: (group, key) under which this session remembers the map's HTML (`show_remembered_map`): the
     results' key and the photo's place in them."""
@@ -100,7 +123,7 @@ def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: b
     with right:
         def build():
             return prediction_map(res.prediction, res.table, truth=res.exif_gps, truth_km=res.exif_error_km,
-                                  region=region)
+                                  region=region, references=res.references)
 
         if map_memo is None:
             show_map(build(), height=map_height)
@@ -113,7 +136,10 @@ def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: b
                        + ("that share of the probability." if not region.calibrated else
                           f"{pct(level)} of the truths on held-out photos (calibrated)."))
         st.caption("Shading: probability over the candidate points." + outline + " Dots: top-k (dark = top-1)."
-                   + (" Green: EXIF GPS; red dashes: error of the top-1." if res.exif_gps else ""))
+                   + (" Green: EXIF GPS; red dashes: error of the top-1." if res.exif_gps else "")
+                   + (" Purple: the most similar reference photos." if res.references is not None
+                      and len(res.references) else ""))
+        show_references(res.references)
         if res.regions:  # a static table: its cells wrap, so the countries and the calibration stay readable
             st.table(region_table(res, drawn=level), hide_index=True, border="horizontal")
     with left:

@@ -5,10 +5,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from geocore.data.text import terminal_text, utf8_safe
+from geocore.errors import InputError
+
+# The options `locate` and `report` share for reference photos and cases.
+REFS_OPT = typer.Option(None, "--refs", help="A reference set from `geocore refs build` (same model): each answer "
+                        "lists its nearest reference photos and is fused with them.")
+REFS_K_OPT = typer.Option(None, "--refs-k", min=1, help="How many nearest references to use (default 5, measured).")
+REFS_WEIGHT_OPT = typer.Option(None, "--refs-weight", min=0.0, help="W in p ∝ p_model · L^W (default 2, measured).")
+SAME_PLACE_OPT = typer.Option(False, "--same-place", help="The photos show one place: one joint answer (tempered "
+                              "product), each photo's part, and photos that may not belong.")
+CLAIM_OPT = typer.Option(None, "--claim", help='A claimed location to check: "Kharkiv, Ukraine" (offline '
+                         'gazetteer) or "49.99,36.23".')
+
+
+def case_inputs(claim: str | None, refs: Path | None, refs_k: int | None, refs_weight: float | None):
+    """(claim resolved, reference set loaded), before the model loads: an unknown or ambiguous name, a missing or
+    incomplete set, or --refs-k / --refs-weight without --refs is one line."""
+    claimed = ref_set = None
+    if claim is not None:
+        from geocore.cases.claims import resolve_claim
+
+        claimed = resolve_claim(claim)
+    if refs is None and (refs_k is not None or refs_weight is not None):
+        raise InputError("--refs-k and --refs-weight need --refs")
+    if refs is not None:
+        from geocore.refs import load_reference_set
+
+        ref_set = load_reference_set(refs)
+    return claimed, ref_set
 
 
 def split_videos(paths: list[Path]) -> tuple[list[Path], list[Path]]:

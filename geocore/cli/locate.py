@@ -11,7 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from geocore.cli.cases import case_record, print_claim, print_joint, print_video, split_videos
+from geocore.cli.cases import (CLAIM_OPT, REFS_K_OPT, REFS_OPT, REFS_WEIGHT_OPT, SAME_PLACE_OPT, case_inputs,
+                               case_record, print_claim, print_joint, print_video, split_videos)
 from geocore.cli.evaluate import ACCELERATOR_OPT, DEVICES_OPT, NODES_OPT, STRATEGY_OPT
 from geocore.cli.precision import PRECISION_OPT, check_precision, describe_precision
 from geocore.data import safe_io
@@ -206,14 +207,11 @@ def locate(
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     tencrop: bool = typer.Option(False, "--tencrop", help="Cell models: average the papers' ten crops."),
     precision: str = PRECISION_OPT,
-    refs: Path = typer.Option(None, "--refs", help="A reference set from `geocore refs build` (same model): each "
-                              "answer lists its nearest reference photos and is fused with them."),
-    refs_k: int = typer.Option(None, "--refs-k", min=1, help="How many nearest references to use (default 5, measured)."),
-    refs_weight: float = typer.Option(None, "--refs-weight", min=0.0, help="W in p ∝ p_model · L^W (default 2, measured)."),
-    same_place: bool = typer.Option(False, "--same-place", help="The photos show one place: one joint answer "
-                                    "(tempered product), each photo's part, and photos that may not belong."),
-    claim: str = typer.Option(None, "--claim", help='A claimed location to check: "Kharkiv, Ukraine" (offline '
-                              'gazetteer) or "49.99,36.23".'),
+    refs: Path = REFS_OPT,
+    refs_k: int = REFS_K_OPT,
+    refs_weight: float = REFS_WEIGHT_OPT,
+    same_place: bool = SAME_PLACE_OPT,
+    claim: str = CLAIM_OPT,
     every_s: float = typer.Option(1.0, "--every-s", min=0.05, help="Videos: sample a frame every N seconds (and at "
                                   "scene changes)."),
     max_frames: int = typer.Option(300, "--max-frames", min=1, help="Videos: at most this many frames a clip."),
@@ -236,19 +234,10 @@ def locate(
     check_hint_options(hint, hint_weight)
     if cal is not None and levels is None:
         levels = cal.levels if set(cal.levels) >= {0.5, 0.9} else (cal.levels[0], cal.levels[-1])
-    claimed = None
-    if claim is not None:
-        from geocore.cases.claims import resolve_claim
-
-        claimed = resolve_claim(claim)  # an unknown or ambiguous name fails here, before the model loads
-    ref_set = None
-    if refs is not None:
-        if output is not None and output.suffix.lower() in (".csv", ".parquet"):
-            raise InputError("--refs prints its answer (or --json, or --output .geojson); a .csv/.parquet table of "
-                             "many photos does not take references yet")
-        from geocore.refs import load_reference_set
-
-        ref_set = load_reference_set(refs)  # a missing or incomplete set fails here, before the model loads
+    if refs is not None and output is not None and output.suffix.lower() in (".csv", ".parquet"):
+        raise InputError("--refs prints its answer (or --json, or --output .geojson); a .csv/.parquet table of "
+                         "many photos does not take references yet")
+    claimed, ref_set = case_inputs(claim, refs, refs_k, refs_weight)  # before the model loads
     paths, videos = split_videos(expand_paths(images))
     case = same_place or claimed is not None or bool(videos)
     if case and output is not None and output.suffix.lower() in (".csv", ".parquet"):

@@ -47,7 +47,8 @@ def report_file(tmp_path_factory) -> Path:
         torch.set_num_threads(before)
 
 
-def test_report_opens_offline_with_every_image(report_file):
+def _open_offline(path: Path, check, shot: str | None = None) -> None:
+    """Open `path` from file:// with every other request aborted, run `check(page)`, and fail on any request."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -66,15 +67,57 @@ def test_report_opens_offline_with_every_image(report_file):
         context.route("**/*", gate)
         page = context.new_page()
         page.on("request", lambda req: None if req.url.startswith(("file:", "data:")) else blocked.append(req.url))
-        page.goto(report_file.as_uri(), wait_until="load")
-        images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
-        # 2 photos × (photo, Grad-CAM, world map, zoomed map); the broken photo has only its error section
-        assert len(images) == 8, images
-        assert all(complete and width > 0 for _, complete, width in images), images
-        assert page.locator("#photo-3 .error").inner_text().startswith("Could not be analysed")
-        assert page.get_by_text("RANDOM BACKBONE").count() == 1
-        page.evaluate("window.scrollTo(0, 0)")
-        _shot(page, "report")
+        page.goto(path.as_uri(), wait_until="load")
+        check(page)
+        if shot:
+            page.evaluate("window.scrollTo(0, 0)")
+            _shot(page, shot)
         context.close()
         browser.close()
     assert not blocked, f"the report tried to reach the network: {blocked[:5]}"
+
+
+def _images(page) -> list:
+    images = page.evaluate("Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+    assert all(complete and width > 0 for _, complete, width in images), images
+    return images
+
+
+def test_report_opens_offline_with_every_image(report_file):
+    def check(page):
+        # 2 photos × (photo, Grad-CAM, world map, zoomed map); the broken photo has only its error section
+        assert len(_images(page)) == 8
+        assert page.locator("#photo-3 .error").inner_text().startswith("Could not be analysed")
+        assert page.get_by_text("RANDOM BACKBONE").count() == 1
+
+    _open_offline(report_file, check, shot="report")
+
+
+def test_case_report_with_references_joint_and_claim_opens_offline(report_file, tmp_path):
+    """Reference thumbnails (one with a hostile ID), the joint answer and the claim, all inline (`report_file`:
+    skips where Chromium or playwright is missing)."""
+    import pandas as pd
+
+    from geocore.models.registry import create_model
+    from geocore.refs import build_reference_set
+    from geocore.report import write_report
+
+    model = create_model("geoclip-tiny")
+    (tmp_path / "images").mkdir()
+    ids = ["<img src=x onerror=alert(1)>.jpg", "r1.jpg"]
+    for i, name in enumerate(ids):
+        (tmp_path / "images" / name).write_bytes(_noise_jpeg(10 + i))
+    pd.DataFrame({"IMG_ID": ids, "LAT": [48.85, 40.7], "LON": [2.35, -74.0]}).to_csv(tmp_path / "refs.csv", index=False)
+    refs = build_reference_set(model, tmp_path / "refs.csv", images=tmp_path / "images", output=tmp_path / "set",
+                               thumbnails=True, progress=False, accelerator="cpu")
+    out = write_report(model, [("a.jpg", _noise_jpeg(2)), ("b.jpg", _noise_jpeg(3))], tmp_path / "case.html",
+                       top_k=2, explain=False, refs=refs, same_place=True, claim="Paris, France")
+
+    def check(page):
+        alts = [alt for alt, _, _ in _images(page)]
+        # the joint's map + 2 × (photo, world map, 2 reference thumbnails), and zoomed maps where regions are small
+        assert len(alts) >= 9 and sum(a.startswith("reference ") for a in alts) == 4, alts
+        assert ids[0] in page.locator("#photo-1").inner_text()  # shown as text, never run
+        assert page.locator("#joint .verdict").count() == 1
+
+    _open_offline(out, check)
