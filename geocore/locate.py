@@ -237,7 +237,7 @@ def locate(
     """
     ref_use = use_references(refs, model, refs_k, refs_weight) if refs is not None else None
     if calibration is not None:
-        calibration.check_references(refs.fingerprint if refs is not None else "")
+        calibration.check_references(refs.set_fingerprint if refs is not None else "")
     with use_precision(precision, model.device, model) as used:
         results = _locate(model, sources, top_k=top_k, full=full, refine=refine, batch_size=batch_size,
                           regions=regions, calibration=calibration, hint=hint, hint_weight=hint_weight,

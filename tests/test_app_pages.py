@@ -1394,6 +1394,36 @@ def test_locate_refuses_a_set_made_with_other_weights_in_one_line(monkeypatch, r
     assert list(_topk(at)[0]["probability"]) == list(plain.table["prob"].round(4))
 
 
+def _gps_jpeg(seed: int, lat: float, lon: float) -> bytes:
+    """A generated photo with EXIF GPS (north/east degrees)."""
+    from PIL import Image as PILImage
+
+    exif = PILImage.Exif()
+    exif.get_ifd(0x8825).update({1: "N", 2: (float(lat), 0.0, 0.0), 3: "E", 4: (float(lon), 0.0, 0.0)})
+    buf = io.BytesIO()
+    PILImage.open(io.BytesIO(_jpeg(seed))).save(buf, format="JPEG", exif=exif, quality=95)
+    return buf.getvalue()
+
+
+def test_locate_builds_a_reference_set_in_memory_from_uploaded_photos(monkeypatch):
+    """Without shared folders, reference photos with EXIF GPS uploaded in the sidebar become the session's set:
+    the answer is the library's with that set, the strip lists them, photos without GPS are named."""
+    from geocore.refs import reference_set_from_photos
+
+    monkeypatch.delenv("GEOCORE_DATA_DIRS", raising=False)
+    places = [(48, 2), (35, 139), (30, 31)]
+    refs_up = [(f"ref{i}.jpg", _gps_jpeg(200 + i, lat, lon)) for i, (lat, lon) in enumerate(places)]
+    refs_up.append(("nogps.jpg", _jpeg(299)))
+    files = [("q.jpg", _jpeg(1))]
+    at = _run("locate", {"_test_uploads": files})
+    at.file_uploader(key="refs_up").set_value([(n, b, "image/jpeg") for n, b in refs_up]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("3 reference photo(s) in memory" in c and "nogps" in c for c in _texts(at.caption))
+    (res,) = _expected(files, refs=reference_set_from_photos(_tiny_cities(), refs_up))
+    assert list(_topk(at)[0]["probability"]) == list(res.table["prob"].round(4))
+    assert any("Similar reference photos" in t for t in _texts(at.markdown))
+
+
 def _parts(at: AppTest) -> pd.DataFrame:
     """The joint answer's per-part table (its "conflict" column)."""
     return next(t.value for t in at.table if "conflict" in t.value.columns)

@@ -132,7 +132,7 @@ def test_locate_with_refs_keeps_regions_calibration_hints_and_refinement(refs, m
     with pytest.raises(InputError, match="fitted without reference photos"):  # its masses hold without references
         locate(model, [("c.jpg", copy)], refs=refs, regions=(0.5, 0.9), calibration=plain_cal)
     cal = fit_calibration(np.linspace(0.05, 0.95, 40), model=model.model_name, fingerprint=model.candidate_cells(),
-                          refs=refs.fingerprint)
+                          refs=refs.set_fingerprint)
     [res] = locate(model, [("c.jpg", copy)], refs=refs, top_k=3, regions=(0.5, 0.9), calibration=cal, refine=True,
                    hint="a beach")
     assert res.ok and res.calibrated and len(res.regions) == 2 and res.extras["hint"]["text"] == "a beach"
@@ -287,3 +287,36 @@ def test_chance_similarity_is_the_typical_best_unrelated_look_alike():
     emb[3] = (np.array([0.6, 0, 0.8, 0])).astype(np.float16)
     chance, n = chance_similarity(latlon, emb)
     assert n == 4 and chance == pytest.approx(0.7, abs=1e-3)  # best far look-alikes: 0.6, 0.6, 0.8, 0.8
+
+
+def _exif_jpeg(seed: int, gps: tuple[float, float] | None) -> bytes:
+    """A generated photo as JPEG bytes, with EXIF GPS (degrees, north/east) when given."""
+    exif = Image.Exif()
+    if gps:
+        g = exif.get_ifd(0x8825)
+        g.update({1: "N", 2: (float(gps[0]), 0.0, 0.0), 3: "E", 4: (float(gps[1]), 0.0, 0.0)})
+    buf = io.BytesIO()
+    _photo(seed).save(buf, format="JPEG", exif=exif, quality=95)
+    return buf.getvalue()
+
+
+def test_a_set_built_in_memory_from_uploaded_photos(model):
+    """Uploads with EXIF GPS become a reference set held in memory: a re-encoded copy answers at its photo's GPS,
+    the very same file never finds itself, photos without GPS or unreadable are listed."""
+    from geocore.refs import reference_set_from_photos
+
+    places = [(48.0, 2.0), (40.0, 74.0), (33.0, 151.0), (35.0, 139.0), (22.0, 43.0), (30.0, 31.0)]
+    photos = [(f"u{i}.jpg", _exif_jpeg(300 + i, gps)) for i, gps in enumerate(places)]
+    photos += [("nogps.jpg", _exif_jpeg(399, None)), ("broken.jpg", b"\xff\xd8 not really")]
+    refs = reference_set_from_photos(model, photos)
+    assert list(refs.table["IMG_ID"]) == [f"u{i}.jpg" for i in range(6)] and refs.path is None
+    assert refs.embeddings.dtype == np.float16 and refs.thumbnails and len(refs.thumbnails) == 6
+    assert dict(zip(refs.skipped["name"], refs.skipped["reason"]))["nogps.jpg"] == "no GPS position in its EXIF"
+    assert "broken.jpg" in set(refs.skipped["name"])
+    copy = _jpeg(Image.open(io.BytesIO(photos[2][1])).convert("RGB").resize((216, 162)), quality=85)
+    [res] = locate(model, [("query.jpg", copy)], refs=refs, top_k=3)
+    assert haversine_km(res.table[["lat", "lon"]].to_numpy()[0], np.array(places[2])) < 1.0
+    [same] = locate(model, [("u2.jpg", photos[2][1])], refs=refs, top_k=3)
+    assert "u2.jpg" not in set(same.references["IMG_ID"])
+    with pytest.raises(InputError, match="EXIF GPS"):
+        reference_set_from_photos(model, photos[-2:])

@@ -196,3 +196,87 @@ def test_cli_bad_claim_or_set_is_one_line_before_the_model_loads(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- video
+
+
+def _clip(path=None):
+    """A 4 s clip of two scenes (noise, then flat red): two segments."""
+    from geocore.data.video import encode_frames
+
+    rng = np.random.default_rng(0)
+    noise = (rng.random((64, 64, 3)) * 255).astype("uint8")
+    red = np.zeros((64, 64, 3), np.uint8) + np.array([200, 30, 30], np.uint8)
+    return encode_frames([noise] * 20 + [red] * 20, path, fps=10)
+
+
+def test_a_clip_has_a_video_section_with_its_frames_segments_track_and_the_claim(tiny):
+    rep = build_report(tiny, [("a.jpg", _jpeg(13)), ("clip <b>.mp4", _clip())], top_k=2, explain=False,
+                       every_s=0.5, claim="Paris, France")
+    text = rep.html
+    assert [c.name for c in rep.cases] == ["a.jpg"] and len(rep.videos) == 1
+    video = rep.videos[0]
+    assert video.ok, video.error
+    v = video.result
+    assert len(v.segments) == 2 and len(v.frames) >= 2 and v.clip.n == 2
+    section = _section(text, 'id="video-1"', "</section>")
+    assert "Video 1. clip &lt;b&gt;.mp4" in section and "clip <b>" not in text  # the name escaped
+    # the clip's facts
+    assert f"{v.info.duration_s:,.1f} s" in section and f"{v.info.width} × {v.info.height}" in section
+    assert f"frames kept</th><td>{len(v.frames)} " in section and "segments</th><td>2 " in section
+    # one thumbnail per kept frame, re-drawn from pixels, small; each captioned with time, place, localizability
+    strip = _section(section, 'class="strip"', "</div>")
+    thumbs = [base64.b64decode(m) for m in re.findall(r'class="frame" src="data:image/jpeg;base64,([^"]+)"', strip)]
+    assert len(thumbs) == len(v.frames) == len(video.thumbs)
+    assert all(max(Image.open(io.BytesIO(d)).size) <= 160 for d in thumbs)
+    for r in v.frames.itertuples():
+        assert f"{r.time_s:.1f} s" in strip and f"10<sup>{r.localizability:.1f}</sup>" in strip
+    # each segment's joint answer, then the clip's with the track on its map and the claim checked against it
+    for s, seg in enumerate(v.segments, start=1):
+        part = _section(section, f'id="video-1-segment-{s}"', "</div>")
+        assert f"{seg.table.iloc[0].lat:.4f}" in part and "frame(s) combined" in part
+        assert part.count('<a href="#video-1-frame-') == seg.n
+    clip = _section(section, 'id="video-1-clip"')
+    assert "2 segment(s) combined" in clip and f"{v.clip.table.iloc[0].lat:.4f}" in clip
+    assert clip.count('<a href="#video-1-segment-') == 2
+    assert "per-frame top-1s as a grey line" in clip
+    assert video.clip.claim is not None and html.escape(video.clip.claim.verdict) in clip
+    assert "the claimed location as a red cross" in clip
+    # the photo keeps its own claim; the header and the summary name the clip
+    assert rep.cases[0].claim is not None and text.count("Claimed location</h3>") == 2
+    header = text[:text.index("<h2>Summary")]
+    assert "video clips</th><td>1 (1 analysed, 0 could not be read)" in header
+    assert "each video clip's joint answer" in header
+    assert '<a href="#video-1">' in _section(text, "<h2>Summary", "<section")
+    # maps: the photo's world map, the clip's (no zoom for a 1000 km grid's wide regions is fine either way)
+    assert len(_data_uris(text, "png")) >= 2
+    _assert_offline(text)
+
+
+def test_a_corrupt_clip_is_one_line_and_a_photo_beside_it_is_still_analysed(tiny):
+    rep = build_report(tiny, [("a.jpg", _jpeg(14)), ("bad.mkv", b"\x1aE\xdf\xa3 truncated")], top_k=2,
+                       explain=False)
+    assert rep.n_ok == 1 and rep.cases[0].ok and len(rep.videos) == 1 and not rep.videos[0].ok
+    section = _section(rep.html, 'id="video-1"', "</section>")
+    assert section.count("<p") == 1 and "could not be read" in section and "bad.mkv" in section
+    assert "<h2>" not in section and 'class="strip"' not in section
+    assert 'id="photo-1"' in rep.html and len(_data_uris(rep.html, "jpeg")) == 1  # the photo only
+    assert "1 (0 analysed, 1 could not be read)" in rep.html
+    _assert_offline(rep.html)
+
+
+def test_cli_report_takes_a_clip_among_the_inputs(tiny, tmp_path, capsys):
+    (tmp_path / "p.jpg").write_bytes(_jpeg(15))
+    clip = _clip(tmp_path / "clip.mp4")
+    (tmp_path / "bad.webm").write_bytes(b"not a video")
+    out = tmp_path / "case.html"
+    rc = main(["report", str(tmp_path / "p.jpg"), str(clip), str(tmp_path / "bad.webm"), "--model", MODEL,
+               "--no-gradcam", "--every-s", "0.5", "--claim", "49.99,36.23", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "1 video(s) analysed, 1 could not be read" in err and "bad.webm" in err
+    text = out.read_text(encoding="utf-8")
+    assert 'id="video-1"' in text and 'id="video-1-clip"' in text and 'id="video-2"' in text
+    assert "--every-s 0.5" in _section(text, "command</th>", "</tr>")
+    _assert_offline(text)

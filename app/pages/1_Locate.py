@@ -23,7 +23,7 @@ from ui.regions import (  # noqa: E402
 from ui.cases import (  # noqa: E402
     VIDEO_TYPES, claim_controls, is_video, locate_clips, remembered, render_joint, render_video, show_claim,
 )
-from ui.references import load_refs, refs_picker  # noqa: E402
+from ui.references import load_refs, refs_picker, uploaded_refs  # noqa: E402
 from ui.results import render_locate_result  # noqa: E402
 
 REPORT_STATE = "_case_report"  # (results key, HTML) of the last prepared report
@@ -50,7 +50,7 @@ if model is not None:
                                      help="One joint answer for all the photos (a tempered product of their "
                                           "distributions), each photo's part, and photos that may not fit.")
     claim = claim_controls()
-    refs = load_refs(refs_picker(), model)
+    refs = load_refs(refs_picker(), model) or uploaded_refs(model)
 
     def joint_answer(results, net, key, *, k, levels, calibration, hint_model, level, claim) -> None:
         """The "Joint answer" block after the photos' answers: one answer for the readable photos (kept in the
@@ -105,7 +105,7 @@ if model is not None:
             k = min(top_k, net.num_candidates())
             key = (name, precision, k, choice, bool(refine), hint.text, hint.weight,
                    uploaded_cal.digest if calibration is not None else None, levels,
-                   refs.fingerprint + str(refs.path) if refs is not None else None,
+                   refs.set_fingerprint if refs is not None else None,
                    tuple(image_bytes_digest(b) + n for n, b in files))
             photos = [(n, b) for n, b in files if not is_video(n)]
             clips = [(n, b) for n, b in files if is_video(n)]

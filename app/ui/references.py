@@ -11,7 +11,7 @@ from geocore.errors import GeocoreError
 from geocore.models.base import GeoLocator
 
 from ui.folders import data_roots, folder_input, folders_holding, shared_folder
-from ui.page import show_error
+from ui.page import md_text, show_error
 
 SET_MARKER = "manifest.json"  # a reference set is a folder holding this (geocore.refs.store)
 NO_SET = "none"
@@ -23,7 +23,7 @@ def refs_picker() -> Path | None:
     st.sidebar.subheader("Reference photos")
     if not data_roots().enabled:
         st.sidebar.caption("Reference sets (`geocore refs build`) are opened from the folders this server shares; "
-                           "it shares none.")
+                           "it shares none. You can upload geotagged reference photos below.")
         return None
     with st.sidebar:
         folder = folder_input("Reference sets: folder", key="refs_dir")
@@ -62,3 +62,38 @@ def load_refs(path: Path | None, model: GeoLocator):
         show_error(err, where=st.sidebar, prefix="Reference set not used: ")
         return None
 
+
+
+REF_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "tif", "tiff"]
+REFS_MEMO = "_uploaded_refs"  # session state: (digest, model name) → the set built from the uploads
+
+
+def uploaded_refs(model: GeoLocator):
+    """Sidebar: reference photos with EXIF GPS uploaded for this session, built into a set in memory (never
+    written; `geocore.refs.reference_set_from_photos`), rebuilt only when the uploads or the model change.
+    Photos without GPS or unreadable are listed; None when nothing usable was uploaded."""
+    import hashlib
+
+    from geocore.refs import reference_set_from_photos
+
+    files = st.sidebar.file_uploader("…or upload reference photos with EXIF GPS (kept in memory for this session)",
+                                     type=REF_TYPES, accept_multiple_files=True, key="refs_up")
+    if not files:
+        return None
+    photos = [(f.name, f.getvalue()) for f in files]
+    digest = hashlib.sha256(b"".join(hashlib.sha256(b).digest() for _, b in photos)).hexdigest()
+    memo = st.session_state.get(REFS_MEMO)
+    if memo is None or memo[0] != (digest, model.model_name, id(model)):
+        try:
+            with st.spinner("Embedding the reference photos…"):
+                built = reference_set_from_photos(model, photos)
+        except GeocoreError as err:
+            show_error(err, where=st.sidebar, prefix="Reference photos not used: ")
+            return None
+        memo = ((digest, model.model_name, id(model)), built)
+        st.session_state[REFS_MEMO] = memo
+    refs = memo[1]
+    st.sidebar.caption(f"{len(refs)} reference photo(s) in memory"
+                       + (f"; {len(refs.skipped)} left out (no EXIF GPS or unreadable): "
+                          + md_text(", ".join(refs.skipped["name"].astype(str)[:5])) if len(refs.skipped) else ""))
+    return refs

@@ -175,7 +175,7 @@ def evaluate(
             out = _batch_rows(batch, pred, net.model_name, cells[0]) + out
             if ref_use is not None:
                 for row in out:
-                    row["refs"] = ref_use.refs.fingerprint
+                    row["refs"] = ref_use.refs.set_fingerprint
         return pd.DataFrame(out) if out else None
 
     module = BatchPredictor(model, rows, opts.precision)

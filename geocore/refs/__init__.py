@@ -8,8 +8,9 @@ into its answer (`geocore.locate.locate(..., refs=)`).
 from geocore.refs.build import build_reference_set
 from geocore.refs.fusion import FusionParams, fine_top_k, log_evidence, reweight
 from geocore.refs.info import reference_info
+from geocore.refs.memory import reference_set_from_photos
 from geocore.refs.search import Neighbours, nearest_references, neighbours
 from geocore.refs.store import ReferenceSet, load_reference_set, save_reference_set
 
 __all__ = ["FusionParams", "Neighbours", "ReferenceSet", "build_reference_set", "fine_top_k", "load_reference_set", "log_evidence",
-           "nearest_references", "neighbours", "reference_info", "reweight", "save_reference_set"]
+           "nearest_references", "neighbours", "reference_info", "reference_set_from_photos", "reweight", "save_reference_set"]

@@ -66,7 +66,8 @@ class _Photos(Dataset):
         return pos, image_bytes_digest(data), self.prepare(image), thumb, None
 
 
-def _prepare_for(model: GeoLocator):
+def photo_transform(model: GeoLocator):
+    """PIL photo → what the model's image tower takes (a cell model's input transform, else `preprocess`)."""
     return model.input_transform(False) if isinstance(model, CellClassifier) else model.preprocess
 
 
@@ -165,7 +166,7 @@ def build_reference_set(
         return _merge(model, src, parts, output, thumbnails, index_above, opts.progress)
 
     module = BatchPredictor(model, _rows, opts.precision)
-    loader = loader_for(_Photos(todo, _prepare_for(model), thumbnails), opts, list)
+    loader = loader_for(_Photos(todo, photo_transform(model), thumbnails), opts, list)
     if not todo:
         return merge()
     return predict_to_parts(module, loader, output, opts, merge, on_batch=on_batch)

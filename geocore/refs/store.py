@@ -54,6 +54,7 @@ class ReferenceSet:
     thumbnails: dict[str, bytes] | None = None
     _sha_positions: dict[str, np.ndarray] | None = field(default=None, repr=False)
     excluded: np.ndarray | None = field(default=None, repr=False)  # positions no query may see (benchmark photos)
+    _set_fingerprint: str | None = field(default=None, repr=False)
 
     def excluding(self, positions) -> "ReferenceSet":
         """This set with the references at `positions` hidden from every query (e.g. the photos of a benchmark
@@ -86,6 +87,21 @@ class ReferenceSet:
     @property
     def fingerprint(self) -> str:
         return str(self.manifest["fingerprint"])
+
+    @property
+    def set_fingerprint(self) -> str:
+        """16 hex characters naming this set's content (the model's fingerprint and every reference's ID, GPS and
+        file hash), so a calibration can record which set it was fitted with. References hidden by `excluding`
+        (an evaluation's own photos) do not change it: the calibration is for the set as the analyst uses it.
+        Computed once per set."""
+        if self._set_fingerprint is None:
+            import hashlib
+
+            h = hashlib.sha256(self.fingerprint.encode())
+            cols = self.table[["IMG_ID", "LAT", "LON", "SHA256"]].astype({"IMG_ID": str, "SHA256": str})
+            h.update(pd.util.hash_pandas_object(cols, index=False).to_numpy().tobytes())
+            self._set_fingerprint = h.hexdigest()
+        return self._set_fingerprint[:16]
 
     def sha256_positions(self) -> dict[str, np.ndarray]:
         """SHA-256 → positions of the references holding that file (made once per set)."""
