@@ -6,7 +6,10 @@ with the probability heat map and the search regions, a zoomed map when the wide
 Grad-CAM overlay of the top-1, and whether the answer agrees with the EXIF GPS. With a reference set
 (`geocore.refs`) each photo also lists its most similar reference photos (thumbnails re-drawn from pixels when the
 set stores them), marked on its maps. For a case, the joint answer of photos of one place (`same_place`) and a
-claimed location checked against each answer (`claim`). The header records what produced the answers (model,
+claimed location checked against each answer (`claim`). A video clip among the inputs (by suffix, MP4, MOV, WebM,
+MKV) gets a Video section: the clip's facts, a strip of its kept frames (thumbnails re-drawn from pixels, each with
+its time, top-1 and localizability), each segment's joint answer, and the clip's joint answer with a map of the
+per-frame track (the claim is checked against it too). The header records what produced the answers (model,
 geocore version, weights SHA-256 or a loud RANDOM BACKBONE warning, hint, reference set and fusion parameters,
 calibration, time of the analysis in UTC) and the responsible-use note.
 
@@ -49,6 +52,7 @@ RESPONSIBLE_USE = (
 )
 THUMB_SIDE = 480  # px, longer side of the photo and Grad-CAM thumbnails
 REF_THUMB_SIDE = 160  # px, longer side of a reference photo's thumbnail
+FRAME_THUMB_SIDE = 160  # px, longer side of a video frame's thumbnail in the strip
 ZOOM_MAX_DEG = (60.0, 40.0)  # a zoomed map is drawn when the widest region fits in this many degrees (lon, lat)
 MAX_COUNTRIES = 15  # countries listed per region; the rest are counted
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
@@ -95,9 +99,40 @@ class JointCase:
     region_note: str | None = None
     claim: ClaimCheck | None = None
     error: str | None = None
+    track: Any = None  # a clip's per-frame top-1s (time_s, lat, lon, segment), drawn as a line on its maps
+
+
+@dataclass
+class VideoCase:
+    """Everything the report shows about one video clip: the located clip, its frames' thumbnails (data: URIs,
+    one per kept frame, None where they could not be decoded again), each segment's joint answer and the clip's."""
+
+    index: int
+    name: str
+    sha256: str | None = None
+    n_bytes: int | None = None
+    result: Any = None  # geocore.cases.video.VideoResult
+    thumbs: list = field(default_factory=list)
+    thumb_note: str | None = None  # why the frame thumbnails are missing
+    segments: list = field(default_factory=list)  # JointCase per segment (no maps)
+    clip: JointCase | None = None  # the joint of the segments, with the track maps and the claim
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 # ---------------------------------------------------------------- inputs
+
+
+def is_video(name: str, source: ImageSource) -> bool:
+    """Whether an input is a video clip, by the suffix of its path (or of its name for bytes and uploads), as
+    `geocore.cli.cases.split_videos` tells them apart."""
+    from geocore.data.video import VIDEO_SUFFIXES
+
+    where = source if isinstance(source, (str, Path)) else name
+    return Path(str(where)).suffix.lower() in VIDEO_SUFFIXES
 
 
 def file_sha256(path: str | Path) -> str:
@@ -283,16 +318,33 @@ def _draw_points(ax, answer, claim: ClaimCheck | None = None) -> list:
     return handles
 
 
-def world_map(res: LocateResult | JointResult, regions, claim: ClaimCheck | None = None) -> str:
+def _draw_track(ax, track) -> list:
+    """A clip's per-frame top-1s as a line in time order (broken where it would cross the whole map at the
+    antimeridian), its frames as dots, the first frame ringed; legend handles."""
+    if track is None or not len(track):
+        return []
+    lat = np.asarray(track["lat"], dtype=float)
+    lon = np.asarray(track["lon"], dtype=float)
+    jump = np.flatnonzero(np.abs(np.diff(lon)) > 180.0) + 1
+    line_lat, line_lon = np.insert(lat, jump, np.nan), np.insert(lon, jump, np.nan)
+    handles = ax.plot(line_lon, line_lat, "-", color="#333333", linewidth=1.0, alpha=0.8, zorder=5.2,
+                      label="per-frame top-1 track")
+    ax.plot(lon, lat, "o", ms=3.5, color="#333333", ls="none", zorder=5.3)
+    handles += ax.plot(lon[:1], lat[:1], "o", ms=8, mfc="none", mec="#333333", mew=1.5, ls="none", zorder=5.4,
+                       label="first frame")
+    return handles
+
+
+def world_map(res: LocateResult | JointResult, regions, claim: ClaimCheck | None = None, track=None) -> str:
     """The world map of a photo's (or the joint) answer: probability heat map, numbered top-k, region outlines,
-    similar reference photos, EXIF GPS (green star), the claimed location (red cross)."""
+    similar reference photos, EXIF GPS (green star), the claimed location (red cross), a clip's per-frame track."""
     from geocore.viz import WORLD_FIGSIZE, plot_probability_map
 
     fig = _figure(WORLD_FIGSIZE)
     ax = fig.add_subplot()
     pred = res.prediction
     plot_probability_map(pred.candidates, pred.probs_full[0], ax=ax, top_k=0)
-    handles = _draw_regions(ax, regions) + _draw_points(ax, res, claim)
+    handles = _draw_regions(ax, regions) + _draw_track(ax, track) + _draw_points(ax, res, claim)
     if handles:
         ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.85)
     return _png_uri(fig)
@@ -308,9 +360,9 @@ def zoom_box(region) -> tuple[float, float, float, float] | None:
 
 
 def zoom_map(res: LocateResult | JointResult, regions, box: tuple[float, float, float, float],
-             claim: ClaimCheck | None = None) -> str:
+             claim: ClaimCheck | None = None, track=None) -> str:
     """A map of `box`: countries, candidates coloured by probability, filled regions, top-k, similar reference
-    photos, EXIF GPS and the claimed location."""
+    photos, EXIF GPS, the claimed location and a clip's per-frame track."""
     from matplotlib.colors import LogNorm
 
     from geocore.viz import world_axes
@@ -330,7 +382,7 @@ def zoom_map(res: LocateResult | JointResult, regions, box: tuple[float, float, 
         sc = ax.scatter(pts[order, 1], pts[order, 0], c=np.clip(p[order], vmax / 1e3, None), s=size,
                         cmap="magma_r", norm=norm, linewidths=0, zorder=2)
         fig.colorbar(sc, ax=ax, shrink=0.7, label="probability (log)")
-    handles = _draw_regions(ax, regions, fill=True) + _draw_points(ax, res, claim)
+    handles = _draw_regions(ax, regions, fill=True) + _draw_track(ax, track) + _draw_points(ax, res, claim)
     ax.set_xlim(west, east)
     ax.set_ylim(south, north)
     ax.set_aspect(1.0 / max(np.cos(np.radians((south + north) / 2)), 0.2))
@@ -362,18 +414,25 @@ def _gradcam(model: GeoLocator, image, res: LocateResult) -> tuple[str | None, s
 # ---------------------------------------------------------------- analysis
 
 
-def _maps(answer: LocateResult | JointResult, regions: list,
-          claim: ClaimCheck | None = None) -> tuple[str, str | None, str | None]:
-    """(world map, zoomed map or None, why the regions are not drawn or None) of a photo's or the joint answer."""
-    drawn, note = regions, None
+def _region_note(regions: list) -> str | None:
+    """Why the regions' polygons (maps, separate areas, countries) are missing, or None when they are computed."""
     try:  # the polygons, once (cached on the regions), before anything draws or lists them
         for region in regions:
             region.n_areas, region.countries  # noqa: B018
     except Exception as err:  # noqa: BLE001 - one answer's polygons must not cost the whole report
-        note = f"the search regions' polygons could not be computed ({type(err).__name__}: {err})"
-        drawn = []
+        return f"the search regions' polygons could not be computed ({type(err).__name__}: {err})"
+    return None
+
+
+def _maps(answer: LocateResult | JointResult, regions: list, claim: ClaimCheck | None = None,
+          track=None) -> tuple[str, str | None, str | None]:
+    """(world map, zoomed map or None, why the regions are not drawn or None) of a photo's or the joint answer;
+    `track`: a clip's per-frame top-1s, drawn as a line."""
+    note = _region_note(regions)
+    drawn = [] if note else regions
     box = zoom_box(drawn[-1]) if drawn else None
-    return world_map(answer, drawn, claim), (zoom_map(answer, drawn, box, claim) if box else None), note
+    return (world_map(answer, drawn, claim, track),
+            (zoom_map(answer, drawn, box, claim, track) if box else None), note)
 
 
 def _reference_thumbs(table) -> list[str | None]:
@@ -451,10 +510,84 @@ def analyse_joint(model: GeoLocator, cases: list[PhotoCase], *, levels, calibrat
         return JointCase(error="no photo could be read: there is no joint answer")
     scorer = hint_model_for(model, hint_model) if hint is not None else None
     joint = joint_locate(results, model, levels=levels, calibration=calibration, top_k=top_k, hint_model=scorer)
-    out = JointCase(result=joint, regions=sorted(joint.regions, key=lambda r: r.level))
+    return _joint_case(joint, model, calibration, claimed)
+
+
+def _joint_case(joint: JointResult, model: GeoLocator, calibration: Calibration | None,
+                claimed: tuple[float, float, str] | None = None, *, maps: bool = True, track=None,
+                levels=None) -> JointCase:
+    """A joint answer as the report shows it: its regions (at `levels` when given: a clip's answers also hold
+    the localizability level), the claim checked against it, its maps (with a clip's track) when `maps`."""
+    regions = sorted(joint.regions, key=lambda r: r.level)
+    if levels is not None:
+        regions = [r for r in regions if any(abs(r.level - lv) < 1e-9 for lv in levels)]
+    out = JointCase(result=joint, regions=regions, track=track)
     if claimed is not None:
         out.claim = _check_claim(joint, claimed, model, calibration)
-    out.world_map, out.zoom_map, out.region_note = _maps(joint, out.regions, out.claim)
+    if maps:
+        out.world_map, out.zoom_map, out.region_note = _maps(joint, out.regions, out.claim, track)
+    else:
+        out.region_note = _region_note(out.regions)
+    return out
+
+
+def _frame_thumbs(source: ImageSource, name: str, video, *, every_s: float, max_frames: int) -> list[str | None]:
+    """Each kept frame's thumbnail, decoded again with the sampling `locate_video` used (the located clip keeps
+    no images): matched by time; None for a frame the second pass did not yield."""
+    from geocore.data.video import VideoFrames
+
+    times = [float(t) for t in video.frames["time_s"]]
+    found: dict[float, str] = {}
+    for frame in VideoFrames(source, name=name, every_s=every_s, max_frames=max_frames):
+        found[round(frame.time_s, 6)] = _jpeg_uri(frame.image, FRAME_THUMB_SIDE)
+        if len(found) >= len(times):
+            break
+    return [found.get(round(t, 6)) for t in times]
+
+
+def analyse_videos(model: GeoLocator, clips: Sequence[tuple[int, str, ImageSource]], *, levels=(0.5, 0.9),
+                   calibration: Calibration | None = None, hint: str | None = None,
+                   hint_weight: float | None = None, top_k: int = 5, hint_model: GalleryModel | None = None,
+                   every_s: float = 1.0, max_frames: int = 300,
+                   claim: str | tuple | None = None) -> list[VideoCase]:
+    """Locate each clip ((index, name, path-or-bytes); `geocore.cases.video.locate_video`) and gather what its
+    section shows; a clip that cannot be read gets `error` and costs nothing else. claim: checked against each
+    clip's joint answer."""
+    from geocore.cases.video import locate_video
+    from geocore.hints import hint_model_for
+
+    claimed = _resolve_claim(claim)
+    scorer = hint_model_for(model, hint_model) if hint is not None else hint_model
+    out = []
+    for index, name, source in clips:
+        case = VideoCase(index=index, name=str(name))
+        out.append(case)
+        src = source
+        if isinstance(source, (str, Path)):  # hashed in chunks: a clip is never read whole into memory
+            try:
+                case.sha256, case.n_bytes = file_sha256(source), Path(source).stat().st_size
+            except OSError:
+                pass
+        else:
+            data, src = _read(source)
+            if data is not None:
+                case.sha256, case.n_bytes = hashlib.sha256(data).hexdigest(), len(data)
+        try:
+            video = locate_video(model, src, name=case.name, every_s=every_s, max_frames=max_frames,
+                                 levels=levels, calibration=calibration, top_k=top_k, hint=hint,
+                                 hint_weight=hint_weight, hint_model=scorer)
+        except (GeocoreError, OSError, ValueError) as err:
+            case.error = str(err)
+            continue
+        case.result = video
+        try:
+            case.thumbs = _frame_thumbs(src, case.name, video, every_s=every_s, max_frames=max_frames)
+        except (GeocoreError, OSError, ValueError) as err:
+            case.thumbs, case.thumb_note = [None] * len(video.frames), f"frames could not be decoded again: {err}"
+        if any(t is None for t in case.thumbs) and case.thumb_note is None:
+            case.thumb_note = "some frames were not found again when decoding the thumbnails"
+        case.segments = [_joint_case(seg, model, calibration, maps=False, levels=levels) for seg in video.segments]
+        case.clip = _joint_case(video.clip, model, calibration, claimed, track=video.track, levels=levels)
     return out
 
 
@@ -567,7 +700,9 @@ def _maps_html(case: PhotoCase | JointCase, name: str, top_k_levels: str, k: int
     shown = ([] if case.region_note else [f"search regions {top_k_levels} outlined"]) \
         + (["similar reference photos as orange triangles"] if refs is not None and len(refs) else []) \
         + (["EXIF GPS as a green star"] if exif else []) \
-        + (["the claimed location as a red cross"] if case.claim else [])
+        + (["the claimed location as a red cross"] if case.claim else []) \
+        + (["the per-frame top-1s as a grey line in time order (first frame ringed)"]
+           if getattr(case, "track", None) is not None else [])
     maps = f'<figure class="map"><img src="{case.world_map}" alt="world map for {_e(name)}"><figcaption>' \
            f"probability over the candidates (log colour), top-{k} numbered" \
            + "".join(f", {x}" for x in shown) + "</figcaption></figure>"
@@ -620,23 +755,120 @@ def _joint_section(joint: JointCase, cases: list[PhotoCase], top_k_levels: str) 
     head = '<section class="joint" id="joint"><h2>Joint answer: the photos as one place</h2>'
     if joint.error:
         return head + f'<p class="error">{_e(joint.error)}</p></section>'
+    links = {c.name: f"photo-{c.index}" for c in cases}
+    return head + _joint_body(joint, top_k_levels, links, what="photo", name="the joint answer") + "</section>"
+
+
+def _joint_body(joint: JointCase, top_k_levels: str, links: dict[str, str], *, what: str, name: str,
+                maps: bool = True) -> str:
+    """A joint answer's parts (the photos', a segment's frames' or a clip's segments' joint): how they were
+    combined, top-k, regions, each part's share (linked to `links[name]` anchors), the claim, the maps."""
     res = joint.result
-    index = {c.name: c.index for c in cases}
     rows = "".join(
-        f'<tr><td><a href="#photo-{index.get(r.name, 0)}">{_e(r.name)}</a></td><td>{_km(r.km_from_joint)}</td>'
+        f"<tr><td>{_link(r.name, links)}</td><td>{_km(r.km_from_joint)}</td>"
         f"<td>{_km2(r.area90_km2)}</td><td>{'—' if np.isnan(r.area90_without_km2) else _km2(r.area90_without_km2)}"
         f"</td><td>{'—' if np.isnan(r.narrowing) else f'{r.narrowing:,.1f}×'}</td><td>"
         + ('<span class="no">may not be the same place</span>' if r.conflict else '<span class="yes">yes</span>')
         + "</td></tr>" for r in res.photos.itertuples())
     skipped = "".join(f'<p class="error">left out {_e(n)}: {_e(e)}</p>' for n, e in res.skipped)
-    return (head + f'<p class="note">{res.n} photo(s) combined as a tempered product, p ∝ Π p_i^t with '
-            f"t = {res.temperature:.2f} (photos of one scene are not independent)</p>"
+    return (f'<p class="note">{res.n} {what}(s) combined as a tempered product, p ∝ Π p_i^t with '
+            f"t = {res.temperature:.2f} ({what}s of one scene are not independent)</p>"
             + _answer_tables(res.table, joint.regions, joint.region_note)
-            + f"<h3>Each photo's part</h3><table class=\"grid\"><tr><th>photo</th><th>own top-1 → joint top-1</th>"
+            + f"<h3>Each {what}'s part</h3><table class=\"grid\"><tr><th>{what}</th><th>own top-1 → joint top-1</th>"
             "<th>own 90 % area</th><th>joint 90 % area without it</th><th>narrowed</th><th>same place?</th></tr>"
             + rows + "</table>" + skipped
             + (_claim_html(joint.claim) if joint.claim else "")
-            + _maps_html(joint, "the joint answer", top_k_levels, len(res.table), False) + "</section>")
+            + (_maps_html(joint, name, top_k_levels, len(res.table), False) if maps and joint.world_map else ""))
+
+
+def _link(name: str, links: dict[str, str]) -> str:
+    anchor = links.get(name)
+    return f'<a href="#{anchor}">{_e(name)}</a>' if anchor else _e(name)
+
+
+def _video_section(case: VideoCase, top_k_levels: str) -> str:
+    """A clip: its facts, the strip of kept frames, each segment's joint answer, the clip's joint answer (with the
+    per-frame track on its maps and the claim). A clip that cannot be read is one line."""
+    anchor = f"video-{case.index}"
+    if not case.ok:
+        return (f'<section class="video" id="{anchor}"><p class="error">Video {case.index}. {_e(case.name)} could '
+                f"not be read: {_e(case.error)}</p></section>")
+    v = case.result
+    info, stats = v.info, v.stats
+    rows = [("file", _e(case.name)),
+            ("SHA-256 of the file", f"<code>{_e(case.sha256)}</code>" if case.sha256 else "unavailable"),
+            ("size", f"{case.n_bytes:,} bytes" if case.n_bytes is not None else "unavailable"),
+            ("duration", "unknown" if info.duration_s is None else f"{info.duration_s:,.1f} s"),
+            ("frame size", f"{info.width} × {info.height} ({_e(info.codec)}"
+                           + (f", {info.fps:g} frames/s)" if info.fps else ")")),
+            ("frames kept", f"{len(v.frames)} (of {stats.get('decoded', 0):,} decoded; "
+                            f"{stats.get('duplicates', 0)} near-duplicates dropped; {_e(stats.get('mode', ''))} "
+                            "sampling)"),
+            ("segments", f"{len(v.segments)} (a scene cut starts one)")]
+    frame_link = {}
+    figs = []
+    for j, (r, thumb) in enumerate(zip(v.frames.itertuples(), case.thumbs), start=1):
+        fid = f"{anchor}-frame-{j}"
+        if j - 1 < len(v.results):
+            frame_link[v.results[j - 1].name] = fid
+        pic = f'<img class="frame" src="{thumb}" alt="frame at {r.time_s:.2f} s">' if thumb else \
+            '<div class="noframe">no thumbnail</div>'
+        place = r.place if isinstance(r.place, str) and r.place else "(sea)"
+        country = r.country if isinstance(r.country, str) and r.country else "(sea)"
+        figs.append(f'<figure class="frame" id="{fid}">{pic}<figcaption><strong>{r.time_s:.1f} s</strong> · '
+                    f"segment {int(r.segment) + 1}<br>{_e(place)}, {_e(country)}<br>"
+                    f"90 % region 10<sup>{r.localizability:.1f}</sup> km²</figcaption></figure>")
+    strip = f'<h3>Frames ({len(v.frames)} kept)</h3><div class="strip">{"".join(figs)}</div>' \
+        + (f'<p class="note">{_e(case.thumb_note)}</p>' if case.thumb_note else "") \
+        + '<p class="note">each kept frame (pixels only) with its time, segment, top-1 place and localizability (the ' \
+          "area of its own 90 % region: smaller means the frame says more about where it is)</p>"
+    seg_rows, seg_parts, seg_link = [], [], {}
+    names = list(v.clip.photos["name"]) if len(v.clip.photos) == len(v.segments) else []
+    for s, ((start, end), seg) in enumerate(zip(v.segment_times, case.segments), start=1):
+        sid = f"{anchor}-segment-{s}"
+        if s - 1 < len(names):
+            seg_link[names[s - 1]] = sid
+        top = seg.result.table.iloc[0]
+        area = seg.regions[-1].area_km2 if seg.regions else None
+        seg_rows.append(f'<tr><td><a href="#{sid}">{s}</a></td><td>{start:.1f}–{end:.1f} s</td>'
+                        f"<td>{seg.result.n}</td><td>{_e(_place(top['place'], top['admin1']))}</td><td>{_e(top['country'] or '(sea)')}</td>"
+                        f"<td>{top['prob']:.4f}</td><td>{_km2(area) if area is not None else '—'}</td></tr>")
+        seg_parts.append(f'<div class="segment" id="{sid}"><h3>Segment {s} ({start:.1f}–{end:.1f} s): joint answer '
+                         f"of its {seg.result.n} frame(s)</h3>"
+                         + _joint_body(seg, top_k_levels, frame_link, what="frame", name=f"segment {s}", maps=False)
+                         + "</div>")
+    widest = _pct(case.segments[0].regions[-1].level) if case.segments and case.segments[0].regions else "widest"
+    segments = ("<h3>Segments</h3><table class=\"grid\"><tr><th>#</th><th>time</th><th>frames</th><th>top-1 place</th>"
+                f"<th>country</th><th>prob</th><th>{widest} area</th></tr>" + "".join(seg_rows) + "</table>"
+                + "".join(seg_parts))
+    clip = (f'<div class="clipjoint" id="{anchor}-clip"><h3>The whole clip: joint answer of its '
+            f"{len(v.segments)} segment(s)</h3>"
+            + _joint_body(case.clip, top_k_levels, seg_link, what="segment", name=f"the clip {case.name}")
+            + "</div>")
+    return (f'<section class="video" id="{anchor}"><h2>Video {case.index}. {_e(case.name)}</h2>'
+            f'<table class="kv">{_rows(rows)}</table>' + strip + segments + clip + "</section>")
+
+
+def _video_summary(videos: list[VideoCase]) -> str:
+    """One row per clip: length, frames, segments and the clip's joint top-1."""
+    rows = []
+    for v in videos:
+        link = f'<a href="#video-{v.index}">{_e(v.name)}</a>'
+        if not v.ok:
+            rows.append(f'<tr><td>{v.index}</td><td>{link}</td><td colspan="7" class="error">could not be read</td>'
+                        "</tr>")
+            continue
+        info, clip = v.result.info, v.clip
+        top = clip.result.table.iloc[0]
+        region = clip.regions[-1] if clip.regions else None
+        rows.append(f"<tr><td>{v.index}</td><td>{link}</td>"
+                    f"<td>{'—' if info.duration_s is None else f'{info.duration_s:,.1f} s'}</td>"
+                    f"<td>{len(v.result.frames)}</td><td>{len(v.result.segments)}</td>"
+                    f"<td>{_e(_place(top['place'], top['admin1']))}</td><td>{_e(top['country'] or '(sea)')}</td>"
+                    f"<td>{top['prob']:.4f}</td><td>{_km2(region.area_km2) if region else '—'}</td></tr>")
+    return ("<table class=\"grid summary\"><tr><th>#</th><th>video</th><th>duration</th><th>frames</th>"
+            "<th>segments</th><th>clip top-1 place</th><th>country</th><th>prob</th><th>widest region</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _summary(cases: list[PhotoCase]) -> str:
@@ -676,18 +908,31 @@ def _refs_rows(refs: ReferenceSet | None, cases: list[PhotoCase], refs_k: int | 
                                  + ("" if used else " (not applied: no photo could be read)"))]
 
 
-def _case_rows(same_place: bool, claimed: tuple[float, float, str] | None) -> list[tuple[str, str]]:
+def _case_rows(same_place: bool, claimed: tuple[float, float, str] | None, n_photos: int = 1,
+               n_videos: int = 0) -> list[tuple[str, str]]:
     """What the case asked: photos of one place (a joint answer) and a claimed location."""
     rows = [("photos of one place", '<a href="#joint">yes: a joint answer</a>')] if same_place else []
     if claimed is not None:
+        against = ([("the joint answer" if same_place else "each photo's answer")] if n_photos else []) \
+            + (["each video clip's joint answer"] if n_videos else [])
         rows.append(("claimed location", f"{_e(claimed[2])} ({claimed[0]:.4f}, {claimed[1]:.4f}), checked against "
-                                         + ("the joint answer" if same_place else "each photo's answer")))
+                                         + " and ".join(against)))
     return rows
+
+
+def _video_rows(videos: list[VideoCase], every_s: float, max_frames: int) -> list[tuple[str, str]]:
+    """The clips and how they were sampled (none: no row)."""
+    if not videos:
+        return []
+    n_ok = sum(v.ok for v in videos)
+    return [("video clips", f"{len(videos)} ({n_ok} analysed, {len(videos) - n_ok} could not be read); a frame "
+                            f"every {every_s:g} s and at scene cuts, at most {max_frames} a clip, near-duplicates "
+                            "dropped; each segment and the clip as a joint answer")]
 
 
 def _header(model: GeoLocator, cases: list[PhotoCase], *, weights: dict, calibration: Calibration | None,
             hint: str | None, hint_weight: float | None, levels, top_k: int, created: str,
-            command: str | None, extra: Sequence[tuple[str, str]] = ()) -> str:
+            command: str | None, extra: Sequence[tuple[str, str]] = (), videos: Sequence[VideoCase] = ()) -> str:
     from geocore import __version__
 
     if weights["sha256"]:
@@ -706,7 +951,7 @@ def _header(model: GeoLocator, cases: list[PhotoCase], *, weights: dict, calibra
             ("model", f"<strong>{_e(model.model_name)}</strong> ({_e(type(model).__name__)}, "
                       f"{model.num_candidates():,} candidates)"),
             ("weights SHA-256", wtext),
-            ("hint", _hint_text(cases, hint, hint_weight)),
+            ("hint", _hint_text(cases, hint, hint_weight, videos)),
             ("search regions", ", ".join(_pct(lv) for lv in levels)), ("calibration", ctext),
             ("top-k", str(top_k)), ("photos", f"{len(cases)} ({n_ok} analysed, {len(cases) - n_ok} could not be read)"),
             *extra]
@@ -716,8 +961,12 @@ def _header(model: GeoLocator, cases: list[PhotoCase], *, weights: dict, calibra
     return banner + f'<table class="kv">{_rows(rows)}</table>'
 
 
-def _hint_text(cases: list[PhotoCase], hint: str | None, hint_weight: float | None) -> str:
+def _hint_text(cases: list[PhotoCase], hint: str | None, hint_weight: float | None,
+               videos: Sequence[VideoCase] = ()) -> str:
     used = next((c.result.extras.get("hint") for c in cases if c.ok and c.result.extras.get("hint")), None)
+    if used is None and videos:
+        used = next((r.extras.get("hint") for v in videos if v.ok for r in v.result.results[:1]
+                     if r.extras.get("hint")), None)
     if used:  # the text and weight locate() applied (its default weight when none was given)
         return (f"“{_e(used['text'])}”, weight {used['weight']:g} (p ∝ p_image · p_text^weight)"
                 + ("" if hint_weight is not None else " (the default weight)"))
@@ -742,6 +991,9 @@ figure{margin:.4em 0}figure img{max-width:100%;border:1px solid #d0d4da}
 .pics img{max-height:360px}figcaption{font-size:.85em;color:#555}
 section.photo,section.joint{margin-top:2em}.note{color:#555}
 img.ref{max-height:96px;max-width:128px}.verdict{font-weight:600}
+section.video{margin-top:2em}.strip{display:flex;flex-wrap:wrap;gap:.5em;align-items:flex-start}
+figure.frame{width:170px;margin:0}img.frame{max-width:160px;max-height:120px}
+.noframe{width:160px;height:90px;background:#f2f4f7;color:#555;font-size:.8em;text-align:center;line-height:90px}
 """
 
 
@@ -752,6 +1004,7 @@ class CaseReport:
     html: str
     cases: list[PhotoCase]
     joint: JointCase | None = None  # with same_place
+    videos: list[VideoCase] = field(default_factory=list)  # the video clips among the inputs
 
     @property
     def n_ok(self) -> int:
@@ -764,36 +1017,50 @@ def build_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *
                  explain: bool = True, command: str | None = None,
                  hint_model: GalleryModel | None = None, refs: ReferenceSet | str | Path | None = None,
                  refs_k: int | None = None, refs_weight: float | None = None, same_place: bool = False,
-                 claim: str | tuple | None = None) -> CaseReport:
-    """Analyse `photos` and render the report (see `render_report`); the cases tell which photos failed."""
+                 claim: str | tuple | None = None, every_s: float = 1.0, max_frames: int = 300) -> CaseReport:
+    """Analyse `photos` (video clips among them by suffix) and render the report (see `render_report`); the
+    cases and videos tell which inputs failed."""
     if not photos:
         raise InputError("no photos given")
     levels, calibration = _check_options(levels, calibration, top_k)
     ref_options = _check_refs(refs, refs_k, refs_weight)
     claimed = _resolve_claim(claim)
+    stills = [(n, src) for n, src in photos if not is_video(str(n), src)]
+    clips = [(i, str(n), src) for i, (n, src) in
+             enumerate(((n, src) for n, src in photos if is_video(str(n), src)), start=1)]
+    if clips and (not (every_s > 0 and np.isfinite(every_s)) or int(max_frames) < 1):
+        raise InputError(f"video sampling: expected every_s > 0 and max_frames ≥ 1, got {every_s} and {max_frames}")
+    same_place = same_place and bool(stills)  # the photos' joint answer; clips get their own
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     weights = weights_record(model, weights_file)
-    cases = analyse(model, photos, levels=levels, calibration=calibration, hint=hint, hint_weight=hint_weight,
+    cases = analyse(model, stills, levels=levels, calibration=calibration, hint=hint, hint_weight=hint_weight,
                     top_k=top_k, explain=explain, hint_model=hint_model, claim=None if same_place else claimed,
-                    **ref_options)
+                    **ref_options) if stills else []
     joint = (analyse_joint(model, cases, levels=levels, calibration=calibration, top_k=top_k, hint=hint,
                            hint_model=hint_model, claim=claimed) if same_place else None)
+    videos = analyse_videos(model, clips, levels=levels, calibration=calibration, hint=hint,
+                            hint_weight=hint_weight, top_k=top_k, hint_model=hint_model, every_s=every_s,
+                            max_frames=max_frames, claim=claimed) if clips else []
     shown_k = next((len(c.result.table) for c in cases if c.ok), top_k)
-    extra = _refs_rows(ref_options.get("refs"), cases, refs_k, refs_weight) + _case_rows(same_place, claimed)
+    extra = (_refs_rows(ref_options.get("refs"), cases, refs_k, refs_weight)
+             + _video_rows(videos, every_s, max_frames) + _case_rows(same_place, claimed, len(stills), len(clips)))
     header = _header(model, cases, weights=weights, calibration=calibration, hint=hint, hint_weight=hint_weight,
-                     levels=levels, top_k=shown_k, created=created, command=command, extra=extra)
+                     levels=levels, top_k=shown_k, created=created, command=command, extra=extra, videos=videos)
     level_text = " and ".join(_pct(lv) for lv in levels)
     body = ("" if joint is None else _joint_section(joint, cases, level_text)) \
-        + "".join(_photo_section(c, level_text) for c in cases)
+        + "".join(_photo_section(c, level_text) for c in cases) \
+        + "".join(_video_section(v, level_text) for v in videos)
+    summary = (_summary(cases) if cases else "") + (_video_summary(videos) if videos else "")
+    what = f"{len(cases)} photo(s)" + (f", {len(videos)} video(s)" if videos else "")
     text = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             '<meta name="referrer" content="no-referrer">'
-            f"<title>geocore case report — {len(cases)} photo(s), {_e(created)}</title><style>{_CSS}</style></head>"
+            f"<title>geocore case report — {what}, {_e(created)}</title><style>{_CSS}</style></head>"
             f"<body><h1>geocore case report</h1>{header}"
             f'<p class="use"><strong>Responsible use.</strong> {_e(RESPONSIBLE_USE)}</p>'
-            f"<h2>Summary</h2>{_summary(cases)}{body}</body></html>\n")
-    return CaseReport(text, cases, joint)
+            f"<h2>Summary</h2>{summary}{body}</body></html>\n")
+    return CaseReport(text, cases, joint, videos)
 
 
 def render_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], *, hint: str | None = None,
@@ -802,7 +1069,8 @@ def render_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], 
                   explain: bool = True, command: str | None = None,
                   hint_model: GalleryModel | None = None, refs: ReferenceSet | str | Path | None = None,
                   refs_k: int | None = None, refs_weight: float | None = None, same_place: bool = False,
-                  claim: str | tuple | None = None) -> str:
+                  claim: str | tuple | None = None, every_s: float = 1.0,
+                  max_frames: int = 300) -> str:
     """The case report of `photos` ((name, path-or-bytes) pairs) as one self-contained HTML string.
 
     Works from bytes in memory (uploads are never written anywhere). A photo that cannot be read gets its own
@@ -816,11 +1084,17 @@ def render_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], 
     fusion (`locate`'s defaults when None): each photo lists its similar reference photos, marked on its maps.
     same_place: the photos show one place: a joint answer (`geocore.cases.joint`) with each photo's part.
     claim: "City, Country", "lat,lon" or a (lat, lon[, label]) tuple, checked against the joint answer with
-    `same_place`, else against each photo's (`geocore.cases.claims`); an unknown name fails before any work."""
+    `same_place`, else against each photo's, and against each video clip's joint answer (`geocore.cases.claims`);
+    an unknown name fails before any work.
+    Video clips among `photos` (by the suffix of the path, or of the name for bytes: MP4, MOV, WebM, MKV) are
+    located with `geocore.cases.video.locate_video`, sampling a frame every `every_s` seconds and at scene cuts,
+    at most `max_frames` a clip: each gets a Video section (frame strip, segments' and clip's joint answers, a
+    map of the per-frame track); a clip that cannot be read is one line and costs nothing else."""
     return build_report(model, photos, hint=hint, hint_weight=hint_weight, calibration=calibration, top_k=top_k,
                         levels=levels, weights_file=weights_file, explain=explain, command=command,
                         hint_model=hint_model, refs=refs, refs_k=refs_k, refs_weight=refs_weight,
-                        same_place=same_place, claim=claim).html
+                        same_place=same_place, claim=claim, every_s=every_s,
+                        max_frames=max_frames).html
 
 
 def write_html(text: str, output: str | Path) -> Path:
@@ -843,12 +1117,14 @@ def write_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], o
                  weights_file: str | Path | None = None, explain: bool = True, command: str | None = None,
                  hint_model: GalleryModel | None = None, refs: ReferenceSet | str | Path | None = None,
                  refs_k: int | None = None, refs_weight: float | None = None, same_place: bool = False,
-                 claim: str | tuple | None = None) -> Path:
+                 claim: str | tuple | None = None, every_s: float = 1.0,
+                 max_frames: int = 300) -> Path:
     """`render_report` written to `output` atomically (see `write_html`); returns the path."""
     if Path(output).is_dir():  # before the work, not after
         raise InputError(f"{output} is a folder; expected a file name such as case.html")
     text = render_report(model, photos, hint=hint, hint_weight=hint_weight, calibration=calibration, top_k=top_k,
                          levels=levels, weights_file=weights_file, explain=explain, command=command,
                          hint_model=hint_model, refs=refs, refs_k=refs_k, refs_weight=refs_weight,
-                         same_place=same_place, claim=claim)
+                         same_place=same_place, claim=claim, every_s=every_s,
+                         max_frames=max_frames)
     return write_html(text, output)

@@ -1,4 +1,4 @@
-"""`geocore report`: one self-contained, offline HTML case report for one or more photos."""
+"""`geocore report`: one self-contained, offline HTML case report for one or more photos and video clips."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _command(images: list[Path], explain: bool, **options) -> str:
 
 
 def report(
-    images: list[Path] = typer.Argument(..., help="Photos or folders of photos."),
+    images: list[Path] = typer.Argument(..., help="Photos, folders of photos, or video clips (MP4, MOV, WebM, MKV)."),
     output: Path = typer.Option(..., "--output", "-o", help="The report to write, e.g. case.html."),
     model: str = typer.Option("geoclip", "--model", help="Registered model name (see `geocore models`)."),
     pretrained: str = typer.Option(None, "--pretrained",
@@ -47,12 +47,17 @@ def report(
     refs_weight: float = REFS_WEIGHT_OPT,
     same_place: bool = SAME_PLACE_OPT,
     claim: str = CLAIM_OPT,
+    every_s: float = typer.Option(1.0, "--every-s", min=0.05, help="Videos: sample a frame every N seconds (and at "
+                                  "scene changes)."),
+    max_frames: int = typer.Option(300, "--max-frames", min=1, help="Videos: at most this many frames a clip."),
 ) -> None:
     """A reproducible case report: photos, SHA-256s, EXIF, top-k, maps with search regions, Grad-CAM, provenance;
-    with --refs similar reference photos, with --same-place a joint answer, with --claim a claim check.
+    with --refs similar reference photos, with --same-place a joint answer, with --claim a claim check; a video clip
+    gets its frames, segments and the clip's joint answer with a map of the per-frame track.
 
     One HTML file that opens offline and makes no request (images inline; no scripts, fonts or tiles)."""
     check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
+    from geocore.cli.cases import split_videos
     from geocore.locate import expand_paths
     from geocore.models.registry import load_model_for_user
     from geocore.report import build_report, write_html
@@ -66,7 +71,8 @@ def report(
     if levels is None:  # as `geocore locate` chooses them
         levels = (0.5, 0.9) if cal is None or set(cal.levels) >= {0.5, 0.9} else (cal.levels[0], cal.levels[-1])
     claimed, ref_set = case_inputs(claim, refs, refs_k, refs_weight)
-    paths = expand_paths(images)
+    paths = expand_paths(images)  # folders: their images; files as given, video clips among them
+    stills, clips = split_videos(paths)
 
     net = load_model_for_user(model, pretrained)
     console = Console(stderr=True, soft_wrap=True)
@@ -77,23 +83,33 @@ def report(
     command = _command(paths, explain, output=output, model=model, pretrained=pretrained, hint=hint,
                        hint_weight=hint_weight, calibration=calibration, top_k=top_k,
                        regions=",".join(f"{v:g}" for v in levels), refs=refs, refs_k=refs_k,
-                       refs_weight=refs_weight, same_place=same_place, claim=claim)
-    console.print(f"analysing {len(paths)} photo(s) with {terminal_text(model)} …")
+                       refs_weight=refs_weight, same_place=same_place, claim=claim,
+                       every_s=every_s if clips and every_s != 1.0 else None,
+                       max_frames=max_frames if clips and max_frames != 300 else None)
+    console.print(f"analysing {len(stills)} photo(s)" + (f" and {len(clips)} video(s)" if clips else "")
+                  + f" with {terminal_text(model)} …")
     rep = build_report(net, [(str(p), p) for p in paths], hint=hint, hint_weight=hint_weight, calibration=cal,
                        top_k=top_k, levels=levels, weights_file=weights_file, explain=explain, command=command,
                        refs=ref_set, refs_k=refs_k, refs_weight=refs_weight, same_place=same_place,
-                       claim=claimed)
+                       claim=claimed, every_s=every_s, max_frames=max_frames)
     write_html(rep.html, output)
-    for case in rep.cases:
+    for case in [*rep.cases, *rep.videos]:
         if not case.ok:
             console.print(f"[red]could not read[/] {terminal_text(case.error)}")
-    console.print(f"{rep.n_ok} photo(s) analysed, {len(rep.cases) - rep.n_ok} could not be read → "
-                  f"{terminal_text(output)}")
+    n_videos = sum(v.ok for v in rep.videos)
+    console.print(f"{rep.n_ok} photo(s) analysed, {len(rep.cases) - rep.n_ok} could not be read"
+                  + (f"; {n_videos} video(s) analysed, {len(rep.videos) - n_videos} could not be read"
+                     if rep.videos else "") + f" → {terminal_text(output)}")
     if rep.joint is not None and rep.joint.result is not None and rep.joint.result.conflicts:
         console.print("[bold red]may not be the same place:[/] "
                       + ", ".join(terminal_text(n) for n in rep.joint.result.conflicts))
-    if rep.n_ok == 0:
-        raise InputError(f"none of the photos could be read; the errors are in {output}")
+    for v in rep.videos:
+        if v.ok and v.result.clip.conflicts:
+            console.print(f"[bold red]{terminal_text(v.name)}: segments that may show another place:[/] "
+                          + ", ".join(terminal_text(n) for n in v.result.clip.conflicts))
+    if rep.n_ok == 0 and not any(v.ok for v in rep.videos):
+        raise InputError(f"none of the photos{' or videos' if rep.videos else ''} could be read; the errors are in "
+                         f"{output}")
 
 
 def register(app: typer.Typer) -> None:
