@@ -10,6 +10,12 @@ of the same spot; "copy": the reference's own embedding plus noise 0.1, a re-enc
 reference nearby: held-out points outside the Americas whose nearest reference is over 500 km away. Model alone =
 GeoCLIP's top-1 over the gallery; with references = `refs.reweight` + `refs.fine_top_k` (reference positions
 scored exactly by the location encoder), as `locate(..., refs=)` runs them.
+
+Calibrated coverage with references (`coverage`, `--coverage-only`): the fused gallery distribution
+(`refs.reweight` on GeoCLIP's, what `locate(..., refs=)` gives search regions and calibration) of a mix of queries
+near references (the NEAR settings, equal shares) and with no reference nearby; each setting is split at random
+into calibration and test halves; split-conformal `truth_mass` calibration, Mondrian (entropy bins, the default)
+and marginal, fitted on the calibration half and measured on the test half, overall and per group.
 """
 
 from __future__ import annotations
@@ -145,6 +151,167 @@ def choose_defaults(world: World, n: int) -> tuple[FusionParams, list[dict]]:
     return best, rows
 
 
+COVERAGE_LEVELS = (0.5, 0.8, 0.9, 0.95)
+COVERAGE_CHUNK = 128  # queries per block: reweight's (B, K + 1, M) float64 kernel terms are ~0.5 GB at M = 75K
+
+
+def _fused_scores(world: World, emb: torch.Tensor, truth: np.ndarray, params: FusionParams, cells,
+                  calibrations: dict | None = None) -> dict:
+    """Per query, in blocks: truth_mass and entropy of the fused gallery distribution (`refs.reweight` on the
+    model's, as `locate(..., refs=)` computes `probs_full`); with `calibrations` (name → Calibration) also the
+    90 % region's area at the raw mass and at each calibration's mass for that query."""
+    from geocore.refs import neighbours
+    from geocore.uncertainty.regions import areas_at_masses, bin_scores, truth_mass
+
+    out = {"mass": [], "entropy": [], "area90": []}
+    for s in range(0, len(truth), COVERAGE_CHUNK):
+        e, t = emb[s:s + COVERAGE_CHUNK], truth[s:s + COVERAGE_CHUNK]
+        with torch.no_grad():
+            found = neighbours(world.refs, e, params)
+            fused = reweight(world.model_alone(e), found.latlon, found.log_a, params, 1)
+        p = fused.probs_full.numpy()
+        ent = bin_scores(p, cells, "entropy")
+        out["mass"].append(truth_mass(p, cells, t))
+        out["entropy"].append(ent)
+        if calibrations is not None:
+            q = [np.full(len(t), 0.9)]
+            q += [np.broadcast_to(c.masses_for([0.9], ent if c.bins is not None else None), (len(t), 1))[:, 0]
+                  for c in calibrations.values()]
+            out["area90"].append(areas_at_masses(p, cells, np.stack(q, 1)))
+    return {k: np.concatenate(v) if v else None for k, v in out.items()}
+
+
+def coverage(world: World, params: FusionParams | None = None, n_near: int = 7_000, n_far: int = 5_000,
+             seed: int = 0) -> dict:
+    """Calibrated coverage of search regions with references, on queries near references (`n_near`, equal shares
+    of the NEAR settings) and with no reference within 500 km (`n_far`): each setting split at random into
+    calibration and test halves; Mondrian (entropy bins) and marginal calibration fitted on the calibration half
+    of the mix, coverage and median 90 % area measured on the test half, overall and per group."""
+    from geocore.uncertainty import gallery_cells
+    from geocore.uncertainty.calibration import fit_calibration
+
+    t0 = time.perf_counter()
+    params = params or FusionParams()
+    cells = gallery_cells(world.gallery)
+    rng = np.random.default_rng(seed)
+    per = n_near // len(NEAR)
+    settings = [(label, (delta, sigma), per) for label, delta, sigma in NEAR]
+    settings.append(("no reference within 500 km", None, n_far))
+    halves = {"cal": [], "test": []}  # (setting label, truth, emb)
+    for label, near, n in settings:
+        truth, emb = world.queries(n, near)
+        order = rng.permutation(len(truth))
+        h = len(truth) // 2
+        for name, idx in (("cal", order[:h]), ("test", order[h:])):
+            halves[name].append((label, truth[idx], emb[torch.as_tensor(idx)]))
+
+    def stack(half):
+        return (np.concatenate([[lab] * len(t) for lab, t, _ in half]), np.concatenate([t for _, t, _ in half]),
+                torch.cat([e for _, _, e in half]))
+
+    lab_c, truth_c, emb_c = stack(halves["cal"])
+    fit = _fused_scores(world, emb_c, truth_c, params, cells)
+    cals = {"Mondrian (entropy bins)": fit_calibration(fit["mass"], COVERAGE_LEVELS, model="geoclip-stand-in",
+                                                       fingerprint=cells, bin_score=fit["entropy"]),
+            "marginal": fit_calibration(fit["mass"], COVERAGE_LEVELS, model="geoclip-stand-in", fingerprint=cells)}
+    t_cal = time.perf_counter() - t0
+    lab_t, truth_t, emb_t = stack(halves["test"])
+    ev = _fused_scores(world, emb_t, truth_t, params, cells, cals)
+    masses = {"raw (uncalibrated)": np.broadcast_to(np.asarray(COVERAGE_LEVELS), (len(lab_t), len(COVERAGE_LEVELS)))}
+    for name, c in cals.items():
+        m = c.masses_for(COVERAGE_LEVELS, ev["entropy"] if c.bins is not None else None)
+        masses[name] = np.broadcast_to(m, (len(lab_t), len(COVERAGE_LEVELS)))
+    near = lab_t != "no reference within 500 km"
+    groups = {"all": np.ones(len(lab_t), bool), "near a reference": near, "no reference within 500 km": ~near}
+    rows = []
+    for j, (method, m) in enumerate(masses.items()):  # area90 columns: raw, then the calibrations in order
+        covered = ev["mass"][:, None] <= m
+        for g, sel in groups.items():
+            rows.append({"method": method, "group": g, "n": int(sel.sum()), "coverage": covered[sel].mean(0),
+                         "zero": float((ev["mass"][sel] == 0).mean()),
+                         "area90": float(np.median(ev["area90"][sel, j]))})
+    per_setting = []
+    for label, _, _ in settings:
+        sel = lab_t == label
+        per_setting.append({"setting": label, "n": int(sel.sum()),
+                            **{method: float((ev["mass"][sel] <= m[sel, COVERAGE_LEVELS.index(0.9)]).mean())
+                               for method, m in masses.items()}})
+    mond = cals["Mondrian (entropy bins)"]
+    tied = np.flatnonzero(np.asarray(mond.bins.masses)[:, 0] == 0)  # bins whose 50 % mass is 0: all ties
+    in_tied = np.isin(mond.bins.bin_of(ev["entropy"]), tied)
+    ties = {"bins": len(tied), "share": float(in_tied.mean()),
+            "cov50": float((ev["mass"][in_tied] == 0).mean()) if in_tied.any() else float("nan")}
+    return {"rows": rows, "per_setting": per_setting, "n_cal": len(lab_c), "n_test": len(lab_t), "ties": ties,
+            "n_cal_near": int((lab_c != "no reference within 500 km").sum()), "params": params,
+            "marginal_masses": cals["marginal"].masses, "n_bins": len(cals["Mondrian (entropy bins)"].bins.masses),
+            "truth_outside": float(np.mean(ev["mass"] >= 1.0)), "gallery": len(cells), "refs": len(world.refs),
+            "t_cal": t_cal, "t_total": time.perf_counter() - t0}
+
+
+def coverage_lines(res: dict) -> list[str]:
+    """The "Calibrated coverage with references" subsection (markdown lines)."""
+    p = res["params"]
+    lv = " / ".join(f"{100 * v:.0f}" for v in COVERAGE_LEVELS)
+    lines = ["### Calibrated coverage with references", "",
+             f"`python -m bench.bench_refs --coverage-only`: the fused gallery distribution (`refs.reweight`, what "
+             f"`locate(..., refs=)` gives search regions; default `FusionParams()`: K = {p.k}, W = {p.weight:g}, "
+             f"t₀ = {p.t0:g}, τ = {p.tau:g}, ℓ = {p.scale_km:g} km), {res['refs']:,} references, "
+             f"{res['gallery']:,} gallery points. Queries: the {len(NEAR)} near settings above in equal shares and "
+             "queries with no reference within 500 km; each setting split at random into halves: "
+             f"{res['n_cal']:,} calibration queries ({res['n_cal_near']:,} near) and {res['n_test']:,} test queries. "
+             f"Split-conformal calibration on `truth_mass` at {lv} %, Mondrian ({res['n_bins']} bins of the fused "
+             "distribution's entropy, the default) and marginal, both fitted on the whole calibration mix. "
+             f"Test coverage (%) at {lv} % and the median area of the 90 % region:", "",
+             "| calibration | queries | n | coverage " + lv + " % | max deviation (points) | median 90 % area (km²) "
+             "| truth in the densest cell |", "|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        dev = 100 * (r["coverage"] - np.asarray(COVERAGE_LEVELS))
+        worst = dev[np.argmax(np.abs(dev))]
+        lines.append(f"| {r['method']} | {r['group']} | {r['n']:,} | "
+                     + " / ".join(f"{100 * c:.1f}" for c in r["coverage"])
+                     + f" | {worst:+.1f} | {r['area90']:,.0f} | {100 * r['zero']:.1f} % |")
+    methods = [k for k in res["per_setting"][0] if k not in ("setting", "n")]
+    half_width = 100 * 1.96 * (0.09 / res["per_setting"][0]["n"]) ** 0.5
+    lines += ["", f"90 % coverage per setting (test half; ±{half_width:.1f} points at 95 % for the near settings' n):", "",
+              "| queries | n | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for r in res["per_setting"]:
+        lines.append(f"| {r['setting']} | {r['n']:,} | " + " | ".join(f"{100 * r[m]:.1f}" for m in methods) + " |")
+    ok = {r["method"]: max(abs(100 * (r["coverage"] - np.asarray(COVERAGE_LEVELS)))) for r in res["rows"]
+          if r["method"] != "raw (uncalibrated)"}
+    lines += ["", "Within 2 points of nominal at every level, overall and in both groups: "
+              + "; ".join(f"{m}: {'yes' if d <= 2 else 'no'} (worst {d:.1f} points)" for m, d in ok.items())
+              + f". Marginal calibrated masses: {', '.join(f'{m:.4f}' for m in res['marginal_masses'])}; "
+              f"{100 * res['truth_outside']:.1f} % of test truths lie in no gallery cell (truth_mass 1). "
+              "A truth in the densest cell (truth_mass 0) is covered at any mass: where that share exceeds a level, "
+              "coverage there cannot come down to nominal (ties), whatever the calibration: "
+              f"{res['ties']['bins']} of the {res['n_bins']} Mondrian bins have 50 % mass 0 "
+              f"({100 * res['ties']['share']:.1f} % of test queries; their 50 % coverage "
+              f"{100 * res['ties']['cov50']:.1f} %). "
+              f"Time: {res['t_total']:.0f} s on {torch.get_num_threads()} thread(s) (calibration half "
+              f"{res['t_cal']:.0f} s, after the world was built).", ""]
+    return lines
+
+
+def write_subsection(lines: list[str], title: str = "### Calibrated coverage with references") -> None:
+    """Put `lines` (a ### subsection) into the "## Reference photos" section of RESULTS.md, replacing the
+    subsection of the same title if there is one, else at the end of the section; the rest is kept as is."""
+    text = OUT.read_text(encoding="utf-8") if OUT.exists() else "# Benchmark results\n"
+    block = "\n".join(lines).rstrip("\n") + "\n"
+    sec = re.compile(r"^## Reference photos\n.*?(?=^## |\Z)", re.S | re.M).search(text)
+    if sec is None:
+        text = text.rstrip("\n") + "\n\n## Reference photos\n\n" + block
+    else:
+        body = sec.group(0)
+        sub = re.compile(r"^" + re.escape(title) + r"\n.*?(?=^### |^## |\Z)", re.S | re.M)
+        if sub.search(body):
+            body = sub.sub(lambda _: block + "\n", body)
+        else:
+            body = body.rstrip("\n") + "\n\n" + block
+        body = body.rstrip("\n") + "\n" + ("\n" if sec.end() < len(text) else "")
+        text = text[:sec.start()] + body + text[sec.end():]
+    OUT.write_text(text, encoding="utf-8")
+
+
 def search_speed(sizes=(100_000, 1_000_000), n_queries: int = 200, seed: int = 0) -> list[dict]:
     """Exact scan and FAISS index at each set size: time per photo (one query at a time) and recall@10."""
     from bench.timing import measure
@@ -236,6 +403,7 @@ def section(n: int, quick: bool) -> list[str]:
     for r in sweep:
         lines.append(f"| {r['parameter']} | {r['value']:g} | {100 * r['near']:.1f} | {100 * r['far_loss']:+.1f} |")
     lines += ["", f"(fusion sweep and table: {time.perf_counter() - t0:,.0f} s)", ""]
+    lines += coverage_lines(coverage(world, n_near=1_400 if quick else 7_000, n_far=1_000 if quick else 5_000))
     emb = embedding_choice(30 if quick else 60)
     lines += ["### Which embedding (geoclip-tiny, real pixels: re-encoded copies among the originals)", "",
               "| embedding | copies found top-1 | median margin (t) |", "|---|---|---|"]
@@ -267,8 +435,19 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("-n", type=int, default=400)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--coverage-only", action="store_true",
+                    help="only the calibrated coverage with references; writes its subsection of RESULTS.md")
+    ap.add_argument("--near", type=int, default=7_000, help="--coverage-only: queries near references (all settings)")
+    ap.add_argument("--far", type=int, default=5_000, help="--coverage-only: queries with no reference nearby")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.coverage_only:
+        out = coverage_lines(coverage(World(n_refs=10_000 if args.quick else 20_000), n_near=args.near,
+                                      n_far=args.far))
+        print("\n".join(out))
+        if not args.no_write:
+            write_subsection(out)
+        raise SystemExit(0)
     out = section(args.n if not args.quick else 100, args.quick)
     print("\n".join(out))
     if not args.no_write:
