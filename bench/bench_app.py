@@ -65,7 +65,7 @@ TIMEOUT_S = 180.0
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
 LOCAL_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"  # Chromium resolves no other host
 NON_LOCAL = re.compile("^(?!(?:" + "|".join(re.escape(p) for p in LOCAL) + "))")  # any URL not starting so
-PHOTOS = "input[type=file][multiple]"  # the Locate page's photo uploader (the sidebar's calibration takes one file)
+PHOTOS = ".st-key-uploads input[type=file]"  # the Locate page's photo uploader (the sidebar has two more)
 IDLE_MS = 500  # the pause on a loaded, idle page before each timed upload
 # a websocket message this large carries a map's HTML (≥ 15 kB with its heatmap; the others are < 5 kB)
 MAP_MESSAGE_BYTES = 12_000

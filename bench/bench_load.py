@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 BROWSER_TEST = REPO / "tests" / "browser" / "test_app_browser.py"
 MODEL = "geoclip-tiny"
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:", "about:")
-PHOTOS = "input[type=file][multiple]"  # the Locate page's photo uploader
+PHOTOS = ".st-key-uploads input[type=file]"  # the Locate page's photo uploader
 TIMEOUT_MS = 240_000
 POLL_MS = 100
 NAME_RE = re.compile(r"s\d+_u\d+\.jpg")

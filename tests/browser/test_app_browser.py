@@ -223,7 +223,7 @@ def _map_frames(page, n: int):
 def test_locate_upload_renders_map_offline(browser_page, app_url):
     page = browser_page
     page.goto(app_url + "/Locate")
-    photos = "input[type=file][multiple]"  # the photo uploader (the sidebar's calibration upload takes one file)
+    photos = ".st-key-uploads input[type=file]"  # the photo uploader (the sidebar has two more)
     page.wait_for_selector(photos, state="attached")
     page.set_input_files(photos, files=[
         {"name": "paris.jpg", "mimeType": "image/jpeg", "buffer": _photo_bytes()},

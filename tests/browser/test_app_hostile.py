@@ -143,17 +143,17 @@ def test_hostile_strings_stay_text_on_every_page(hostile_app):
 
     # Locate: the calibration's model, a hint, a photo and a broken upload named as markup
     page.goto(url + "/Locate")
-    page.wait_for_selector("input[type=file][multiple]", state="attached")
+    page.wait_for_selector(".st-key-uploads input[type=file]", state="attached")
     _settle(page)
     hint = page.get_by_label("Text hint (optional)", exact=True)
     if hint.is_enabled():
         hint.fill(names["hint"])
         hint.press("Enter")
         _settle(page)
-    page.set_input_files("section[data-testid='stSidebar'] input[type=file]", files=[
+    page.set_input_files(".st-key-calibration_up input[type=file]", files=[
         {"name": "cal.json", "mimeType": "application/json", "buffer": _calibration(names["model"])}])
     page.get_by_text("Calibrated on 40 photos of").wait_for()
-    page.set_input_files("input[type=file][multiple]", files=[
+    page.set_input_files(".st-key-uploads input[type=file]", files=[
         {"name": names["photo"], "mimeType": "image/jpeg", "buffer": _photo_bytes()},
         {"name": names["broken"], "mimeType": "image/jpeg", "buffer": b"not a jpeg"},
     ])
