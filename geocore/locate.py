@@ -32,7 +32,7 @@ from geocore.models.views import batch_inputs
 from geocore.refs import FusionParams, Neighbours, ReferenceSet, fine_top_k, neighbours, reweight
 from geocore.refs.embed import reference_embeddings
 from geocore.uncertainty.calibration import Calibration, validate_levels
-from geocore.uncertainty.regions import SearchRegion, region_areas, search_regions
+from geocore.uncertainty.regions import SearchRegion, search_regions
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff", ".gif"}
 
@@ -276,8 +276,6 @@ def _locate(model: GeoLocator, sources: Iterable[tuple[str, ImageSource]], *, to
         pred = _predict(model, pixels, top_k, need_full, refine, hint_logp, weight, extra, refs)
         per_image = (search_regions(pred.probs_full, cells, levels, calibration=calibration, model=model.model_name)
                      if levels else [[] for _ in ready])
-        outside = (calibration.outside(np.log10(region_areas(pred.probs_full, cells, [0.9])[:, 0]))
-                   if levels and calibration is not None and calibration.localizability else [False] * len(ready))
         for i, (res, _, sha) in enumerate(ready):
             res.prediction = pred[i]
             res.table = prediction_table(res.prediction)
@@ -285,7 +283,7 @@ def _locate(model: GeoLocator, sources: Iterable[tuple[str, ImageSource]], *, to
                 res.references = reference_table(refs.refs, refs.found, i, res.table[["lat", "lon"]].to_numpy()[0])
                 res.extras["refs"] = {"k": refs.params.k, "weight": refs.params.weight, "sha256": sha}
             res.regions = list(per_image[i])
-            res.outside_calibration = bool(outside[i])
+            res.outside_calibration = any(r.outside_calibration for r in res.regions)
             if res.exif_gps is not None:
                 res.exif_error_km = float(haversine_km(np.array(res.exif_gps), res.table[["lat", "lon"]].to_numpy()[0]))
             if hint_logp is not None:

@@ -40,7 +40,9 @@ class SearchRegion:
 
     level: nominal coverage asked for; mass: the probability threshold used (= level, or the calibrated
     mass); held_mass: probability the region actually holds (> mass); indices: candidates, densest first;
-    area_km2: exact sum of their areas. geometry, n_areas and countries are computed on first use.
+    area_km2: exact sum of their areas; outside_calibration: the image's raw localizability lies beyond the
+    1st–99th percentile its calibration saw (coverage may not hold). geometry, n_areas and countries are
+    computed on first use.
     """
 
     level: float
@@ -50,6 +52,7 @@ class SearchRegion:
     area_km2: float
     held_mass: float
     cells: CandidateCells = field(repr=False)
+    outside_calibration: bool = False
 
     @cached_property
     def geometry(self) -> BaseGeometry:
@@ -202,8 +205,9 @@ def search_regions(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibrati
                    model: str | None = None) -> list[SearchRegion] | list[list[SearchRegion]]:
     """HPD search regions: for probs (M,) a list over levels; for (B, M) a list per image of lists over levels.
 
-    With `calibration`, the mass used for level p is the calibrated mass `calibration.mass_for(p)`; the
-    calibration must have been fitted on these candidates (and on `model`, when given).
+    With `calibration`, the mass used for level p is the calibrated mass `calibration.mass_for(p)` (per image for a
+    Mondrian one); the calibration must have been fitted on these candidates (and on `model`, when given). Its
+    fit check (`outside_calibration`) reads each image's raw 90 % area off the same sort.
     """
     p, single = prob_matrix(probs, len(cells))
     levels = validate_levels(levels)
@@ -214,10 +218,15 @@ def search_regions(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibrati
         s = _Sorted(block, cells, log_area)
         qb = np.broadcast_to(_rows(q, start, start + block.shape[0]), (block.shape[0], len(levels)))
         ends = s.ends(qb)  # (b, L)
+        outside = np.zeros(block.shape[0], bool)
+        if calibration is not None and calibration.localizability:
+            raw90 = np.take_along_axis(s.area, s.ends(np.array([0.9])), axis=1)[:, 0]
+            outside = calibration.outside(np.log10(raw90))
         for r in range(block.shape[0]):
             out.append([SearchRegion(level=float(lv), mass=float(qq), calibrated=calibration is not None,
                                      indices=s.order[r, : e + 1].copy(), area_km2=float(s.area[r, e]),
-                                     held_mass=float(s.mass[r, e]), cells=cells)
+                                     held_mass=float(s.mass[r, e]), cells=cells,
+                                     outside_calibration=bool(outside[r]))
                         for lv, qq, e in zip(levels, qb[r], ends[r])])
     return out[0] if single else out
 
