@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from geocore.cli.answers import print_topk, region_line
 from geocore.data.text import terminal_text, utf8_safe
 from geocore.errors import InputError
 
@@ -48,15 +49,9 @@ def split_videos(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     return [p for p in paths if p.suffix.lower() not in VIDEO_SUFFIXES], videos
 
 
-def print_joint(joint, console: Console, title: str, region_line) -> None:
+def print_joint(joint, console: Console, title: str) -> None:
     """The joint answer: top-k, its regions, and per photo how much it narrowed the answer or conflicts."""
-    t = Table(title=terminal_text(title))
-    for col in ("rank", "lat", "lon", "prob", "place", "country"):
-        t.add_column(col)
-    for r in joint.table.itertuples():
-        t.add_row(str(r.rank), f"{r.lat:.4f}", f"{r.lon:.4f}", f"{r.prob:.4f}", terminal_text(r.place),
-                  terminal_text(r.country))
-    console.print(t)
+    print_topk(title, joint.table, console)
     for reg in joint.regions:
         console.print(region_line(reg))
     per = Table(title=f"each photo's part (tempered product, t = {joint.temperature:.2f})")
@@ -78,7 +73,7 @@ def print_claim(check, console: Console, what: str) -> None:
     console.print(f"claim vs {terminal_text(what)} — {terminal_text(check.verdict)} ({regions}{level})")
 
 
-def print_video(video, console: Console, region_line) -> None:
+def print_video(video, console: Console) -> None:
     """A clip: its frames (time, segment, top-1, localizability), each segment's joint answer, the clip's."""
     info = video.info
     length = "unknown length" if info.duration_s is None else f"{info.duration_s:,.1f} s"
@@ -95,7 +90,7 @@ def print_video(video, console: Console, region_line) -> None:
         top = seg.table.iloc[0]
         console.print(f"segment {start:.1f}–{end:.1f} s ({seg.n} frame(s)): {top.lat:.4f}, {top.lon:.4f} "
                       f"{terminal_text(top.place)}, {terminal_text(top.country)} (p = {top.prob:.3f})")
-    print_joint(video.clip, console, f"{video.name}: the whole clip", region_line)
+    print_joint(video.clip, console, f"{video.name}: the whole clip")
 
 
 def case_record(photos: list[dict], joint=None, videos=(), claims: dict | None = None) -> dict:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from geocore.cli.answers import print_topk, region_line
 from geocore.cli.cases import (CLAIM_OPT, REFS_K_OPT, REFS_OPT, REFS_WEIGHT_OPT, SAME_PLACE_OPT, case_inputs,
                                case_record, print_claim, print_joint, print_video, split_videos)
 from geocore.cli.evaluate import ACCELERATOR_OPT, DEVICES_OPT, NODES_OPT, STRATEGY_OPT
@@ -120,25 +121,6 @@ def _write(results: list, output: Path) -> None:
             located_table(results).to_parquet(tmp, index=False)
         return
     safe_io.write_text_atomic(output, safe_io.to_csv_text(located_table(results)))  # no spreadsheet formulas
-
-
-def _print_table(title: str, table: pd.DataFrame, console: Console) -> None:
-    t = Table(title=terminal_text(title))
-    for col in ("#", "lat", "lon", "prob", "place", "country"):
-        t.add_column(col, justify="right" if col in ("#", "lat", "lon", "prob") else "left")
-    for r in table.itertuples():
-        place = ", ".join(x for x in (r.place, r.admin1) if x)
-        t.add_row(str(r.rank), f"{r.lat:.4f}", f"{r.lon:.4f}", f"{r.prob:.3f}", terminal_text(place),
-                  terminal_text(r.country or "(sea)"))
-    console.print(t)
-
-
-def region_line(region) -> str:
-    """"90 % search region: 1,234,567 km² in 3 areas (FRA, ESP, …) — calibrated" for the console."""
-    countries = ", ".join(region.countries[:6]) + (", …" if len(region.countries) > 6 else "")
-    status = "calibrated" if region.calibrated else "not calibrated (raw probability mass)"
-    return (f"{100 * region.level:g} % search region: {region.area_km2:,.0f} km² in {region.n_areas} "
-            f"area{'s' if region.n_areas != 1 else ''}" + (f" ({countries})" if countries else "") + f" — {status}")
 
 
 def _locate_table(net, paths: list[Path], output: Path, loop: dict, *, batch_size: int, precision: str,
@@ -265,7 +247,7 @@ def locate(
         if not res.ok:
             Console(stderr=True, soft_wrap=True).print(f"[red]skipped[/] {terminal_text(res.error)}")
         elif not as_json and not output:
-            _print_table(res.name, res.table, console)
+            print_topk(res.name, res.table, console)
             if res.exif_gps:
                 inside = res.exif_in_region(0.9)
                 console.print(f"EXIF GPS {res.exif_gps[0]:.4f}, {res.exif_gps[1]:.4f}: top-1 is "
@@ -307,7 +289,7 @@ def _locate_case(net, ok: list, videos: list[Path], console: Console, *, as_json
             raise InputError("none of the photos could be read")
         joint = joint_locate(ok, net, levels=levels, calibration=cal, top_k=top_k, hint_model=hint_model)
         if not as_json:
-            print_joint(joint, console, f"{len(ok)} photo(s) of one place: the joint answer", region_line)
+            print_joint(joint, console, f"{len(ok)} photo(s) of one place: the joint answer")
     located = []
     for path in videos:
         try:
@@ -319,7 +301,7 @@ def _locate_case(net, ok: list, videos: list[Path], console: Console, *, as_json
             continue
         located.append(video)
         if not as_json:
-            print_video(video, console, region_line)
+            print_video(video, console)
     if not ok and not located:
         raise InputError("none of the photos or videos could be read")
     checks = {}
@@ -363,7 +345,7 @@ def text(
         table = prediction_table(pred[i])
         rows += _rows(q, table, {"precision": used})
         if not as_json:
-            _print_table(q, table, console)
+            print_topk(q, table, console)
     if as_json:
         typer.echo(pd.DataFrame(rows).rename(columns={"image": "query"}).to_json(orient="records"))
 
