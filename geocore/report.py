@@ -36,7 +36,7 @@ import numpy as np
 from geocore.cases.claims import ClaimCheck
 from geocore.cases.joint import JointResult
 from geocore.data.images import ImageSource, load_image, read_exif_info
-from geocore.data.safe_io import atomic_path
+from geocore.data.safe_io import atomic_path, file_sha256 as _hash_file
 from geocore.data.text import readable
 from geocore.errors import GeocoreError, ImageError, InputError
 from geocore.locate import LocateResult, locate
@@ -105,7 +105,7 @@ class JointCase:
 @dataclass
 class VideoCase:
     """Everything the report shows about one video clip: the located clip, its frames' thumbnails (data: URIs,
-    one per kept frame, None where they could not be decoded again), each segment's joint answer and the clip's."""
+    one per kept frame), each segment's joint answer and the clip's."""
 
     index: int
     name: str
@@ -113,7 +113,6 @@ class VideoCase:
     n_bytes: int | None = None
     result: Any = None  # geocore.cases.video.VideoResult
     thumbs: list = field(default_factory=list)
-    thumb_note: str | None = None  # why the frame thumbnails are missing
     segments: list = field(default_factory=list)  # JointCase per segment (no maps)
     clip: JointCase | None = None  # the joint of the segments, with the track maps and the claim
     error: str | None = None
@@ -141,11 +140,7 @@ def file_sha256(path: str | Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _HASH_CACHE[key] = h.hexdigest()
+        _HASH_CACHE[key] = _hash_file(path)
     return _HASH_CACHE[key]
 
 
@@ -531,20 +526,6 @@ def _joint_case(joint: JointResult, model: GeoLocator, calibration: Calibration 
     return out
 
 
-def _frame_thumbs(source: ImageSource, name: str, video, *, every_s: float, max_frames: int) -> list[str | None]:
-    """Each kept frame's thumbnail, decoded again with the sampling `locate_video` used (the located clip keeps
-    no images): matched by time; None for a frame the second pass did not yield."""
-    from geocore.data.video import VideoFrames
-
-    times = [float(t) for t in video.frames["time_s"]]
-    found: dict[float, str] = {}
-    for frame in VideoFrames(source, name=name, every_s=every_s, max_frames=max_frames):
-        found[round(frame.time_s, 6)] = _jpeg_uri(frame.image, FRAME_THUMB_SIDE)
-        if len(found) >= len(times):
-            break
-    return [found.get(round(t, 6)) for t in times]
-
-
 def analyse_videos(model: GeoLocator, clips: Sequence[tuple[int, str, ImageSource]], *, levels=(0.5, 0.9),
                    calibration: Calibration | None = None, hint: str | None = None,
                    hint_weight: float | None = None, top_k: int = 5, hint_model: GalleryModel | None = None,
@@ -580,12 +561,7 @@ def analyse_videos(model: GeoLocator, clips: Sequence[tuple[int, str, ImageSourc
             case.error = str(err)
             continue
         case.result = video
-        try:
-            case.thumbs = _frame_thumbs(src, case.name, video, every_s=every_s, max_frames=max_frames)
-        except (GeocoreError, OSError, ValueError) as err:
-            case.thumbs, case.thumb_note = [None] * len(video.frames), f"frames could not be decoded again: {err}"
-        if any(t is None for t in case.thumbs) and case.thumb_note is None:
-            case.thumb_note = "some frames were not found again when decoding the thumbnails"
+        case.thumbs = [_jpeg_uri(t, FRAME_THUMB_SIDE) for t in video.thumbnails]
         case.segments = [_joint_case(seg, model, calibration, maps=False, levels=levels) for seg in video.segments]
         case.clip = _joint_case(video.clip, model, calibration, claimed, track=video.track, levels=levels)
     return out
@@ -811,15 +787,13 @@ def _video_section(case: VideoCase, top_k_levels: str) -> str:
         fid = f"{anchor}-frame-{j}"
         if j - 1 < len(v.results):
             frame_link[v.results[j - 1].name] = fid
-        pic = f'<img class="frame" src="{thumb}" alt="frame at {r.time_s:.2f} s">' if thumb else \
-            '<div class="noframe">no thumbnail</div>'
+        pic = f'<img class="frame" src="{thumb}" alt="frame at {r.time_s:.2f} s">'
         place = r.place if isinstance(r.place, str) and r.place else "(sea)"
         country = r.country if isinstance(r.country, str) and r.country else "(sea)"
         figs.append(f'<figure class="frame" id="{fid}">{pic}<figcaption><strong>{r.time_s:.1f} s</strong> · '
                     f"segment {int(r.segment) + 1}<br>{_e(place)}, {_e(country)}<br>"
                     f"90 % region 10<sup>{r.localizability:.1f}</sup> km²</figcaption></figure>")
     strip = f'<h3>Frames ({len(v.frames)} kept)</h3><div class="strip">{"".join(figs)}</div>' \
-        + (f'<p class="note">{_e(case.thumb_note)}</p>' if case.thumb_note else "") \
         + '<p class="note">each kept frame (pixels only) with its time, segment, top-1 place and localizability (the ' \
           "area of its own 90 % region: smaller means the frame says more about where it is)</p>"
     seg_rows, seg_parts, seg_link = [], [], {}
@@ -993,7 +967,6 @@ section.photo,section.joint{margin-top:2em}.note{color:#555}
 img.ref{max-height:96px;max-width:128px}.verdict{font-weight:600}
 section.video{margin-top:2em}.strip{display:flex;flex-wrap:wrap;gap:.5em;align-items:flex-start}
 figure.frame{width:170px;margin:0}img.frame{max-width:160px;max-height:120px}
-.noframe{width:160px;height:90px;background:#f2f4f7;color:#555;font-size:.8em;text-align:center;line-height:90px}
 """
 
 

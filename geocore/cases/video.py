@@ -25,13 +25,15 @@ from geocore.locate import LocateResult, locate
 from geocore.uncertainty.calibration import Calibration, validate_levels
 
 LOCALIZABILITY_LEVEL = 0.9
+FRAME_THUMB = 160  # px, the longer side of a kept frame's thumbnail
 
 
 @dataclass(eq=False)
 class VideoResult:
     """A located clip. frames: one row per kept frame (`time_s, segment, scene_cut, lat, lon, prob, place,
     country, localizability` = log10 km² of its 90 % region); segments: one joint answer per segment (with
-    `start_s`, `end_s` in `segment_times`); clip: the joint of the segments; stats: decoding counts."""
+    `start_s`, `end_s` in `segment_times`); clip: the joint of the segments; stats: decoding counts;
+    thumbnails: each kept frame at most `FRAME_THUMB` px (for strips: no second decoding of the clip)."""
 
     name: str
     info: VideoInfo
@@ -41,6 +43,7 @@ class VideoResult:
     clip: JointResult
     stats: dict
     results: list[LocateResult] = field(repr=False, default_factory=list)
+    thumbnails: list = field(repr=False, default_factory=list)  # a small PIL copy of each kept frame, in order
 
     @property
     def track(self) -> pd.DataFrame:
@@ -70,10 +73,14 @@ def locate_video(model, source: ImageSource, *, name: str | None = None, every_s
     frames = VideoFrames(source, name=name, every_s=every_s, max_frames=max_frames, **sampling)
     levels = validate_levels(tuple(levels) + (LOCALIZABILITY_LEVEL,))
     meta: list[tuple[float, bool]] = []
+    thumbs: list = []
 
     def sources():
         for f in frames:
             meta.append((f.time_s, f.scene_cut))
+            small = f.image.copy()
+            small.thumbnail((FRAME_THUMB, FRAME_THUMB))
+            thumbs.append(small)
             yield f"{frames.name}@{f.time_s:.2f}s", _bmp(f.image)
 
     results = locate(model, sources(), top_k=top_k, full=True, regions=levels, calibration=calibration, hint=hint,
@@ -89,7 +96,7 @@ def locate_video(model, source: ImageSource, *, name: str | None = None, every_s
                 for s in range(segment.max() + 1)]
     bounds = [(float(times[segment == s].min()), float(times[segment == s].max())) for s in range(len(segments))]
     clip = _clip_joint(segments, bounds, model, levels, calibration, top_k)
-    return VideoResult(frames.name, frames.info, table, segments, bounds, clip, dict(frames.stats), results)
+    return VideoResult(frames.name, frames.info, table, segments, bounds, clip, dict(frames.stats), results, thumbs)
 
 
 def _clip_joint(segments: list[JointResult], bounds, model, levels, calibration, top_k) -> JointResult:
