@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from bench.bench_calibration import _heads
 from geocore.geo.coords import destination_point
 from geocore.geo.distance import haversine_km, nearest_km
 from geocore.geo.gallery import default_gallery
@@ -38,7 +39,6 @@ from geocore.models.location_encoder import load_location_encoder
 from geocore.models.prediction import Prediction
 from geocore.refs import FusionParams, fine_top_k, log_evidence, nearest_references, reweight, save_reference_set
 from geocore.refs.store import ReferenceSet, chance_similarity
-from geocore.weights.paths import geoclip_package_dir
 
 OUT = Path(__file__).with_name("RESULTS.md")
 THRESHOLDS = (1, 25, 200, 750, 2500)
@@ -61,9 +61,7 @@ class World:
         torch.manual_seed(seed)
         self.g = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
-        self.enc = load_location_encoder()
-        self.scale = float(torch.load(geoclip_package_dir() / "model" / "weights" / "logit_scale_weights.pth",
-                                      weights_only=True).exp())
+        self.enc, self.scale = _heads()  # the released location encoder and logit scale, as the other benches
         full = default_gallery()
         perm = torch.randperm(len(full), generator=self.g)
         held, self.gallery = full[perm[:25_000]], full[perm[25_000:]]
