@@ -16,7 +16,7 @@ from geocore.models.base import GalleryModel  # noqa: E402
 from ui.models import (  # noqa: E402
     gallery_controls, gallery_view, hint_controls, load_model, model_picker, precision_note, precision_picker,
 )
-from ui.page import md_text, release_free_memory, setup_page, show_error  # noqa: E402
+from ui.page import md_text, release_free_memory, session_memo, setup_page, show_error  # noqa: E402
 from ui.regions import (  # noqa: E402
     LEVELS, calibration_upload, candidates_fingerprint, level_control, usable_calibration,
 )
@@ -109,8 +109,8 @@ if model is not None:
                    tuple(image_bytes_digest(b) + n for n, b in files))
             photos = [(n, b) for n, b in files if not is_video(n)]
             clips = [(n, b) for n, b in files if is_video(n)]
-            cached = st.session_state.get("_locate_cache")
-            results, videos = cached[1] if cached and cached[0] == key else (None, None)
+            cached = session_memo("_locate_cache", key)
+            results, videos = cached.get("answers", (None, None))
             if no_regions:
                 st.info(f"No search regions for these candidates: {md_text(no_regions)}", icon="ℹ️")
             if results is None:
@@ -127,7 +127,7 @@ if model is not None:
                     show_error(err)
                     results = None
                 else:
-                    st.session_state["_locate_cache"] = (key, (results, videos))
+                    cached["answers"] = (results, videos)
             hint_model = hint.scorer or (net if hint.text else None)
             if videos is not None:
                 for clip_name, error in videos[1]:

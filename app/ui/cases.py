@@ -18,7 +18,7 @@ from geocore.eval.regions import place_label, region_label
 from geocore.models.base import GeoLocator
 
 from ui.maps import prediction_map, show_remembered_map
-from ui.page import md_text, show_error
+from ui.page import md_text, session_memo, show_error
 from ui.regions import pct, region_table
 from ui.results import topk_display
 
@@ -36,17 +36,14 @@ def remembered(group: Hashable, what: Hashable, make: Callable[[], Any]) -> Any:
     """`make()` kept in this session under `what` while `group` (the results' key) stays the same, so a rerun
     that changes nothing (the level toggle, preparing the report) does not compute it again. A GeocoreError is
     one notice and None (not kept)."""
-    memo = st.session_state.get(CASE_MEMO)
-    if memo is None or memo[0] != group:
-        memo = (group, {})
-        st.session_state[CASE_MEMO] = memo
-    if what not in memo[1]:
+    memo = session_memo(CASE_MEMO, group)
+    if what not in memo:
         try:
-            memo[1][what] = make()
+            memo[what] = make()
         except GeocoreError as err:
             show_error(err)
             return None
-    return memo[1][what]
+    return memo[what]
 
 
 # --- a claimed location ---------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ import streamlit as st
 
 from geocore.eval.regions import place_label
 
+from ui.page import session_memo
 from ui.regions import REGION_CLASS, REGION_STYLES, calibration_text, km2, pct
 
 APP_STATIC = Path(__file__).resolve().parents[1] / "static"
@@ -288,17 +289,14 @@ def show_remembered_map(group: Hashable, key: Hashable, build: Callable[[], Any]
     results the map belongs to) stays the same. A rerun that changes nothing on the map (preparing the report)
     neither builds it again nor reloads its frame: folium gives every build new element ids, so a rebuilt map
     is a new page for the browser. In memory, in this session only, like the results it is drawn from."""
-    memo = st.session_state.get(MAP_MEMO)
-    if memo is None or memo[0] != group:
-        memo = (group, {})
-        st.session_state[MAP_MEMO] = memo
-    html = memo[1].get(key)
+    memo = session_memo(MAP_MEMO, group)
+    html = memo.get(key)
     if html is None:
         html = map_html(build())
         if html is None:
             st.warning(NO_LEAFLET)
             return
-        memo[1][key] = html
+        memo[key] = html
     st.iframe(html, height=height)
     forget_parsed_urls()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Hashable
 
 import streamlit as st
 
@@ -25,6 +26,17 @@ def setup_page(title: str, icon: str = "🌍") -> None:
 # A name, a field or a message quoting them, from outside, shown as itself in Streamlit's Markdown: every ASCII
 # punctuation escaped and no autolink (`geocore.data.text.markdown_text`).
 md_text = markdown_text
+
+
+def session_memo(slot: str, group: Hashable) -> dict:
+    """This session's dict under `slot` for `group` (the results, uploads or model its contents belong to),
+    emptied when `group` changes, so what it holds always belongs to the current inputs. In memory, in this
+    session only; stored as (group, dict)."""
+    memo = st.session_state.get(slot)
+    if memo is None or memo[0] != group:
+        memo = (group, {})
+        st.session_state[slot] = memo
+    return memo[1]
 
 
 def show_error(err: BaseException | str, *, where=None, prefix: str = "") -> None:

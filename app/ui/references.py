@@ -11,7 +11,7 @@ from geocore.errors import GeocoreError
 from geocore.models.base import GeoLocator
 
 from ui.folders import data_roots, folder_input, folders_holding, shared_folder
-from ui.page import md_text, show_error
+from ui.page import md_text, session_memo, show_error
 
 SET_MARKER = "manifest.json"  # a reference set is a folder holding this (geocore.refs.store)
 NO_SET = "none"
@@ -65,7 +65,7 @@ def load_refs(path: Path | None, model: GeoLocator):
 
 
 REF_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "tif", "tiff"]
-REFS_MEMO = "_uploaded_refs"  # session state: (digest, model name) → the set built from the uploads
+REFS_MEMO = "_uploaded_refs"  # session memo: (uploads digest, model) → {"set": the set built from them}
 
 
 def uploaded_refs(model: GeoLocator):
@@ -82,17 +82,15 @@ def uploaded_refs(model: GeoLocator):
         return None
     photos = [(f.name, f.getvalue()) for f in files]
     digest = hashlib.sha256(b"".join(hashlib.sha256(b).digest() for _, b in photos)).hexdigest()
-    memo = st.session_state.get(REFS_MEMO)
-    if memo is None or memo[0] != (digest, model.model_name, id(model)):
+    memo = session_memo(REFS_MEMO, (digest, model.model_name, id(model)))
+    if "set" not in memo:
         try:
             with st.spinner("Embedding the reference photos…"):
-                built = reference_set_from_photos(model, photos)
+                memo["set"] = reference_set_from_photos(model, photos)
         except GeocoreError as err:
             show_error(err, where=st.sidebar, prefix="Reference photos not used: ")
             return None
-        memo = ((digest, model.model_name, id(model)), built)
-        st.session_state[REFS_MEMO] = memo
-    refs = memo[1]
+    refs = memo["set"]
     st.sidebar.caption(f"{len(refs)} reference photo(s) in memory"
                        + (f"; {len(refs.skipped)} left out (no EXIF GPS or unreadable): "
                           + md_text(", ".join(refs.skipped["name"].astype(str)[:5])) if len(refs.skipped) else ""))

@@ -14,7 +14,7 @@ from geocore.locate import LocateResult
 from geocore.models.base import GeoLocator
 from geocore.uncertainty.calibration import Calibration
 
-from ui.page import md_text, show_error
+from ui.page import md_text, session_memo, show_error
 
 LEVELS: tuple[float, ...] = (0.5, 0.9)  # the regions every located photo carries
 LEVEL_CHOICES = {"50 %": 0.5, "90 %": 0.9}
@@ -123,15 +123,13 @@ def candidates_fingerprint(model: GeoLocator, key) -> tuple[str | None, str | No
     """(fingerprint of the candidates' areas, None), or (None, why `model`'s candidates have no areas, e.g. a
     gallery of fewer than 4 points): search regions need them. Remembered in the session per `key` (the model
     and its gallery choice), since cell areas can take a moment to build."""
-    memo = st.session_state.get("_candidates_fingerprint")
-    if memo is not None and memo[0] == key:
-        return memo[1]
-    try:
-        out: tuple[str | None, str | None] = (model.candidate_cells().fingerprint, None)
-    except GeocoreError as err:
-        out = (None, str(err))
-    st.session_state["_candidates_fingerprint"] = (key, out)
-    return out
+    memo = session_memo("_candidates_fingerprint", key)
+    if "out" not in memo:
+        try:
+            memo["out"] = (model.candidate_cells().fingerprint, None)
+        except GeocoreError as err:
+            memo["out"] = (None, str(err))
+    return memo["out"]
 
 
 def usable_calibration(up: UploadedCalibration, model: GeoLocator, fingerprint: str | None,
