@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from geocore.eval.metrics import accuracy_within
+from geocore.metrics import accuracy_within
 from geocore.geo.distance import haversine_km
 from geocore.geo.gallery import default_gallery
 from geocore.uncertainty import fit_calibration, gallery_cells

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from geocore.cases.claims import conformal_p_value, p_value_bounds
-from geocore.cases.joint import combine, leave_one_out, log_probs
-from geocore.eval.metrics import THRESHOLDS_KM, accuracy_within
+from geocore.cases.joint import combine, leave_one_out
+from geocore.metrics import THRESHOLDS_KM, accuracy_within
 from geocore.geo.coords import destination_point
 from geocore.geo.distance import haversine_km
 from geocore.geo.gallery import default_gallery
@@ -221,7 +221,7 @@ def _clip_frames(seconds: float, fps: int, size: tuple[int, int], scenes: int, r
 
 
 def run_video(seconds: float, long_minutes: float) -> list[str]:
-    from geocore.cases.video import locate_video
+    from geocore.cases.clip import locate_video
     from geocore.data.video import VideoFrames, encode_frames
     from geocore.locate import locate
     from geocore.models.registry import create_model

@@ -61,7 +61,7 @@ _RESULT_DRAWN = """(name) => {
   }
   return false;
 }"""
-# the whole answer is on the page: its map comes first (app/ui/results.py), the EXIF line is the last element
+# the whole answer is on the page: its map comes first (app/ui/photo_answer.py), the EXIF line is the last element
 _ANSWER_COMPLETE = "() => /EXIF GPS -?[0-9]/.test(document.body.innerText)"
 _REFUSED = """() => document.body.innerText.includes('outside the folders this server shares')
   && !document.body.innerText.includes('of 60 images match the filters')"""

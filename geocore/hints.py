@@ -20,6 +20,7 @@ import torch
 from geocore.errors import InputError
 from geocore.models.base import GalleryModel, GeoLocator
 from geocore.models.prediction import Prediction
+from geocore.tensors import on_cpu
 
 DEFAULT_HINT_WEIGHT = 0.5
 MAX_HINT_WEIGHT = 100.0  # p_text^100 already makes the photo irrelevant; larger weights overflow the logits
@@ -60,7 +61,7 @@ def text_log_probs(hint_model: GalleryModel, text: str, candidates: torch.Tensor
     if candidates is hint_model.gallery:
         loc = hint_model.gallery_embeddings()  # cached on disk and in memory
     else:
-        loc = hint_model.embed_locations(candidates.detach().cpu().double()).to(emb.device)
+        loc = hint_model.embed_locations(on_cpu(candidates, torch.float64)).to(emb.device)
     return hint_model.similarity_logits(emb, loc).float().log_softmax(-1)[0].cpu()
 
 

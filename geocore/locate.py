@@ -232,7 +232,7 @@ def locate(
     softmax stay float32. Each result's `precision` says which was used.
     refs: a reference set built with this model (`geocore.refs.build_reference_set`); each result then carries
     its `refs_k` nearest references (`res.references`, see `reference_table`; the photo's own file, by SHA-256,
-    is never among them) and an answer fused with them (p ∝ p_model · L^refs_weight, `geocore.refs.fusion`):
+    is never among them) and an answer fused with them (p ∝ p_model · L^refs_weight, `geocore.refs.reweight`):
     the top-k over gallery ∪ reference positions, regions and calibration over the re-weighted gallery.
     """
     ref_use = use_references(refs, model, refs_k, refs_weight) if refs is not None else None

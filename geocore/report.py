@@ -24,7 +24,6 @@ import base64
 import hashlib
 import html
 import io
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -111,7 +110,7 @@ class VideoCase:
     name: str
     sha256: str | None = None
     n_bytes: int | None = None
-    result: Any = None  # geocore.cases.video.VideoResult
+    result: Any = None  # geocore.cases.clip.VideoResult
     thumbs: list = field(default_factory=list)
     segments: list = field(default_factory=list)  # JointCase per segment (no maps)
     clip: JointCase | None = None  # the joint of the segments, with the track maps and the claim
@@ -531,10 +530,10 @@ def analyse_videos(model: GeoLocator, clips: Sequence[tuple[int, str, ImageSourc
                    hint_weight: float | None = None, top_k: int = 5, hint_model: GalleryModel | None = None,
                    every_s: float = 1.0, max_frames: int = 300,
                    claim: str | tuple | None = None) -> list[VideoCase]:
-    """Locate each clip ((index, name, path-or-bytes); `geocore.cases.video.locate_video`) and gather what its
+    """Locate each clip ((index, name, path-or-bytes); `geocore.cases.clip.locate_video`) and gather what its
     section shows; a clip that cannot be read gets `error` and costs nothing else. claim: checked against each
     clip's joint answer."""
-    from geocore.cases.video import locate_video
+    from geocore.cases.clip import locate_video
     from geocore.hints import hint_model_for
 
     claimed = _resolve_claim(claim)
@@ -1060,7 +1059,7 @@ def render_report(model: GeoLocator, photos: Sequence[tuple[str, ImageSource]], 
     `same_place`, else against each photo's, and against each video clip's joint answer (`geocore.cases.claims`);
     an unknown name fails before any work.
     Video clips among `photos` (by the suffix of the path, or of the name for bytes: MP4, MOV, WebM, MKV) are
-    located with `geocore.cases.video.locate_video`, sampling a frame every `every_s` seconds and at scene cuts,
+    located with `geocore.cases.clip.locate_video`, sampling a frame every `every_s` seconds and at scene cuts,
     at most `max_frames` a clip: each gets a Video section (frame strip, segments' and clip's joint answers, a
     map of the per-frame track); a clip that cannot be read is one line and costs nothing else."""
     return build_report(model, photos, hint=hint, hint_weight=hint_weight, calibration=calibration, top_k=top_k,

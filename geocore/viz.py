@@ -12,7 +12,7 @@ draws on `ax` when given one (for grids of maps), else on a new figure, and retu
 - `plot_choropleth`, `plot_accuracy_choropleth`: a value per country or per continent as colours.
 - `plot_error_histogram`: the distribution of top-1 errors (log km) with the accuracy radii marked.
 - `plot_abstention`, `plot_recall_vs_area`: what search regions and localizability buy (an abstention curve,
-  recall against the area searched), from `geocore.eval.uncertainty.uncertainty_tables`.
+  recall against the area searched), from `geocore.eval.coverage.uncertainty_tables`.
 """
 
 from __future__ import annotations
@@ -23,16 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geocore.tensors import as_numpy
+
 WORLD_FIGSIZE = (9.0, 4.6)
 _OUTLINE = "#333333"
 _SEA = "#f4f7fb"
 _LAND = "#e6e6e6"
-
-
-def _np(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 def _new_axes(ax=None, figsize: tuple[float, float] = WORLD_FIGSIZE):
@@ -94,7 +90,7 @@ def plot_probability_map(
     top_k: number the k most probable points (0: none). truth: a (lat, lon) drawn as a green star."""
     from matplotlib.colors import LogNorm, Normalize
 
-    pts, p = _np(latlon).reshape(-1, 2), _np(probs).reshape(-1)
+    pts, p = as_numpy(latlon, np.float64).reshape(-1, 2), as_numpy(probs, np.float64).reshape(-1)
     if len(pts) != len(p):
         raise ValueError(f"plot_probability_map: {len(pts)} points but {len(p)} probabilities")
     ax = world_axes(ax)
@@ -141,7 +137,7 @@ def latlon_grid(step_deg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def pca_rgb(features: Any, *, clip_percentile: float = 1.0) -> np.ndarray:
     """(..., D) features → (..., 3) colours in [0, 1]: first three principal components, each stretched
     between its `clip_percentile` and `100 - clip_percentile` percentiles."""
-    arr = _np(features)
+    arr = as_numpy(features, np.float64)
     flat = arr.reshape(-1, arr.shape[-1])
     flat = flat - flat.mean(0)
     _, vecs = np.linalg.eigh(flat.T @ flat)  # (D, D) scatter matrix: far cheaper than an SVD of (N, D)
@@ -157,7 +153,7 @@ def plot_world_image(image: Any, *, ax=None, title: str | None = None, cmap: str
 
     points: name → (lat, lon) marked and labelled on top."""
     ax = world_axes(ax)
-    im = ax.imshow(_np(image), extent=(-180, 180, -90, 90), cmap=cmap, interpolation="bilinear", zorder=1)
+    im = ax.imshow(as_numpy(image, np.float64), extent=(-180, 180, -90, 90), cmap=cmap, interpolation="bilinear", zorder=1)
     if colorbar:
         ax.figure.colorbar(im, ax=ax, shrink=0.7, label=colorbar)
     for name, (lat, lon) in (points or {}).items():
@@ -215,7 +211,7 @@ def plot_accuracy_choropleth(results: pd.DataFrame, *, radius_km: float = 2500.0
 
     Returns (ax, table): the table has, per region, the number of images and the accuracy (%);
     failed images are left out; images whose truth is at sea are counted under '(sea)' in the table."""
-    from geocore.eval.regions import accuracy_by_region
+    from geocore.eval.analysis import accuracy_by_region
 
     table = accuracy_by_region(results, radius_km, by)
     ax = plot_choropleth(table["accuracy"], by=by, ax=ax, label=f"accuracy ≤ {radius_km:g} km",
@@ -231,11 +227,11 @@ def plot_accuracy_choropleth(results: pd.DataFrame, *, radius_km: float = 2500.0
 def plot_error_histogram(errors_km: Any, *, ax=None, title: str | None = None, bins: int = 40,
                          figsize: tuple[float, float] = (7.0, 3.2)):
     """Histogram of top-1 errors (km) on a log axis from 0.1 km to half the Earth's circumference, with the
-    accuracy radii (`geocore.eval.metrics.THRESHOLDS_KM`) dashed and named by level. NaN errors are left out;
+    accuracy radii (`geocore.metrics.THRESHOLDS_KM`) dashed and named by level. NaN errors are left out;
     errors under 0.1 km count in the first bin."""
-    from geocore.eval.metrics import LEVEL_NAMES, THRESHOLDS_KM
+    from geocore.metrics import LEVEL_NAMES, THRESHOLDS_KM
 
-    err = _np(errors_km).reshape(-1)
+    err = as_numpy(errors_km, np.float64).reshape(-1)
     err = err[~np.isnan(err)]
     ax = _new_axes(ax, figsize)
     ax.hist(np.clip(err, 0.1, None), bins=np.logspace(-1, np.log10(20040), bins + 1), color="#4f8ef7",
@@ -257,17 +253,17 @@ def plot_abstention(curve: pd.DataFrame, *, ax=None, title: str | None = None,
     """Accuracy (%) within each radius against the share of photos answered, most localizable first.
 
     `curve`: `geocore.uncertainty.localizability.abstention_curve` (`fraction`, `acc_{r}km` for the radii of
-    `geocore.eval.metrics.THRESHOLDS_KM`). One line per radius, named by level ("City 25 km"); at 100 % answered
+    `geocore.metrics.THRESHOLDS_KM`). One line per radius, named by level ("City 25 km"); at 100 % answered
     the accuracy is the whole run's. A model whose uncertainty means something has lines that fall to the right."""
-    from geocore.eval.metrics import LEVEL_NAMES, THRESHOLDS_KM
+    from geocore.metrics import LEVEL_NAMES, THRESHOLDS_KM
 
     ax = _new_axes(ax, figsize)
-    x = 100.0 * _np(curve["fraction"])
+    x = 100.0 * as_numpy(curve["fraction"], np.float64)
     colors = ["#1a9850", "#66bd63", "#fdae61", "#f46d43", "#a50026"]
     for r, color in zip(THRESHOLDS_KM, colors):
         col = f"acc_{r}km"
         if col in curve:
-            ax.plot(x, 100.0 * _np(curve[col]), "o-", ms=3.5, lw=1.6, color=color, label=f"{LEVEL_NAMES[r]} {r} km")
+            ax.plot(x, 100.0 * as_numpy(curve[col], np.float64), "o-", ms=3.5, lw=1.6, color=color, label=f"{LEVEL_NAMES[r]} {r} km")
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
     ax.set_xlabel("photos answered (%), most localizable first")
@@ -287,13 +283,13 @@ def plot_recall_vs_area(table: pd.DataFrame, *, coverage: pd.DataFrame | None = 
     coverage: a `coverage_table` (`nominal`, `coverage`, `median_area_km2`): each level's regions are marked at
     their median area and empirical coverage ("90 %")."""
     ax = _new_axes(ax, figsize)
-    area, recall = _np(table["area_km2"]), 100.0 * _np(table["recall"])
+    area, recall = as_numpy(table["area_km2"], np.float64), 100.0 * as_numpy(table["recall"], np.float64)
     ax.plot(area, recall, "o-", ms=3.5, lw=1.8, color="#1f4e9c", label="truth inside the searched area")
     if coverage is not None and len(coverage):
-        ax.plot(_np(coverage["median_area_km2"]), 100.0 * _np(coverage["coverage"]), "D", ms=6, color="#00a0a0",
+        ax.plot(as_numpy(coverage["median_area_km2"], np.float64), 100.0 * as_numpy(coverage["coverage"], np.float64), "D", ms=6, color="#00a0a0",
                 mec="black", mew=0.6, ls="none", label="search regions (median area, coverage)")
-        for i, (a, c, lv) in enumerate(zip(_np(coverage["median_area_km2"]), 100.0 * _np(coverage["coverage"]),
-                                           _np(coverage["nominal"]))):
+        for i, (a, c, lv) in enumerate(zip(as_numpy(coverage["median_area_km2"], np.float64), 100.0 * as_numpy(coverage["coverage"], np.float64),
+                                           as_numpy(coverage["nominal"], np.float64))):
             ax.annotate(f"{100 * lv:g} %", (a, c), xytext=(6, -10) if i % 2 == 0 else (-6, 4), fontsize=7,
                         textcoords="offset points", ha="left" if i % 2 == 0 else "right")  # neighbours sit close
     ax.set_xscale("log")

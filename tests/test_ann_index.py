@@ -3,7 +3,6 @@
 import io
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest

@@ -46,7 +46,7 @@ from ui import deck, maps  # noqa: E402
 from ui.models import RANDOM_LABEL  # noqa: E402
 from geocore.data.text import WORD_JOINER  # noqa: E402
 from ui.page import RESPONSIBLE_USE, md_text  # noqa: E402
-from ui.regions import NOT_CALIBRATED, REGION_CLASS, REGION_STYLES, km2  # noqa: E402
+from ui.search_regions import NOT_CALIBRATED, REGION_CLASS, REGION_STYLES, km2  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -517,7 +517,7 @@ def test_failures_metrics_filters_and_comparison(tmp_path, monkeypatch):
 def _uncertain_results(path: Path, n: int = 24, seed: int = 0) -> pd.DataFrame:
     """Results with the search-region columns: each photo's probabilities over a 1500 km grid gallery, peaked
     near (not always at) the truth, some sharp and some spread out."""
-    from geocore.eval.uncertainty import uncertainty_columns
+    from geocore.eval.coverage import uncertainty_columns
     from geocore.geo.gallery import grid_gallery
     from geocore.geo.candidates import gallery_cells
 
@@ -551,7 +551,7 @@ def test_failures_how_sure_coverage_abstention_and_localizability_filter(tmp_pat
     import json
 
     from geocore.eval.analysis import most_localizable
-    from geocore.eval.uncertainty import calibrate_results, uncertainty_tables
+    from geocore.eval.coverage import calibrate_results, uncertainty_tables
 
     df = _uncertain_results(tmp_path / "u.parquet")
     _share(monkeypatch, tmp_path)
@@ -927,7 +927,7 @@ def test_failures_img_ids_cannot_leave_the_image_folder(tmp_path, monkeypatch, o
 
 def test_tables_shown_are_neutralised_with_numbers_kept():
     """What `show_table` hands to st.dataframe (its CSV download): geocore.data.safe_io's rule, numbers kept."""
-    from ui.tables import csv_safe
+    from ui.safe_tables import csv_safe
 
     df = pd.DataFrame({"IMG_ID": ["=cmd|' /C calc'!A0", "a.jpg", "-2+3", "@SUM(A1)", "\t=1", "-12.5"],
                        "error_km": [-1.5, 2.0, 3.0, 4.0, 5.0, 6.0], "n": [1, 2, 3, 4, 5, 6], "=col": ["+x"] * 6})
@@ -1265,7 +1265,7 @@ def test_failures_shows_results_and_calibration_fields_as_text(tmp_path, monkeyp
     import json
 
     from geocore.eval.analysis import BAND_NAMES, FAILED
-    from geocore.eval.uncertainty import calibrate_results
+    from geocore.eval.coverage import calibrate_results
 
     df = _uncertain_results(tmp_path / "u.parquet")
     df.loc[0, "IMG_ID"], df.loc[1, "IMG_ID"] = HOSTILE, "www.attacker.example.jpg"
@@ -1486,7 +1486,7 @@ def _clip(seconds: int = 4, fps: int = 5) -> bytes:
 
 
 def test_locate_video_frames_track_and_clip_answer_and_a_corrupt_clip_is_one_line(one_thread):
-    from geocore.cases.video import locate_video
+    from geocore.cases.clip import locate_video
 
     clip = _clip()
     files = [("clip.mp4", clip), ("broken.mov", b"\x00\x00\x00\x18ftypmp42 not really a video"),

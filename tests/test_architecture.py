@@ -9,24 +9,27 @@ PACKAGE = Path(__file__).resolve().parents[1] / "geocore"
 
 # layer → the geocore layers it may import (itself always allowed). Top-level modules are their own layer.
 ALLOWED: dict[str, set[str]] = {
-    "errors": set(),
-    "resources": set(),
-    "geo": {"errors", "resources", "weights"},  # weights: the gallery that ships with GeoCLIP's heads
-    "weights": {"errors"},
-    "data": {"errors", "geo"},
-    "models": {"errors", "geo", "weights", "data"},
-    "uncertainty": {"errors", "geo", "data", "models", "eval.metrics"},  # models: the Prediction type
-    "explain": {"errors", "geo", "data", "models"},
-    "eval": {"errors", "geo", "data", "models", "uncertainty", "explain", "locate", "refs", "cases"},
-    "locate": {"errors", "geo", "data", "models", "uncertainty", "hints", "refs"},
-    # eval: the Lightning predict loop only, imported inside build_reference_set (eval imports refs' API, not back)
-    "refs": {"errors", "geo", "data", "models", "uncertainty", "eval"},
-    "cases": {"errors", "geo", "data", "models", "uncertainty", "locate", "hints"},
-    "hints": {"errors", "models"},
-    "report": {"errors", "geo", "data", "models", "uncertainty", "explain", "locate", "eval", "viz", "weights", "refs", "cases",
-               "hints"},
-    "viz": {"errors", "geo", "eval", "uncertainty"},
-    "train": {"errors", "geo", "data", "models", "weights", "eval.metrics"},
+    "tensors": set(),  # as_numpy / on_cpu: below everything
+    "errors": {"tensors"},
+    "geo": {"tensors", "errors", "weights"},  # weights: the gallery that ships with GeoCLIP's heads
+    "weights": {"tensors", "errors"},
+    "present": {"tensors", "errors"},
+    "metrics": {"tensors", "errors", "geo"},
+    "data": {"tensors", "errors", "geo"},
+    "models": {"tensors", "errors", "geo", "weights", "data"},
+    "runtime": {"tensors", "errors", "data", "models"},
+    "uncertainty": {"tensors", "errors", "geo", "data", "models", "metrics"},  # models: the Prediction type
+    "explain": {"tensors", "errors", "geo", "data", "models"},
+    "hints": {"tensors", "errors", "models"},
+    "refs": {"tensors", "errors", "geo", "data", "models", "uncertainty", "runtime", "present"},
+    "locate": {"tensors", "errors", "geo", "data", "models", "uncertainty", "hints", "refs", "present"},
+    "cases": {"tensors", "errors", "geo", "data", "models", "uncertainty", "locate", "hints", "present"},
+    "eval": {"tensors", "errors", "geo", "data", "models", "uncertainty", "explain", "locate", "refs", "cases",
+             "metrics", "runtime", "present"},
+    "viz": {"tensors", "errors", "geo", "eval", "uncertainty", "metrics", "present"},
+    "report": {"tensors", "errors", "geo", "data", "models", "uncertainty", "explain", "locate", "eval", "viz",
+               "weights", "refs", "cases", "hints", "metrics", "present"},
+    "train": {"tensors", "errors", "geo", "data", "models", "weights", "metrics", "runtime"},
     "cli": {"*"},
     "__main__": {"cli"},
     "__init__": set(),
@@ -34,10 +37,8 @@ ALLOWED: dict[str, set[str]] = {
 
 
 def layer_of(module: str) -> str:
-    """geocore.models.geoclip → "models"; geocore.eval.metrics stays "eval.metrics" when the table names it."""
+    """geocore.models.geoclip → "models"; a top-level module (geocore.locate) is its own layer."""
     parts = module.split(".")[1:]
-    if len(parts) >= 2 and ".".join(parts[:2]) in {"eval.metrics"}:
-        return ".".join(parts[:2])
     return parts[0] if parts else "__init__"
 
 
@@ -59,20 +60,14 @@ def test_every_import_follows_the_layering():
     for path in sorted(PACKAGE.rglob("*.py")):
         rel = path.relative_to(PACKAGE.parent).with_suffix("")
         me = ".".join(rel.parts)
-        mine = layer_of(me) if me != "geocore.__init__" else "__init__"
-        own = mine.split(".")[0]
-        allowed = ALLOWED.get(mine, ALLOWED.get(own))
-        assert allowed is not None, f"{me}: layer {mine!r} is missing from docs/architecture.md and this table"
+        own = layer_of(me) if me != "geocore.__init__" else "__init__"
+        allowed = ALLOWED.get(own)
+        assert allowed is not None, f"{me}: layer {own!r} is missing from docs/architecture.md and this table"
         for target in imports(path):
             if target in ("geocore", "geocore.__version__"):  # the package's version: anyone
                 continue
             other = layer_of(target)
-            if other.split(".")[0] == own or "*" in allowed:
-                continue
-            if other in allowed or other.split(".")[0] in allowed:
-                continue
-            # `from geocore.eval import metrics` names eval.metrics through the attribute
-            if target.startswith("geocore.eval.metrics") and "eval.metrics" in allowed:
+            if other == own or "*" in allowed or other in allowed:
                 continue
             bad.append(f"{me} imports {target}")
     assert not bad, "imports that break docs/architecture.md:\n" + "\n".join(sorted(set(bad)))
@@ -124,3 +119,31 @@ def test_the_documented_example_model_works_end_to_end(tmp_path, one_thread):
         assert torch.equal(again.centroids, model.centroids)
     finally:
         registry.unregister_model("my-cells")
+
+
+def test_no_two_modules_outside_cli_share_a_file_name():
+    """One name per concept: `report.py` in two places, or `regions.py` in three, reads as one thing and is not."""
+    app = PACKAGE.parent / "app"
+    seen: dict[str, list[str]] = {}
+    for path in [*PACKAGE.rglob("*.py"), *app.rglob("*.py")]:
+        rel = path.relative_to(PACKAGE.parent)
+        if path.name == "__init__.py" or rel.parts[:2] == ("geocore", "cli"):
+            continue
+        seen.setdefault(path.name, []).append(str(rel))
+    shared = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not shared, f"modules sharing a file name: {shared}"
+
+
+def test_the_layer_table_of_docs_architecture_is_this_table():
+    """docs/architecture.md's table names every layer here, with the same imports allowed."""
+    import re
+
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)(?:/|\.py)?` \| .*? \| ([^|]+) \|$", doc, re.M)
+    documented = {name: {x.split(" ")[0].strip("`") for x in re.split(r",\s*", may) if x.strip() not in ("–", "")}
+                  for name, may in rows}
+    for layer, allowed in ALLOWED.items():
+        if layer in ("__main__", "__init__", "cli"):
+            continue
+        assert layer in documented, f"layer {layer} is missing from docs/architecture.md"
+        assert documented[layer] == allowed, f"{layer}: docs say {sorted(documented[layer])}, test {sorted(allowed)}"

@@ -149,7 +149,7 @@ def test_video_sampling_finds_the_cut_and_drops_repeats(container, codec):
 
 
 def test_locate_video_segments(tmp_path, tiny, one_thread):
-    from geocore.cases.video import locate_video
+    from geocore.cases.clip import locate_video
 
     path = encode_frames(_scenes(), tmp_path / "clip.mp4", fps=10)
     res = locate_video(tiny, path, every_s=0.5, levels=(0.9,))

@@ -1,4 +1,4 @@
-"""Failure analysis of a results file (`geocore.eval.analysis`), display labels (`geocore.eval.regions`) and the
+"""Failure analysis of a results file (`geocore.eval.analysis`), display labels (`geocore.present`) and the
 error histogram (`geocore.viz`): on hand-made results whose answers are known."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from geocore.eval.analysis import (
     BAND_COLORS, BAND_NAMES, ERROR_BANDS, FAILED, accuracy_by_true_region, annotate_results, compare_results,
     error_bands, fmt_pct, metrics_row, most_localizable, results_metrics,
 )
-from geocore.eval.regions import SEA, accuracy_by_region, place_label, region_label
+from geocore.eval.analysis import accuracy_by_region
+from geocore.present import SEA, place_label, region_label
 from geocore.geo.distance import haversine_km
 
 matplotlib.use("Agg")

@@ -14,7 +14,6 @@ import csv
 import importlib.util
 import io
 import json
-import os
 import random
 import re
 import struct

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from geocore.eval.metrics import (
+from geocore.metrics import (
     GeoMetricAccumulator,
     accuracy_within,
     compute_metrics,
@@ -94,7 +94,7 @@ def test_describe_names_the_nearest_place():
 def test_accuracy_by_region():
     import pandas as pd
 
-    from geocore.eval.regions import accuracy_by_region
+    from geocore.eval.analysis import accuracy_by_region
 
     results = pd.DataFrame({
         "LAT": [48.85, 45.76, 40.71, 0.0, 35.68],

@@ -1,4 +1,4 @@
-"""The predict loop (`geocore.eval.predict_loop`): two CPU processes (DDP over gloo, started by Lightning as on a GPU
+"""The predict loop (`geocore.runtime.predict_loop`): two CPU processes (DDP over gloo, started by Lightning as on a GPU
 node) give the rows of a one-process run, row for row; a resumed run of two ranks skips what any rank wrote and
 redoes a torn part; `locate DIR --output TABLE` gives the per-photo path's rows; precision reaches the model."""
 
@@ -17,8 +17,10 @@ from PIL import Image
 
 from geocore.errors import InputError
 from geocore.eval.evaluate import evaluate
-from geocore.eval.predict_loop import locate_to_table, loop_options
-from geocore.eval.results import parts_dir, read_results, write_part
+from geocore.eval.batch_locate import locate_to_table
+from geocore.runtime.predict_loop import loop_options
+from geocore.eval.results import read_results
+from geocore.runtime.parts import parts_dir, write_part
 from geocore.models.precision import current_precision
 
 TESTS = Path(__file__).resolve().parent
@@ -129,7 +131,7 @@ def test_two_ranks_resume_what_any_rank_wrote_and_redo_a_torn_part(odd_bench, on
 
 
 def test_part_numbers_continue_per_rank(tmp_path):
-    from geocore.eval.results import next_part_index
+    from geocore.runtime.parts import next_part_index
 
     out = tmp_path / "r.parquet"
     frame = pd.DataFrame({"IMG_ID": ["a"]})

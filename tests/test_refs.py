@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -267,7 +266,7 @@ def test_fusion_with_no_reference_nearby_leaves_the_answer_alone():
     coarse = Prediction(coords=g[[1]][None], probs=probs[:, [1]], candidates=g, probs_full=probs, indices=None)
     refs_ll = torch.tensor([[[40.01, -70.0], [-30.0, 140.02]]])
     params = FusionParams()
-    from geocore.refs.fusion import log_evidence
+    from geocore.refs.reweight import log_evidence
 
     chance = log_evidence(torch.tensor([[0.3, 0.32]]), chance=0.3, params=params)
     fused = reweight(coarse, refs_ll, chance, params, 1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import s2geometry as s2
 
-from geocore.eval.metrics import THRESHOLDS_KM, accuracy_within
+from geocore.metrics import THRESHOLDS_KM, accuracy_within
 from geocore.uncertainty import (
     S2Cells,
     abstention_curve,

@@ -17,14 +17,14 @@ from ui.models import (  # noqa: E402
     gallery_controls, gallery_view, hint_controls, load_model, model_picker, precision_note, precision_picker,
 )
 from ui.page import md_text, release_free_memory, session_memo, setup_page, show_error  # noqa: E402
-from ui.regions import (  # noqa: E402
+from ui.search_regions import (  # noqa: E402
     LEVELS, calibration_upload, candidates_fingerprint, level_control, usable_calibration,
 )
 from ui.cases import (  # noqa: E402
     VIDEO_TYPES, claim_controls, is_video, locate_clips, remembered, render_joint, render_video, show_claim,
 )
 from ui.references import load_refs, refs_picker, uploaded_refs  # noqa: E402
-from ui.results import render_locate_result  # noqa: E402
+from ui.photo_answer import render_locate_result  # noqa: E402
 
 REPORT_STATE = "_case_report"  # (results key, HTML) of the last prepared report
 

@@ -13,8 +13,8 @@ from geocore.errors import GeocoreError  # noqa: E402
 from ui.maps import prediction_map, show_map  # noqa: E402
 from ui.models import load_model, model_picker, precision_note, precision_picker, random_label  # noqa: E402
 from ui.page import md_text, release_free_memory, setup_page, show_error  # noqa: E402
-from ui.results import place_text, topk_display  # noqa: E402
-from ui.tables import show_table  # noqa: E402
+from ui.photo_answer import place_text, topk_display  # noqa: E402
+from ui.safe_tables import show_table  # noqa: E402
 
 EXAMPLES = ["Pyramids of Giza", "Burj Khalifa", "Great Wall of China", "desert", "Boston, Massachusetts"]
 

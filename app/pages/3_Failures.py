@@ -1,7 +1,7 @@
 """Failures: open an evaluation results file and see where and how the model goes wrong, and how sure it was.
 
 The analysis is `geocore.eval.analysis` (annotation, error bands, metrics, per-region accuracy, comparison,
-localizability filter), the search-region tables `geocore.eval.uncertainty` (coverage, abstention, recall
+localizability filter), the search-region tables `geocore.eval.coverage` (coverage, abstention, recall
 against area) and the figures `geocore.viz`; this page lays them out.
 """
 
@@ -27,9 +27,9 @@ from geocore.eval.analysis import (  # noqa: E402
     BAND_COLORS, BAND_NAMES, FAILED, accuracy_by_true_region, annotate_results, compare_results, metrics_row,
     most_localizable,
 )
-from geocore.eval.regions import SEA  # noqa: E402
+from geocore.present import SEA  # noqa: E402
 from geocore.eval.results import MAX_PARQUET_BYTES, read_results  # noqa: E402
-from geocore.eval.uncertainty import calibration_fit, has_uncertainty, uncertainty_tables  # noqa: E402
+from geocore.eval.coverage import calibration_fit, has_uncertainty, uncertainty_tables  # noqa: E402
 from ui.deck import hex_rgba, world_deck  # noqa: E402
 from ui.folders import NOT_SHARED, data_roots, files_in, folder_input, shared_file  # noqa: E402
 from ui.maps import prediction_map, show_map  # noqa: E402
@@ -37,9 +37,9 @@ from ui.models import load_model, model_picker, random_label  # noqa: E402
 from ui.page import (  # noqa: E402
     md_text, release_free_memory, setup_page, show_error, show_figure, show_unavailable,
 )
-from ui.regions import calibration_upload, km2, pct  # noqa: E402
-from ui.results import pixels_only, show_photo  # noqa: E402
-from ui.tables import show_table  # noqa: E402
+from ui.search_regions import calibration_upload, km2, pct  # noqa: E402
+from ui.photo_answer import pixels_only, show_photo  # noqa: E402
+from ui.safe_tables import show_table  # noqa: E402
 
 SCENES = ("S3_Label", "S16_Label", "S365_Label")
 RESULTS_MAX_BYTES = MAX_PARQUET_BYTES  # a results file from a shared folder: what the Parquet reader decompresses

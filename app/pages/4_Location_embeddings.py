@@ -18,7 +18,7 @@ from geocore import viz  # noqa: E402
 from geocore.errors import GeocoreError  # noqa: E402
 from ui.deck import apply_selected_point, world_deck  # noqa: E402
 from ui.page import setup_page, show_error, show_figure  # noqa: E402
-from ui.results import place_text  # noqa: E402
+from ui.photo_answer import place_text  # noqa: E402
 
 PICK_LAYER = "grid"
 

@@ -17,8 +17,8 @@ from geocore.errors import GeocoreError  # noqa: E402
 from geocore.models.base import GalleryModel  # noqa: E402
 from ui.models import load_model, model_picker, precision_note, precision_picker, random_label  # noqa: E402
 from ui.page import release_free_memory, setup_page, show_error, show_unavailable  # noqa: E402
-from ui.results import pixels_only, place_text  # noqa: E402
-from ui.tables import show_table  # noqa: E402
+from ui.photo_answer import pixels_only, place_text  # noqa: E402
+from ui.safe_tables import show_table  # noqa: E402
 
 setup_page("Explain", "🔬")
 st.title("Explain a prediction")

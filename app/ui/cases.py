@@ -14,13 +14,13 @@ import pandas as pd
 import streamlit as st
 
 from geocore.errors import GeocoreError
-from geocore.eval.regions import place_label, region_label
+from geocore.present import place_label, region_label
 from geocore.models.base import GeoLocator
 
 from ui.maps import prediction_map, show_remembered_map
 from ui.page import md_text, session_memo, show_error
-from ui.regions import pct, region_table
-from ui.results import topk_display
+from ui.search_regions import pct, region_table
+from ui.photo_answer import topk_display
 
 VIDEO_TYPES = ("mp4", "mov", "webm", "mkv")
 CASE_MEMO = "_case_memo"  # session state: (results key, {what: answer}) of the latest results only
@@ -136,7 +136,7 @@ def frames_display(frames: pd.DataFrame) -> pd.DataFrame:
 def locate_clips(net: GeoLocator, clips: list[tuple[str, bytes]], **options) -> tuple[list, list[tuple[str, str]]]:
     """`locate_video` on each clip's bytes (in memory): the located clips, and (name, one-line error) of those
     that could not be read (the others are still located)."""
-    from geocore.cases.video import locate_video
+    from geocore.cases.clip import locate_video
 
     done, errors = [], []
     for name, data in clips:

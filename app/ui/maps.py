@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from geocore.eval.regions import place_label
+from geocore.present import place_label
 
 from ui.page import session_memo
-from ui.regions import REGION_CLASS, REGION_STYLES, calibration_text, km2, pct
+from ui.search_regions import REGION_CLASS, REGION_STYLES, calibration_text, km2, pct
 
 APP_STATIC = Path(__file__).resolve().parents[1] / "static"
 VENDOR = APP_STATIC / "vendor"

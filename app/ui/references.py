@@ -1,5 +1,5 @@
 """Reference photos on the Locate page: a reference set picked from the shared folders, opened once per server and
-refused in one line when another model made it (each answer's strip of similar references: `ui.results`)."""
+refused in one line when another model made it (each answer's strip of similar references: `ui.photo_answer`)."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ def calibrate(
 ) -> None:
     """Split-conformal calibration of search regions: at level p, the region holds the truth for ≥ p of photos."""
     from geocore.cli.locate import parse_levels
-    from geocore.eval.report import uncertainty_report
+    from geocore.cli.tables import uncertainty_report
     from geocore.eval.results import read_results
-    from geocore.eval.uncertainty import calibrate_results, uncertainty_tables
+    from geocore.eval.coverage import calibrate_results, uncertainty_tables
 
     check_output(output, (".json",), create=True)
     chosen = parse_levels(levels, "--levels")

@@ -9,10 +9,11 @@ from rich.console import Console
 
 from geocore.cli.precision import PRECISION_OPT
 from geocore.data.safe_io import check_output
+from geocore.data.store import resolve_benchmark
 from geocore.data.text import terminal_text
 from geocore.weights.preflight import check_default_weights
 
-# The options of every command that runs on the predict loop (`geocore.eval.predict_loop`); None = not given.
+# The options of every command that runs on the predict loop (`geocore.runtime.predict_loop`); None = not given.
 ACCELERATOR_OPT = typer.Option(None, "--accelerator", help="auto, cpu or gpu (default auto: a GPU when there is one).")
 DEVICES_OPT = typer.Option(None, "--devices", min=1, help="Devices per node (more than one: DDP; default 1).")
 NODES_OPT = typer.Option(None, "--num-nodes", min=1, help="Machines (start the command on each, e.g. srun; default 1).")
@@ -22,8 +23,12 @@ STRATEGY_OPT = typer.Option(None, "--strategy", help="ddp (the default with more
 def evaluate(
     model: str = typer.Option("geoclip", "--model", help="Registered model name (see `geocore models`)."),
     pretrained: str = typer.Option(None, "--pretrained", help="Weights tag or checkpoint path (default: the model's own)."),
-    dataset: Path = typer.Option(..., "--dataset", help="Benchmark CSV (IMG_ID or IMG_FILE, LAT, LON)."),
-    images: Path = typer.Option(..., "--images", help="Folder holding the benchmark's images."),
+    dataset: Path = typer.Option(..., "--dataset", help="Benchmark CSV (IMG_ID or IMG_FILE, LAT, LON), or a dataset "
+                                 "fetched by `geocore data fetch` (im2gps3k, yfcc4k, ...)."),
+    images: Path = typer.Option(None, "--images", help="Folder holding the benchmark's images (with a fetched "
+                                "dataset: its own images/ by default)."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Where `geocore data fetch` put the datasets (default "
+                                  "$GEOCORE_DATA_HOME, else ~/.cache/geocore/data)."),
     output: Path = typer.Option(..., "--output", help="Results file (.parquet or .csv)."),
     resume: bool = typer.Option(False, "--resume", help="Skip images already in OUTPUT and carry on."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT."),
@@ -44,11 +49,12 @@ def evaluate(
 ) -> None:
     """Evaluate a model on a benchmark, on one device or many; interrupted runs keep finished rows (use --resume)."""
     console = Console(stderr=True)
+    dataset, images = resolve_benchmark(dataset, images, data_dir)  # a fetched dataset's name → its CSV and images
     check_output(output, (".parquet", ".csv"), create=True)
     check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
     from geocore.eval.evaluate import evaluate as run_evaluation  # torch and lightning load only when evaluating
-    from geocore.eval.predict_loop import loop_options
-    from geocore.eval.report import metrics_table
+    from geocore.runtime.predict_loop import loop_options
+    from geocore.cli.tables import metrics_table
     from geocore.models.registry import load_model_for_user
 
     loop_options(device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,

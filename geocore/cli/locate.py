@@ -125,8 +125,9 @@ def _write(results: list, output: Path) -> None:
 
 def _locate_table(net, paths: list[Path], output: Path, loop: dict, *, batch_size: int, precision: str,
                   **options) -> None:
-    """Many photos into one table on the predict loop (`geocore.eval.predict_loop`; Lightning loads here only)."""
-    from geocore.eval.predict_loop import locate_to_table, loop_options
+    """Many photos into one table on the predict loop (`geocore.runtime.predict_loop`; Lightning loads here only)."""
+    from geocore.eval.batch_locate import locate_to_table
+    from geocore.runtime.predict_loop import loop_options
 
     opts = loop_options(**loop, precision=precision, batch_size=batch_size, progress=False)
     done = locate_to_table(net, paths, output, opts, precision=precision, **options)
@@ -279,7 +280,7 @@ def _locate_case(net, ok: list, videos: list[Path], console: Console, *, as_json
     """The joint answer of photos of one place, each video clip, and the claim checked against each answer."""
     from geocore.cases.claims import check_claim
     from geocore.cases.joint import joint_locate
-    from geocore.cases.video import locate_video
+    from geocore.cases.clip import locate_video
     from geocore.errors import ImageError
 
     hint_model = hint_model_or_none(net, hint)

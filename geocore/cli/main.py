@@ -22,6 +22,7 @@ app = typer.Typer(
 SUBCOMMAND_MODULES = [
     "geocore.cli.score",
     "geocore.cli.evaluate",
+    "geocore.cli.data",
     "geocore.cli.calibrate",
     "geocore.cli.cells",
     "geocore.cli.train",

@@ -8,7 +8,7 @@ country hit. The other functions work on that annotated frame:
 - `accuracy_by_true_region`: accuracy within a radius per country or continent of the true location;
 - `compare_results`: which images each of two runs gets right within a radius;
 - `most_localizable`: the rows kept when answering only the most localizable share of the photos (the
-  abstention curve's order, `geocore.eval.uncertainty`).
+  abstention curve's order, `geocore.eval.coverage`).
 
 Figures of these live in `geocore.viz` (`plot_error_histogram`, `plot_choropleth`, `plot_abstention`,
 `plot_recall_vs_area`).
@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from geocore.eval.metrics import LEVEL_NAMES, THRESHOLDS_KM, GeoMetrics, metrics_from_errors
-from geocore.eval.regions import SEA
+from geocore.geo.countries import country_of
+from geocore.metrics import LEVEL_NAMES, THRESHOLDS_KM, GeoMetrics, metrics_from_errors
+from geocore.present import SEA
 
 FAILED = "failed"  # the band of an image with no prediction
 
@@ -71,8 +72,6 @@ def annotate_results(results: pd.DataFrame) -> pd.DataFrame:
       or the image failed (what country accuracy averages);
     - `band`: the error band (`error_bands`).
     """
-    from geocore.geo.countries import country_of
-
     df = results.reset_index(drop=True).copy()
     df["IMG_ID"] = df["IMG_ID"].astype(str)
     ok = (df["status"].astype(str).eq("ok") & df["error_km"].notna()).to_numpy()
@@ -123,7 +122,7 @@ def metrics_row(annotated: pd.DataFrame, label: str) -> dict[str, str | int]:
 def accuracy_by_true_region(annotated: pd.DataFrame, radius_km: float, by: str = "country") -> pd.DataFrame:
     """Per region of the TRUE location: `images` and `accuracy` (fraction with error ≤ radius_km).
 
-    The annotated-frame counterpart of `geocore.eval.regions.accuracy_by_region` (same index and columns, no
+    The annotated-frame counterpart of `accuracy_by_region` (same index and columns, no
     second point-in-country lookup). by="country": indexed by ISO A3 code with the country's `name` too;
     by="continent": by continent name. Truths at sea are grouped under `SEA`; failed images are left out.
     Sorted by image count, largest first.
@@ -176,3 +175,20 @@ def most_localizable(results: pd.DataFrame, share: float, column: str = "localiz
         n = max(1, math.ceil(share * scored.size - 1e-9))
         keep[scored[np.argsort(score[scored], kind="stable")[:n]]] = True
     return keep
+
+def accuracy_by_region(results: pd.DataFrame, radius_km: float = 2500.0, by: str = "continent") -> pd.DataFrame:
+    """Per region of the TRUE point: `images` and `accuracy` (fraction with error ≤ radius_km).
+
+    `results` has `LAT, LON, error_km, status` as `geocore evaluate` writes them; failed images are left out;
+    `by` is "continent" or "country" (ISO A3 codes); truths at sea are grouped under "(sea)".
+    Sorted by image count, largest first.
+    """
+    if by not in ("continent", "country"):
+        raise ValueError(f"by must be 'continent' or 'country', got {by!r}")
+    ok = results[results["status"].astype(str).eq("ok") & results["error_km"].notna()]
+    where = country_of(ok[["LAT", "LON"]].to_numpy(np.float64))
+    region = where["continent" if by == "continent" else "iso_a3"].replace("", SEA).to_numpy()
+    hit = (ok["error_km"].to_numpy(np.float64) <= radius_km).astype(float)
+    return (pd.DataFrame({by: region, "hit": hit}).groupby(by)
+            .agg(images=("hit", "size"), accuracy=("hit", "mean"))
+            .sort_values("images", ascending=False))

@@ -14,10 +14,10 @@ from geocore.data.datasets import BenchmarkDataset, collate_skip_errors
 from geocore.data.safe_io import file_sha256
 from geocore.data.text import readable
 from geocore.errors import InputError
-from geocore.eval.metrics import GeoMetrics, compute_metrics
-from geocore.eval.predict_loop import BatchPredictor, loader_for, loop_options, predict_to_parts
+from geocore.metrics import GeoMetrics, compute_metrics
+from geocore.runtime.predict_loop import BatchPredictor, loader_for, loop_options, predict_to_parts
 from geocore.eval.results import collect_rows, merge_parts, parts_dir
-from geocore.eval.uncertainty import uncertainty_columns
+from geocore.eval.coverage import uncertainty_columns
 from geocore.geo.candidates import CandidateCells
 from geocore.geo.distance import haversine_km
 from geocore.locate import input_transform, predict_batch, use_references
@@ -25,6 +25,7 @@ from geocore.models.base import GeoLocator
 from geocore.models.precision import current_precision
 from geocore.models.views import batch_inputs
 from geocore.refs.store import ReferenceSet
+from geocore.tensors import as_numpy, on_cpu
 
 SCENE_COLUMNS = ("S3_Label", "S16_Label", "S365_Label")
 
@@ -44,9 +45,9 @@ class EvaluationReport:
 def _batch_rows(batch: dict, pred, model_name: str, cells: CandidateCells) -> list[dict]:
     true = torch.stack([torch.as_tensor(batch["lat"]), torch.as_tensor(batch["lon"])], dim=1).double()
     extra = uncertainty_columns(pred.probs_full, cells, true.numpy())
-    top1 = pred.top1.detach().cpu().double()
+    top1 = on_cpu(pred.top1, torch.float64)
     errors = haversine_km(top1, true).numpy()
-    coords, probs = pred.coords.detach().cpu().numpy(), pred.probs.detach().cpu().float().numpy()
+    coords, probs = as_numpy(pred.coords), as_numpy(pred.probs, np.float32)
     rows = []
     for i, img_id in enumerate(batch["img_id"]):
         row = {
@@ -127,9 +128,9 @@ def evaluate(
 ) -> EvaluationReport | None:
     """Evaluate `model` on a benchmark, writing per-image rows to `output` as batches finish.
 
-    Each row also holds what search-region calibration needs (`geocore.eval.uncertainty`).
+    Each row also holds what search-region calibration needs (`geocore.eval.coverage`).
 
-    Runs on Lightning's predict loop (`geocore.eval.predict_loop`): `accelerator`, `devices` (per node),
+    Runs on Lightning's predict loop (`geocore.runtime.predict_loop`): `accelerator`, `devices` (per node),
     `num_nodes`, `strategy` (ddp when more than one device or node) as `geocore train` takes them, or the older
     `device` (cpu, cuda, cuda:N); `precision` auto | fp32 (default: exactly the reference) | bf16. Each rank
     writes its finished batches as its own part files; rank 0 merges them, in the CSV's order, and gets the report

@@ -13,7 +13,7 @@ Schema (one row per image; Parquet, or CSV when the path ends in .csv):
 | S3_Label, S16_Label, S365_Label | int | scene labels, when the benchmark has them |
 | status | str | "ok", or "error: <why the image could not be used>" |
 | truth_mass, truth_area_km2 | float | mass and area of the smallest search region holding the truth |
-| area_50_km2 … area_95_km2, area_curve_km2 | float, list[float] | search-region areas (`geocore.eval.uncertainty`) |
+| area_50_km2 … area_95_km2, area_curve_km2 | float, list[float] | search-region areas (`geocore.eval.coverage`) |
 | localizability, entropy | float | log10 km² of the 90 % region (lower = more localizable); entropy in nats |
 | candidates | str | fingerprint of the gallery / cells the model scored |
 
@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
-import re
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
@@ -54,6 +52,7 @@ from geocore.data.safe_io import atomic_path, neutralise_frame, read_limited, re
 from geocore.data.text import readable, utf8_safe
 from geocore.errors import InputError
 from geocore.geo.tables import decode_text, one_line, parse_csv, shorten, to_numbers
+from geocore.runtime.parts import parts_dir
 
 if TYPE_CHECKING:
     from geocore.locate import LocateResult
@@ -64,10 +63,6 @@ NUMBER_COLUMNS = ("truth_mass", "truth_area_km2", "localizability", "entropy", "
 MAX_PARQUET_BYTES = 1 << 30  # uncompressed: far above any benchmark's results, far below a compressed bomb
 MAX_RESULTS_BYTES = 1 << 30  # the file itself, read whole
 _EXPECTED = "a results file written by `geocore evaluate` (Parquet, or CSV by its name)"
-
-
-def parts_dir(output: Path) -> Path:
-    return output.with_name(output.name + ".parts")
 
 
 def _write_table(df: pd.DataFrame, path: Path) -> None:
@@ -84,27 +79,6 @@ def _write_table(df: pd.DataFrame, path: Path) -> None:
 
 def _is_list(value: object) -> bool:
     return isinstance(value, (list, tuple)) or hasattr(value, "__array__")
-
-
-def _part_name(index: int, rank: int | None, kind: str = "part") -> str:
-    return f"{kind}-{index:06d}.parquet" if rank is None else f"{kind}-rank{rank}-{index:06d}.parquet"
-
-
-def write_part(df: pd.DataFrame, output: Path, index: int, rank: int | None = None, kind: str = "part") -> None:
-    """Write one batch of rows atomically beside `output` (`part-rank<rank>-<index>`, or `part-<index>`;
-    another `kind` than "part" is a file `collect_rows` does not read)."""
-    folder = parts_dir(output)
-    folder.mkdir(parents=True, exist_ok=True)
-    _write_table(df, folder / _part_name(index, rank, kind))
-
-
-def next_part_index(output: Path, rank: int | None = None) -> int:
-    """The index after the highest part `rank` has on disk (not a count: a merge killed mid-cleanup can leave
-    gaps, and a new part must never land on an existing one)."""
-    prefix = "part-" if rank is None else f"part-rank{rank}-"
-    pattern = re.compile(re.escape(prefix) + r"(\d{6,})\.parquet$")
-    found = (pattern.match(p.name) for p in parts_dir(output).glob("part-*.parquet"))
-    return 1 + max((int(m.group(1)) for m in found if m), default=-1)
 
 
 def read_results(path: str | Path, data: bytes | None = None) -> pd.DataFrame:

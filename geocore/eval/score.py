@@ -11,7 +11,7 @@ import pandas as pd
 from geocore.data.datasets import read_benchmark_csv
 from geocore.data.safe_io import read_csv_limited
 from geocore.errors import InputError
-from geocore.eval.metrics import GeoMetrics, compute_metrics
+from geocore.metrics import GeoMetrics, compute_metrics
 from geocore.geo.tables import column_list, to_numbers
 
 _HEADER_LINES = 2  # a DataFrame row i is line i + 2 of its CSV (1-based, after the header)

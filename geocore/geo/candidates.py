@@ -52,6 +52,7 @@ from geocore.geo.cells import (CellPartition, assign_cells, cell_ranges, check_l
 from geocore.geo.distance import EARTH_RADIUS_KM
 from geocore.geo.polygons import CUT, ring_pieces, rings_to_polygons, union
 from geocore.geo.sphere import EdgeClip, boundary, cell_areas, ring_edges, sort_ccw, to_xyz
+from geocore.tensors import as_numpy
 
 SAME_SITE_M = 10.0  # gallery points closer than this share one Voronoi cell
 AUTO_QUANTILE = 0.99
@@ -62,8 +63,7 @@ MAX_CACHED_PIECES = 1_000_000  # polygon cache limit per cells object: ~0.5 GB (
 
 
 def _as_latlon(points, source: str) -> np.ndarray:
-    arr = points.detach().cpu().double().numpy() if hasattr(points, "detach") else points
-    return check_latlon(arr, source)
+    return check_latlon(as_numpy(points) if hasattr(points, "detach") else points, source)
 
 
 def _as_indices(indices, m: int) -> np.ndarray:

@@ -43,6 +43,7 @@ import torch
 
 from geocore.data.safe_io import atomic_path
 from geocore.errors import InputError
+from geocore.tensors import as_numpy
 
 INDEX_MODES = ("auto", "exact", "ivf")
 INDEX_ABOVE = 2_000_000  # "auto" uses the index for galleries larger than this
@@ -166,8 +167,7 @@ class AnnIndex:
 
 
 def _f32(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    arr = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return np.ascontiguousarray(as_numpy(t), dtype=np.float32)
 
 
 def index_path(embedding_path: Path, nlist: int) -> Path:

@@ -36,6 +36,7 @@ from geocore.weights.paths import geoclip_package_dir
 from geocore.weights.resolve import parse_pretrained, resolve_clip_checkpoint
 from geocore.weights.sources import SOURCES
 from geocore.weights.status import source_status
+from geocore.tensors import as_numpy
 
 if TYPE_CHECKING:
     from geocore.geo.candidates import CandidateCells
@@ -126,8 +127,7 @@ class GeoCLIP(GalleryModel):
     @torch.no_grad()
     def embed_locations(self, latlon: torch.Tensor, chunk_size: int = 65536) -> torch.Tensor:
         """(N, 2) (lat, lon) degrees → (N, 512) L2-normalised GPS embeddings."""
-        latlon = torch.as_tensor(validate_latlon(torch.as_tensor(latlon).detach().cpu().double().numpy(),
-                                                 source="embed_locations"), dtype=torch.float32)
+        latlon = torch.as_tensor(validate_latlon(as_numpy(latlon), source="embed_locations"), dtype=torch.float32)
         return self.location_encoder.embed(latlon, chunk_size=chunk_size)
 
     # --- gallery --------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ class GeoCLIP(GalleryModel):
     def set_gallery(self, coords: torch.Tensor, *, index: str | None = None) -> None:
         """Score against these (M, 2) (lat, lon) points from now on; `index` ("auto", "exact", "ivf"; None keeps
         the current mode) picks the exact scan or the approximate index (`geocore.models.ann_index`)."""
-        arr = validate_latlon(torch.as_tensor(coords).detach().cpu().double().numpy(), source="gallery")
+        arr = validate_latlon(as_numpy(coords), source="gallery")
         if arr.shape[0] == 0:
             raise InputError("gallery: needs at least one point")
         if index is not None:

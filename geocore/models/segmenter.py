@@ -32,6 +32,7 @@ from PIL import Image
 from geocore.errors import InputError
 from geocore.models.layers.seg_palette import ade20k_palette, render_segmentation
 from geocore.weights.resolve import parse_pretrained
+from geocore.tensors import on_cpu
 
 DEFAULT_SEGMENTER = "segformer-b0-ade"
 SEG_SHORT_SIDE = 256  # shorter side of a photo's stored label map (SegFormer's logits are 128x128 anyway)
@@ -90,8 +91,8 @@ class Segmenter:
 
     def set_input_stats(self, mean: torch.Tensor, std: torch.Tensor) -> "Segmenter":
         """The statistics the pixels given to `__call__` are normalised with (a TransLocator's own)."""
-        self.input_mean = mean.detach().cpu().float().view(1, 3, 1, 1)
-        self.input_std = std.detach().cpu().float().view(1, 3, 1, 1)
+        self.input_mean = on_cpu(mean, torch.float32).view(1, 3, 1, 1)
+        self.input_std = on_cpu(std, torch.float32).view(1, 3, 1, 1)
         return self
 
     # ---- classes --------------------------------------------------------------------------------------

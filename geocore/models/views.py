@@ -30,6 +30,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from geocore.errors import InputError
+from geocore.tensors import as_numpy
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom), fractions of the photo's width / height
 View = tuple[Box, bool]  # box, mirrored
@@ -112,7 +113,7 @@ def as_map_image(seg: Any) -> Image.Image:
     """A (H, W) integer label map or a (3, H, W) colour map (float in [0, 1] or uint8) as a PIL image."""
     if isinstance(seg, Image.Image):
         return seg
-    arr = seg.detach().cpu().numpy() if isinstance(seg, torch.Tensor) else np.asarray(seg)
+    arr = as_numpy(seg)
     if arr.ndim == 2:
         if arr.min(initial=0) < 0 or arr.max(initial=0) > 255:
             arr = np.where((arr >= 0) & (arr < 255), arr, 255)  # unlabelled: 255, rendered black

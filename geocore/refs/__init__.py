@@ -6,7 +6,7 @@ into its answer (`geocore.locate.locate(..., refs=)`).
 """
 
 from geocore.refs.build import build_reference_set
-from geocore.refs.fusion import FusionParams, fine_top_k, log_evidence, reweight
+from geocore.refs.reweight import FusionParams, fine_top_k, log_evidence, reweight
 from geocore.refs.info import reference_info
 from geocore.refs.memory import reference_set_from_photos
 from geocore.refs.search import Neighbours, nearest_references, neighbours

@@ -1,4 +1,4 @@
-"""`build_reference_set`: embed geotagged photos on the project's predict loop (`geocore.eval.predict_loop`: one
+"""`build_reference_set`: embed geotagged photos on the project's predict loop (`geocore.runtime.predict_loop`: one
 CPU, GPUs, nodes; per-rank part files, resumable) and store them as a reference set (`geocore.refs.store`).
 
 Each photo is read once: its bytes are hashed (SHA-256, so a query never finds itself) and decoded by the safe
@@ -28,7 +28,7 @@ from geocore.errors import ImageError, InputError
 from geocore.models.base import GeoLocator
 from geocore.models.cell_classifier import CellClassifier
 from geocore.refs.embed import model_fingerprint, reference_embeddings
-from geocore.refs.sources import read_source
+from geocore.refs.inputs import read_source
 from geocore.refs.store import (INDEX_ABOVE, ReferenceSet, chance_similarity, new_manifest, save_reference_set,
                                 write_manifest)
 
@@ -134,8 +134,8 @@ def build_reference_set(
     device) are `geocore evaluate`'s. Returns the set on rank 0 (None on the others); its `skipped` lists every
     input left out and why. InputError when no photo is usable or a rank left photos unprocessed (resume then).
     """
-    from geocore.eval.predict_loop import BatchPredictor, loader_for, loop_options, predict_to_parts
-    from geocore.eval.results import parts_dir
+    from geocore.runtime.predict_loop import BatchPredictor, loader_for, loop_options, predict_to_parts
+    from geocore.runtime.parts import parts_dir
 
     opts = loop_options(device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
                         strategy=strategy, precision=precision, batch_size=batch_size, num_workers=num_workers,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from geocore.errors import InputError
-from geocore.refs.fusion import FusionParams, log_evidence
+from geocore.refs.reweight import FusionParams, log_evidence
 from geocore.refs.store import ReferenceSet
 
 CANDIDATES = 256  # index candidates re-scored exactly per query (K ≤ 64 neighbours)
@@ -104,7 +104,7 @@ def nearest_references(refs: ReferenceSet, query_emb: torch.Tensor | np.ndarray,
 @dataclass
 class Neighbours:
     """Each query's K nearest references: similarities and indices (B, K) (−inf / −1 pads), their positions
-    (B, K, 2) and log evidence (B, K) for fusion (`geocore.refs.fusion`)."""
+    (B, K, 2) and log evidence (B, K) for fusion (`geocore.refs.reweight`)."""
 
     sims: torch.Tensor
     indices: torch.Tensor

@@ -17,7 +17,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from geocore.eval.metrics import accuracy_within
+from geocore.metrics import accuracy_within
 from geocore.geo.distance import haversine_km
 from geocore.models.cell_classifier import CellClassifier
 from geocore.models.layers.hierarchy import LEVELS

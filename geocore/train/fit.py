@@ -1,7 +1,7 @@
 """The one training loop setup both model families use: Lightning Trainer, devices and nodes, precision,
 checkpointing, saving the model on rank 0, and the barrier every rank waits at.
 
-One GPU, many GPUs (`devices > 1` → DDP) and many nodes (`num_nodes > 1`, launched once per node by your
+One GPU, many GPUs (`devices > 1` → DDP, the rule of `geocore.runtime.devices`) and many nodes (`num_nodes > 1`, launched once per node by your
 scheduler, e.g. `srun`) are the same call; bf16-mixed on a GPU that supports it, fp32 elsewhere.
 """
 
@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from geocore.errors import InputError
+from geocore.runtime.devices import DeviceOptions
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,12 @@ def fit(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: RunCo
 
     Writes `out/lightning/last.ckpt` (resume with `cfg.resume`) and `out/logs/.../metrics.csv`; a
     `BestCheckpoint` among `callbacks` also saves the best validation epoch's model."""
-    multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and (cfg.devices > 1 or cfg.devices == -1))
-    world = cfg.num_nodes * (cfg.devices if isinstance(cfg.devices, int) and cfg.devices > 0 else 1)
+    where = DeviceOptions(cfg.accelerator, cfg.devices, cfg.num_nodes, cfg.strategy)
+    world = where.world_size()
     ckpt_dir = out / "lightning"
     trainer = L.Trainer(
         max_epochs=cfg.epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy=cfg.strategy or ("ddp" if multi else "auto"), precision=run_precision(cfg), default_root_dir=out,
+        strategy=where.trainer_strategy, precision=run_precision(cfg), default_root_dir=out,
         logger=CSVLogger(out, name="logs"),
         log_every_n_steps=max(1, min(cfg.log_every_n_steps, math.ceil(n_train / (cfg.batch_size * world)))),
         callbacks=[ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0), *(callbacks or [])],

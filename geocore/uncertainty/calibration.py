@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -35,6 +34,7 @@ from geocore.errors import InputError
 from geocore.uncertainty.conditional import (DEFAULT_BIN_SCORE, DEFAULT_BINS, Bins, fit_bins, outside_range,
                                              score_quantiles)
 from geocore.geo.tables import shorten
+from geocore.tensors import as_numpy
 
 FORMAT = "geocore-calibration"
 SCORE = "hpd-truth-mass"
@@ -283,8 +283,7 @@ def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprin
     (`geocore.uncertainty.conditional`); `localizability` (N,) (raw log10 km² of the 90 % region) is kept as
     quantiles for the fit check.
     """
-    scores = truth_mass.detach().cpu().double().numpy() if hasattr(truth_mass, "detach") else truth_mass
-    scores = np.asarray(scores, np.float64).ravel()
+    scores = as_numpy(truth_mass, np.float64).ravel()
     if scores.size == 0:
         raise InputError("truth_mass: no calibration images; expected at least one score")
     if not np.isfinite(scores).all() or (scores < 0).any() or (scores > 1 + 1e-6).any():

@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from geocore.eval.metrics import THRESHOLDS_KM, accuracy_within
+from geocore.metrics import THRESHOLDS_KM, accuracy_within
 from geocore.uncertainty.calibration import Calibration, validate_levels
 from geocore.geo.candidates import CandidateCells
 from geocore.uncertainty.regions import bin_scores, prob_matrix, region_areas
+from geocore.tensors import as_numpy
 
 DEFAULT_FRACTIONS: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 11))
 
@@ -34,7 +35,7 @@ def localizability(probs, cells: CandidateCells, *, level: float = 0.9, calibrat
 
 
 def _vector(x, name: str) -> np.ndarray:
-    arr = x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x, np.float64)
+    arr = as_numpy(x, np.float64)
     if arr.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array, got shape {arr.shape}")
     return arr

@@ -30,6 +30,7 @@ from geocore.errors import InputError
 from geocore.uncertainty.calibration import Calibration, validate_levels
 from geocore.geo.candidates import CandidateCells
 from geocore.geo.polygons import count_areas, countries_touched
+from geocore.tensors import as_numpy
 
 CHUNK = 64  # images per block: a (64, 100K) block of float64 is 51 MB
 
@@ -99,9 +100,7 @@ def prob_matrix(probs, m: int) -> tuple[np.ndarray, bool]:
         if probs.probs_full is None:
             raise InputError("prediction has no full distribution (probs_full); predict with full=True")
         probs = probs.probs_full
-    if isinstance(probs, torch.Tensor):
-        probs = probs.detach().cpu().float().numpy()
-    arr = np.asarray(probs, dtype=np.float32)
+    arr = as_numpy(probs, np.float32)
     single = arr.ndim == 1
     arr = arr[None] if single else arr
     if arr.ndim != 2 or arr.shape[1] != m:
@@ -233,8 +232,7 @@ def search_regions(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibrati
 
 def _truth(probs, cells: CandidateCells, truth_latlon, with_area: bool) -> tuple[np.ndarray, np.ndarray | None]:
     p, _ = prob_matrix(probs, len(cells))
-    truth = truth_latlon.detach().cpu().double().numpy() if isinstance(truth_latlon, torch.Tensor) else truth_latlon
-    truth = np.asarray(truth, np.float64).reshape(-1, 2)
+    truth = as_numpy(truth_latlon, np.float64).reshape(-1, 2)
     if truth.shape[0] != p.shape[0]:
         raise InputError(f"truth_latlon: expected {p.shape[0]} (lat, lon) rows, one per image, got {truth.shape[0]}")
     where = cells.locate(truth)  # (B,)

@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "app"))  # the app's `ui` package, for the region layer's class and colour
-from ui.regions import REGION_CLASS, REGION_STYLES  # noqa: E402
+from ui.search_regions import REGION_CLASS, REGION_STYLES  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 DOCS_SHOTS = REPO / "docs" / "screenshots"
@@ -66,7 +66,7 @@ def _results(folder: Path) -> None:
     """A small synthetic results file for the Failures page (truths over land, noisy predictions), with the
     search-region columns of probabilities over a 250 km grid gallery: sharp for the close predictions, spread
     out for the far ones (an honest model)."""
-    from geocore.eval.uncertainty import uncertainty_columns
+    from geocore.eval.coverage import uncertainty_columns
     from geocore.geo.distance import haversine_km
     from geocore.geo.gallery import grid_gallery
     from geocore.geo.candidates import gallery_cells

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import io
 import json
 import threading
 from collections.abc import Iterator

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
-from geocore.eval.metrics import LEVEL_NAMES, THRESHOLDS_KM, GeoMetrics
+from geocore.metrics import LEVEL_NAMES, THRESHOLDS_KM, GeoMetrics
 
 
 def metrics_table(metrics: GeoMetrics, title: str | None = None) -> Table:
@@ -41,7 +41,7 @@ def frame_table(frame, title: str, formats: dict[str, str] | None = None) -> Tab
 
 
 def uncertainty_report(tables: dict, calibrated: bool) -> list[Table]:
-    """Rich tables of `geocore.eval.uncertainty.uncertainty_tables`: coverage, abstention, recall vs area."""
+    """Rich tables of `geocore.eval.coverage.uncertainty_tables`: coverage, abstention, recall vs area."""
     cov = tables["coverage"].rename(columns={"median_area_km2": "median km²", "mean_area_km2": "mean km²"})
     acc = {f"acc_{r}km": f"{r} km" for r in THRESHOLDS_KM}
     abst = tables["abstention"].rename(columns={**acc, "fraction": "answered", "median_km": "median km"})

@@ -9,15 +9,14 @@ from PIL import Image
 
 from geocore.data.images import ImageSource, load_image
 from geocore.errors import GeocoreError
-from geocore.eval.regions import place_label, region_label
+from geocore.present import place_label, region_label
 from geocore.locate import LocateResult
 from geocore.models.base import GeoLocator
 
 from ui.maps import prediction_map, show_map, show_remembered_map
 from ui.models import random_label
 from ui.page import md_text, show_error
-from ui.regions import REGION_STYLES, pct, region_table
-from ui.tables import show_table
+from ui.search_regions import REGION_STYLES, pct, region_table
 
 THUMBNAIL_PX = 640
 STRIP_TITLE = "Similar reference photos"

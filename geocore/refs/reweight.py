@@ -31,12 +31,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from geocore.errors import InputError
 from geocore.geo.distance import EARTH_RADIUS_KM
 from geocore.models.prediction import Prediction
+from geocore.tensors import on_cpu
 
 PointLogits = Callable[[torch.Tensor], torch.Tensor]  # (B, P, 2) lat/lon → (B, P) the model's logits there
 SAME_KM = 0.01  # candidates this close are one answer in the top-k
@@ -117,14 +117,19 @@ def reweight(coarse: Prediction, refs_latlon: torch.Tensor, log_a: torch.Tensor,
     (B, K, 2) and log_a (B, K) are each query's neighbours and their log evidence (`log_evidence`)."""
     if coarse.probs_full is None or coarse.candidates is None:
         raise InputError("reference photos need the full distribution: predict with full=True")
-    cand = coarse.candidates.detach().cpu().double()
-    log_p = coarse.probs_full.detach().cpu().double().clamp_min(torch.finfo(torch.float64).tiny).log()  # (B, M)
+    cand, log_p = _cpu_log_probs(coarse)  # (M, 2), (B, M)
     scores = log_p + params.weight * log_support(cand, _placed(refs_latlon, log_a), log_a.double(), params.scale_km)
     probs_full = scores.softmax(-1).float()
     top = probs_full.topk(top_k, dim=-1)
     return Prediction(coords=coarse.candidates[top.indices.to(coarse.candidates.device)], probs=top.values,
                       candidates=coarse.candidates, probs_full=probs_full.to(coarse.probs_full.device),
                       indices=top.indices)
+
+
+def _cpu_log_probs(pred: Prediction) -> tuple[torch.Tensor, torch.Tensor]:
+    """(candidates (M, 2), log probs_full (B, M)), float64 on the CPU."""
+    log_p = on_cpu(pred.probs_full, torch.float64).clamp_min(torch.finfo(torch.float64).tiny).log()
+    return on_cpu(pred.candidates, torch.float64), log_p
 
 
 def _placed(refs_latlon: torch.Tensor, log_a: torch.Tensor) -> torch.Tensor:
@@ -156,8 +161,7 @@ def fine_top_k(fused: Prediction, refs_latlon: torch.Tensor, log_a: torch.Tensor
     own finer score, when `point_logits` is given (GeoCLIP's location encoder). Probabilities are over that union."""
     log_a = log_a.double().cpu()
     refs_ll = _placed(refs_latlon, log_a)
-    cand = fused.candidates.detach().cpu().double()
-    log_p = fused.probs_full.detach().cpu().double().clamp_min(torch.finfo(torch.float64).tiny).log()
+    cand, log_p = _cpu_log_probs(fused)
     b = log_a.shape[0]
     pts = refs_ll if extra_points is None else torch.cat([refs_ll, extra_points.double().cpu()], 1)  # (B, P, 2)
     valid = torch.cat([torch.isfinite(log_a), torch.ones(b, pts.shape[1] - log_a.shape[1], dtype=torch.bool)], 1)

@@ -11,22 +11,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from geocore.geo.distance import haversine_km
+from geocore.tensors import as_numpy
 
 THRESHOLDS_KM: tuple[int, ...] = (1, 25, 200, 750, 2500)
 LEVEL_NAMES: dict[int, str] = {1: "Street", 25: "City", 200: "Region", 750: "Country", 2500: "Continent"}
 GEOSCORE_SCALE_KM = 1492.7
 
 
-def _np(x) -> np.ndarray:
-    return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, np.float64)
-
-
 def accuracy_within(errors_km, thresholds_km=THRESHOLDS_KM) -> dict[int, float]:
     """Share of errors `<= r` for each radius r (fractions in [0, 1]); NaN for no errors."""
-    err = _np(errors_km)
+    err = as_numpy(errors_km, np.float64)
     if err.size == 0:
         return {int(r): float("nan") for r in thresholds_km}
     hits = err[:, None] <= np.asarray(thresholds_km, dtype=np.float64)[None, :]
@@ -35,7 +31,7 @@ def accuracy_within(errors_km, thresholds_km=THRESHOLDS_KM) -> dict[int, float]:
 
 def geoscore(errors_km) -> float:
     """Mean GeoScore, 5000·exp(−d/1492.7): 5000 for a perfect guess, ~0 at the antipode."""
-    err = _np(errors_km)
+    err = as_numpy(errors_km, np.float64)
     return float(np.mean(5000.0 * np.exp(-err / GEOSCORE_SCALE_KM))) if err.size else float("nan")
 
 
@@ -43,8 +39,8 @@ def country_match(pred_latlon, true_latlon) -> np.ndarray:
     """Per image: 1.0 when the prediction lies in the true point's country, 0.0 when not, NaN when the truth is at sea."""
     from geocore.geo.countries import country_of
 
-    pred_c = country_of(_np(pred_latlon))["iso_a3"].to_numpy()
-    true_c = country_of(_np(true_latlon))["iso_a3"].to_numpy()
+    pred_c = country_of(as_numpy(pred_latlon, np.float64))["iso_a3"].to_numpy()
+    true_c = country_of(as_numpy(true_latlon, np.float64))["iso_a3"].to_numpy()
     out = (pred_c == true_c).astype(np.float64)
     out[true_c == ""] = np.nan
     return out
@@ -71,7 +67,7 @@ class GeoMetrics:
 
 def metrics_from_errors(errors_km, country_hits=None) -> GeoMetrics:
     """All metrics from per-image errors (km) and optional per-image country hits (1/0/NaN)."""
-    err = _np(errors_km)
+    err = as_numpy(errors_km, np.float64)
     acc = accuracy_within(err)
     hits = np.asarray([] if country_hits is None else country_hits, dtype=np.float64)
     known = hits[~np.isnan(hits)]
@@ -87,7 +83,7 @@ def metrics_from_errors(errors_km, country_hits=None) -> GeoMetrics:
 
 def compute_metrics(pred_latlon, true_latlon, *, country: bool = True) -> GeoMetrics:
     """Metrics of N predictions against N truths, both `(N, 2)` (lat, lon) degrees."""
-    errors = haversine_km(_np(pred_latlon), _np(true_latlon))
+    errors = haversine_km(as_numpy(pred_latlon, np.float64), as_numpy(true_latlon, np.float64))
     hits = country_match(pred_latlon, true_latlon) if country else None
     return metrics_from_errors(errors, hits)
 
@@ -109,7 +105,8 @@ class GeoMetricAccumulator:
 
     def update(self, pred_latlon, true_latlon) -> np.ndarray:
         """Add a batch; returns its per-image errors in km."""
-        pred, true = _np(pred_latlon).reshape(-1, 2), _np(true_latlon).reshape(-1, 2)
+        pred = as_numpy(pred_latlon, np.float64).reshape(-1, 2)
+        true = as_numpy(true_latlon, np.float64).reshape(-1, 2)
         err = haversine_km(pred, true)
         self._errors.append(err)
         if self.country:

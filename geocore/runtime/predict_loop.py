@@ -1,12 +1,13 @@
 """Batch inference on PyTorch Lightning's predict loop: one CPU, one GPU, many GPUs and many nodes are one call.
 
-`evaluate` and `geocore locate DIR --output FILE.csv|.parquet` run here. Every process (rank) predicts its share of
+`evaluate`, `geocore locate DIR --output FILE.csv|.parquet` (`geocore.eval.batch_locate`) and building a reference
+set (`geocore.refs.build`) run here. Every process (rank) predicts its share of
 the inputs (Lightning's `DistributedSampler` for prediction, which neither repeats nor drops an input) and writes
 each finished batch as its own part file, atomically (`<output>.parts/part-rank<R>-NNNNNN.parquet`); after a
 barrier, rank 0 merges the parts into one result in the input order. A killed run keeps every finished part, so a
 resumed run of any number of ranks skips what any rank wrote.
 
-More than one device or node runs DDP the way `geocore train` does (`geocore.train.fit`): Lightning starts the
+More than one device or node runs DDP by the rule `geocore train` shares (`geocore.runtime.devices`): Lightning starts the
 other local processes itself by running the same command again, and SLURM (`srun`) or `torchrun` start them on
 each node. The output must sit on a file system every rank sees. Precision is geocore's own context
 (`geocore.models.precision.use_precision`) inside `predict_step`, not Lightning's precision plugin, so the parts
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import signal
 import threading
 import warnings
@@ -32,81 +32,41 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from geocore.data import safe_io
-from geocore.data.text import readable
 from geocore.errors import InputError
-from geocore.eval.results import located_table, locate_columns, next_part_index, parts_dir, write_part
 from geocore.models.base import GeoLocator
 from geocore.models.precision import resolve_precision, use_precision
+from geocore.runtime.devices import DeviceOptions, device_options
+from geocore.runtime.parts import next_part_index, write_part
 
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
-STRATEGIES = ("auto", "ddp")  # ddp: one process per device, started by Lightning, torchrun or SLURM
 T = TypeVar("T")
 Rows = pd.DataFrame | dict[str, pd.DataFrame] | None  # one batch's rows, or rows of several kinds (one file each)
 
 
 @dataclass(frozen=True)
 class LoopOptions:
-    """Where and how a prediction loop runs, as Lightning's Trainer takes it (`devices` per node)."""
+    """Where and how a prediction loop runs: its `DeviceOptions` and geocore's inference settings."""
 
-    accelerator: str = "auto"
-    devices: int | list[int] = 1
-    num_nodes: int = 1
-    strategy: str | None = None  # None: ddp when more than one device or node, else Lightning's auto
+    where: DeviceOptions = DeviceOptions()
     precision: str = "fp32"  # geocore's: auto | fp32 | bf16
     batch_size: int = 32  # per device
     num_workers: int = 0
     progress: bool = True
 
-    @property
-    def distributed(self) -> bool:
-        return self.num_nodes > 1 or (isinstance(self.devices, int) and self.devices > 1)
-
-    @property
-    def trainer_strategy(self) -> str:
-        """The strategy rule of `geocore.train.fit`: ddp when more than one device or node, else auto."""
-        return self.strategy or ("ddp" if self.distributed else "auto")
-
 
 def loop_options(*, device: str | None = None, accelerator: str | None = None, devices: int | None = None,
                  num_nodes: int | None = None, strategy: str | None = None, precision: str = "fp32",
                  batch_size: int = 32, num_workers: int = 0, progress: bool = True) -> LoopOptions:
-    """Check the command's options (naming the bad one) and turn them into `LoopOptions`.
-
-    `device` is the older `--device cpu|cuda|cuda:N` (one device); it cannot be combined with `--accelerator` or
-    `--devices`. Checked before any file is touched or any process started."""
+    """Check the command's options (naming the bad one) and turn them into `LoopOptions`; device options as
+    `geocore.runtime.devices.device_options` takes them. Checked before any file is touched or any process starts."""
     resolve_precision(precision)  # an unknown name is an InputError naming --precision
-    if device is not None:
-        if accelerator is not None or devices is not None:
-            raise InputError(f"--device {device}: pass either --device or --accelerator/--devices, not both")
-        accelerator, devices = _from_device(device)
-    accelerator = (accelerator or "auto").lower()
-    if accelerator not in ACCELERATORS:
-        raise InputError(f"--accelerator {accelerator}: expected one of {', '.join(ACCELERATORS)}")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise InputError(f"--accelerator {accelerator}: CUDA is not available on this machine (use --accelerator cpu)")
-    if strategy is not None and strategy.lower() not in STRATEGIES:
-        raise InputError(f"--strategy {strategy}: expected one of {', '.join(STRATEGIES)} (ddp runs one process per "
-                         "device, started by Lightning, torchrun or SLURM)")
-    for name, value in (("--devices", devices), ("--num-nodes", num_nodes), ("--batch-size", batch_size)):
-        if isinstance(value, int) and value < 1:
-            raise InputError(f"{name} {value}: expected a whole number >= 1")
+    where = device_options(device=device, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+                           strategy=strategy)
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: expected a whole number >= 1")
     if num_workers < 0:
         raise InputError(f"--workers {num_workers}: expected a whole number >= 0")
-    return LoopOptions(accelerator=accelerator, devices=devices if devices is not None else 1,
-                       num_nodes=num_nodes or 1, strategy=strategy.lower() if strategy else None,
-                       precision=precision, batch_size=batch_size, num_workers=num_workers, progress=progress)
-
-
-def _from_device(device: str) -> tuple[str, int | list[int]]:
-    """`cpu`, `cuda` or `cuda:N` → (accelerator, devices); a clear error when CUDA is asked for and absent."""
-    if device == "cpu":
-        return "cpu", 1
-    if device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-        return "gpu", [int(device[5:])] if ":" in device else 1
-    raise InputError(f"--device {device}: expected cpu, cuda or cuda:N")
+    return LoopOptions(where=where, precision=precision, batch_size=batch_size, num_workers=num_workers,
+                       progress=progress)
 
 
 class BatchPredictor(L.LightningModule):
@@ -166,8 +126,8 @@ def predict_to_parts(module: BatchPredictor, loader: DataLoader, output: Path, o
     chatter.setLevel(logging.WARNING)
     try:
         trainer = L.Trainer(
-            accelerator=opts.accelerator, devices=opts.devices, num_nodes=opts.num_nodes,
-            strategy=opts.trainer_strategy, precision="32-true", logger=False, enable_checkpointing=False,
+            accelerator=opts.where.accelerator, devices=opts.where.devices, num_nodes=opts.where.num_nodes,
+            strategy=opts.where.trainer_strategy, precision="32-true", logger=False, enable_checkpointing=False,
             enable_model_summary=False, enable_progress_bar=opts.progress, inference_mode=False,
             callbacks=[PartWriter(output, on_batch)],
         )
@@ -208,76 +168,3 @@ def loader_for(dataset: Dataset, opts: LoopOptions, collate_fn: Callable[[list],
     """The DataLoader of a prediction loop, in input order (Lightning adds the distributed sampler)."""
     return DataLoader(dataset, batch_size=opts.batch_size, num_workers=opts.num_workers, collate_fn=collate_fn,
                       shuffle=False)
-
-
-# ---- `geocore locate DIR --output FILE.csv|.parquet` --------------------------------------------------------------
-
-TABLE_SUFFIXES = (".csv", ".parquet")
-
-
-class _Photos(Dataset):
-    """(position, name, path) of each photo; the model's loader reads it inside `predict_step`."""
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.items = [(i, str(p), p) for i, p in enumerate(paths)]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[int, str, Path]:
-        return self.items[i]
-
-
-@dataclass
-class LocatedTable:
-    """What `locate_to_table` wrote (rank 0): the table, and a message for each photo that could not be read."""
-
-    table: pd.DataFrame
-    errors: list[str]
-
-
-def locate_to_table(model: GeoLocator, paths: Sequence[Path], output: Path, opts: LoopOptions,
-                    **locate_kwargs: Any) -> LocatedTable | None:
-    """Locate many photos on the predict loop and write one table to `output` (.csv or .parquet): the rows
-    `geocore.locate.locate` + `located_table` give for the same photos, in the same order.
-
-    `locate_kwargs` are `geocore.locate.locate`'s (top_k, refine, regions, calibration, hint, hint_weight,
-    tencrop); they are checked before the loop starts. Returns the table and the skipped photos' messages on
-    rank 0, None on the others."""
-    from geocore.locate import locate
-
-    output = Path(output)
-    if output.suffix.lower() not in TABLE_SUFFIXES:
-        raise InputError(f"--output {output}: expected a .csv or .parquet table")
-    locate(model, [], **locate_kwargs)  # every option checked once, before any process starts
-
-    def rows(net: GeoLocator, batch: list[tuple[int, str, Path]]) -> dict[str, pd.DataFrame]:
-        results = locate(net, [(name, path) for _, name, path in batch], batch_size=len(batch), **locate_kwargs)
-        ok = [(pos, res) for (pos, _, _), res in zip(batch, results) if res.ok]
-        table = located_table([res for _, res in ok])
-        table.insert(0, "_pos", [pos for pos, res in ok for _ in range(len(res.table))])
-        failed = pd.DataFrame({"_pos": [pos for (pos, _, _), res in zip(batch, results) if not res.ok],
-                               "error": [readable(res.error) for res in results if not res.ok]})
-        return {"part": table, "failed": failed}  # two files: a table of answers keeps its column types
-
-    def merge() -> LocatedTable:
-        def read(kind: str, key: list[str]) -> pd.DataFrame:
-            frames = [pd.read_parquet(p) for p in sorted(parts_dir(output).glob(f"{kind}-*.parquet"))]
-            df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({k: [] for k in key})
-            df = df.drop_duplicates(key)  # safety: no photo twice
-            return df.iloc[df["_pos"].argsort(kind="stable")].drop(columns="_pos").reset_index(drop=True)
-
-        table = locate_columns(read("part", ["_pos", "rank"]))
-        errors = read("failed", ["_pos", "error"])["error"].tolist()
-        if output.suffix.lower() == ".csv":  # names, places: no spreadsheet formulas
-            safe_io.write_text_atomic(output, safe_io.to_csv_text(table))
-        else:
-            with safe_io.atomic_path(output) as tmp:
-                table.to_parquet(tmp, index=False)
-        shutil.rmtree(parts_dir(output), ignore_errors=True)
-        return LocatedTable(table, errors)
-
-    shutil.rmtree(parts_dir(output), ignore_errors=True)  # a table is made whole each time (before any rank writes)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    module = BatchPredictor(model, rows, opts.precision)
-    return predict_to_parts(module, loader_for(_Photos(paths), opts, list), output, opts, merge)
