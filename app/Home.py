@@ -1,17 +1,10 @@
 """geocore: the Streamlit app's front page (what it does, which models have weights, responsible use)."""
 
-import sys
-from pathlib import Path
+import pandas as pd
+import streamlit as st
 
-APP_DIR = str(Path(__file__).resolve().parent)
-if APP_DIR not in sys.path:  # the `ui` package beside this file
-    sys.path.insert(0, APP_DIR)
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from ui.models import download_command, model_rows  # noqa: E402
-from ui.page import RESPONSIBLE_USE, setup_page  # noqa: E402
+from ui.models import download_command, model_rows
+from ui.page import RESPONSIBLE_USE, setup_page
 
 setup_page("Home")
 st.title("geocore")

@@ -168,9 +168,10 @@ def _map_build(res) -> dict[str, float]:
     region's geometry included)."""
     maps = _app_ui("maps")
 
+    from geocore.tensors import as_numpy
+
     pred = res.prediction
-    latlon = pred.candidates.detach().cpu().double().numpy()
-    probs = pred.probs_full[0].detach().cpu().double().numpy()
+    latlon, probs = as_numpy(pred.candidates, np.float64), as_numpy(pred.probs_full[0], np.float64)
     t0 = time.perf_counter()
     maps.probability_png(latlon, probs)
     t1 = time.perf_counter()

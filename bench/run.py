@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark and rewrite bench/RESULTS.md.
 
 `python -m bench.run --only geoclip` re-runs one section (geoclip, scaling, ann, encoder, refine, app, load, hostile,
-calibration, hints, precision, startup, regions, gpu) and replaces
+calibration, hints, precision, startup, regions, shards, gpu) and replaces
 it in RESULTS.md, keeping the others; `--quick` uses fewer runs.
 """
 
@@ -278,6 +278,13 @@ def section_gpu(runs: int, quick: bool) -> list[str]:
     return [line for line in lines if not line.startswith("_measured")]  # _stamp adds it
 
 
+def section_shards(runs: int, quick: bool) -> list[str]:
+    from bench import bench_shards
+
+    n = 512 if quick else 2048
+    return bench_shards.section(bench_shards.run(n, 128 if quick else 512, runs), runs)
+
+
 SECTIONS = {
     "geoclip": section_geoclip,
     "scaling": section_scaling,
@@ -292,6 +299,7 @@ SECTIONS = {
     "precision": section_precision,
     "startup": section_startup,
     "regions": section_regions,
+    "shards": section_shards,
     "gpu": section_gpu,
 }
 
@@ -335,6 +343,7 @@ SECTION_TITLES = {
     "precision": "Precision: bf16 against fp32",
     "startup": "Start-up",
     "regions": "Search-region geometry",
+    "shards": "Training from shards",
     "gpu": "GPU",
 }
 

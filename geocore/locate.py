@@ -11,7 +11,7 @@ reference photos, folded into its answer.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,19 +19,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from geocore.data.images import ImageSource, image_bytes_digest, load_image, read_exif_gps, source_bytes
-from geocore.errors import ImageError, InputError
+from geocore.data.images import ImageSource, Photo, read_photo
+from geocore.errors import InputError
 from geocore.geo.countries import describe
 from geocore.geo.distance import haversine_km
-from geocore.hints import apply_hint, check_hint, hint_model_for, text_log_probs
+from geocore.hints import apply_hint
 from geocore.models.base import GalleryModel, GeoLocator
-from geocore.models.cell_classifier import CellClassifier
 from geocore.models.precision import use_precision
 from geocore.models.prediction import Prediction
 from geocore.models.views import batch_inputs
 from geocore.refs import FusionParams, Neighbours, ReferenceSet, fine_top_k, neighbours, reweight
 from geocore.refs.embed import reference_embeddings
-from geocore.uncertainty.calibration import Calibration, validate_levels
+from geocore.request import BoundRequest, LocateRequest
+from geocore.tensors import as_numpy
 from geocore.uncertainty.regions import SearchRegion, search_regions
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".bmp", ".tif", ".tiff", ".gif"}
@@ -53,6 +53,8 @@ class LocateResult:
     # the photo's raw localizability lies beyond the 1st–99th percentile the calibration saw: coverage may not hold
     outside_calibration: bool = False
     references: pd.DataFrame | None = None  # with a reference set: the K nearest references (`reference_table`)
+    refined: bool = False  # the answer was zoomed in (`--refine`)
+    photo: Photo | None = None  # the photo as read, without its bytes and pixels (name, SHA-256, EXIF)
 
     def region(self, level: float) -> SearchRegion | None:
         """The search region at `level` (e.g. 0.9), if it was computed."""
@@ -92,12 +94,12 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 
 def prediction_table(pred: Prediction) -> pd.DataFrame:
     """Top-k of a single-image prediction as a table with offline place names."""
-    coords = pred.coords[0].detach().cpu().double().numpy()
+    coords = as_numpy(pred.coords[0], np.float64)
     table = pd.DataFrame({
         "rank": np.arange(1, len(coords) + 1),
         "lat": coords[:, 0],
         "lon": coords[:, 1],
-        "prob": pred.probs[0].detach().cpu().double().numpy(),
+        "prob": as_numpy(pred.probs[0], np.float64),
     })
     return pd.concat([table, describe(coords)], axis=1)
 
@@ -191,79 +193,47 @@ def reference_table(refs: ReferenceSet, found: Neighbours, i: int, top1: np.ndar
     return table
 
 
-def input_transform(model: GeoLocator, tencrop: bool = False):
-    """PIL photo → what `model.predict` takes: a cell model's `input_transform` (the whole photo segmented for
-    TransLocator; ten crops with `tencrop`), else the model's `preprocess`."""
-    if isinstance(model, CellClassifier):
-        return model.input_transform(tencrop)
-    if tencrop:
-        raise InputError(f"--tencrop: ten-crop averaging is defined for the cell models (translocator, geodecoder), "
-                         f"not {model.model_name}")
-    return model.preprocess
-
-
 def locate(
     model: GeoLocator,
-    sources: Iterable[tuple[str, ImageSource]],
+    sources: Iterable[tuple[str, ImageSource] | Photo],
+    request: LocateRequest | BoundRequest | None = None,
     *,
-    top_k: int = 5,
-    full: bool = False,
-    refine: bool = False,
-    batch_size: int = 8,
-    regions: Sequence[float] | None = None,
-    calibration: Calibration | None = None,
-    hint: str | None = None,
-    hint_weight: float | None = None,
     hint_model: GalleryModel | None = None,
-    tencrop: bool = False,
-    precision: str = "fp32",
-    refs: ReferenceSet | None = None,
-    refs_k: int = FusionParams.k,
-    refs_weight: float | None = None,
+    **options,
 ) -> list[LocateResult]:
-    """Predict each `(name, path-or-bytes)`; results in input order, failures carried as errors.
+    """Locate each photo — a `Photo` (`geocore.data.images.read_photo`: read once, carried on) or a
+    `(name, path-or-bytes)` pair — in input order; failures are carried as errors.
 
-    regions: levels in (0, 1) (e.g. (0.5, 0.9)) whose search regions each result carries; `calibration` (fitted
-    by `geocore calibrate` for this model and candidates) makes them calibrated. hint: a text query combined as
-    p ∝ p_image · p_text^hint_weight (`geocore.hints`); `hint_model` scores it when `model` takes no text.
-    tencrop: average the papers' ten crops (cell models; `CellClassifier.prepare`).
-    precision: "fp32" (default, exact reference parity), "bf16" or "auto" (bf16 where the hardware runs it fast):
-    the image and text towers' precision (`geocore.models.precision`); the location encoder, gallery scan and
-    softmax stay float32. Each result's `precision` says which was used.
-    refs: a reference set built with this model (`geocore.refs.build_reference_set`); each result then carries
-    its `refs_k` nearest references (`res.references`, see `reference_table`; the photo's own file, by SHA-256,
-    is never among them) and an answer fused with them (p ∝ p_model · L^refs_weight, `geocore.refs.reweight`):
-    the top-k over gallery ∪ reference positions, regions and calibration over the re-weighted gallery.
+    The options are a `LocateRequest` (checked once by `LocateRequest.build`, or already bound to `model` by
+    `request.bind(model)`), or `LocateRequest.build`'s keyword arguments: top_k, full, refine, batch_size,
+    regions (levels in (0, 1) whose search regions each result carries; a `calibration` fitted by
+    `geocore calibrate` for this model and candidates makes them calibrated), hint and hint_weight (p ∝ p_image ·
+    p_text^hint_weight, `geocore.hints`; `hint_model` scores it when `model` takes no text), tencrop (cell
+    models: the papers' ten crops), precision ("fp32", the default and exact reference; "bf16" or "auto":
+    the image and text towers only, `geocore.models.precision`), refs / refs_k / refs_weight (a reference set
+    built with this model: each result carries its nearest references, `res.references`, never the photo's own
+    file by SHA-256, and an answer fused with them, `geocore.refs.reweight`).
     """
-    ref_use = use_references(refs, model, refs_k, refs_weight) if refs is not None else None
-    if calibration is not None:
-        calibration.check_references(refs.set_fingerprint if refs is not None else "")
-    with use_precision(precision, model.device, model) as used:
-        results = _locate(model, sources, top_k=top_k, full=full, refine=refine, batch_size=batch_size,
-                          regions=regions, calibration=calibration, hint=hint, hint_weight=hint_weight,
-                          hint_model=hint_model, tencrop=tencrop, refs=ref_use)
+    if request is None:
+        request = LocateRequest.build(**options)
+    elif options:
+        raise TypeError(f"locate: pass a request or options, not both (got {', '.join(sorted(options))})")
+    bound = request if isinstance(request, BoundRequest) else request.bind(model, hint_model)
+    if bound.model is not model:
+        raise InputError("locate: the request was bound to another model")
+    ref_use = (_Refs(bound.request.refs, bound.request.fusion) if bound.request.refs is not None else None)
+    with use_precision(bound.precision, model.device, model) as used:
+        results = _locate(bound, sources, ref_use)
     for res in results:
         res.precision = used
     return results
 
 
-def _locate(model: GeoLocator, sources: Iterable[tuple[str, ImageSource]], *, top_k: int, full: bool, refine: bool,
-            batch_size: int, regions: Sequence[float] | None, calibration: Calibration | None, hint: str | None,
-            hint_weight: float | None, hint_model: GalleryModel | None, tencrop: bool,
-            refs: _Refs | None = None) -> list[LocateResult]:
-    prepare = input_transform(model, tencrop)
-    levels = validate_levels(regions, "--regions") if regions is not None else ()
-    if calibration is not None and not levels:
-        raise InputError("a calibration applies to search regions: ask for them too (--regions 0.5,0.9)")
-    if not 1 <= top_k <= model.num_candidates():
-        raise InputError(f"top-k must be between 1 and {model.num_candidates()} (the model's candidates), got {top_k}")
-    hint_logp, weight = None, 0.0
-    if hint is not None or hint_weight is not None:
-        text, weight = check_hint(hint, hint_weight)
-        scorer = hint_model_for(model, hint_model)
-        hint_logp = text_log_probs(scorer, text, model.candidate_points())
-    need_full = full or bool(levels) or hint_logp is not None
-    cells = model.candidate_cells() if levels else None
+def _locate(bound: BoundRequest, sources: Iterable[tuple[str, ImageSource] | Photo],
+            refs: _Refs | None) -> list[LocateResult]:
+    req, model = bound.request, bound.model
+    levels = req.levels
+    need_full = req.full or bool(levels) or bound.hint_logp is not None
     results: list[LocateResult] = []
     ready: list[tuple[LocateResult, torch.Tensor, str | None]] = []
 
@@ -273,9 +243,10 @@ def _locate(model: GeoLocator, sources: Iterable[tuple[str, ImageSource]], *, to
         pixels, extra = batch_inputs([px for _, px, _ in ready], model.device)
         if refs is not None:
             refs.sha256 = [sha for _, _, sha in ready]
-        pred = _predict(model, pixels, top_k, need_full, refine, hint_logp, weight, extra, refs)
-        per_image = (search_regions(pred.probs_full, cells, levels, calibration=calibration, model=model.model_name)
-                     if levels else [[] for _ in ready])
+        pred = _predict(model, pixels, req.top_k, need_full, req.refine, bound.hint_logp, req.hint_weight, extra,
+                        refs)
+        per_image = (search_regions(pred.probs_full, bound.cells, levels, calibration=req.calibration,
+                                    model=model.model_name) if levels else [[] for _ in ready])
         for i, (res, _, sha) in enumerate(ready):
             res.prediction = pred[i]
             res.table = prediction_table(res.prediction)
@@ -286,25 +257,21 @@ def _locate(model: GeoLocator, sources: Iterable[tuple[str, ImageSource]], *, to
             res.outside_calibration = any(r.outside_calibration for r in res.regions)
             if res.exif_gps is not None:
                 res.exif_error_km = float(haversine_km(np.array(res.exif_gps), res.table[["lat", "lon"]].to_numpy()[0]))
-            if hint_logp is not None:
-                res.extras["hint"] = {"text": text, "weight": weight}
+            if bound.hint_record is not None:
+                res.extras["hint"] = bound.hint_record
+            res.refined = req.refine
         ready.clear()
 
-    for name, source in sources:
-        res = LocateResult(name=name)
+    for item in sources:
+        photo = item if isinstance(item, Photo) else read_photo(item[1], name=item[0])
+        res = LocateResult(name=photo.name if isinstance(item, Photo) else item[0], photo=photo.described())
         results.append(res)
-        sha = None
-        try:
-            if refs is not None:  # read the bytes once: hashed (a photo never finds itself), then decoded
-                source = source_bytes(source, name=name)
-                sha = image_bytes_digest(source)
-            image = load_image(source, name=name)
-            res.exif_gps = read_exif_gps(source, name=name)
-        except ImageError as err:
-            res.error = str(err)
+        if not photo.ok:
+            res.error = photo.error
             continue
-        ready.append((res, prepare(image), sha))
-        if len(ready) >= batch_size:
+        res.exif_gps = photo.exif_gps
+        ready.append((res, bound.prepare(photo.image), photo.sha256))
+        if len(ready) >= req.batch_size:
             flush()
     flush()
     return results

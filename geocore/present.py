@@ -14,6 +14,7 @@ SEA = "(sea)"
 NO_COUNTRY = f"none {SEA}"  # a region that touches no country
 MAX_COUNTRIES = 8  # countries named per region by default; the rest are counted
 DASH = "—"  # a number that is not there (NaN, infinite, None)
+NOT_CALIBRATED = "not calibrated (raw probability mass)"  # a search region without a calibration
 
 
 def region_label(name: str | None) -> str:
@@ -49,11 +50,11 @@ def km(dist: float | None, decimals: int = 1) -> str:
 
 
 def countries_text(names: Sequence[str], limit: int = MAX_COUNTRIES) -> str:
-    """At most `limit` names, then how many more ("France, Spain and 3 more"); `NO_COUNTRY` for none."""
+    """At most `limit` names, then how many more ("France, Spain … and 3 more"); `NO_COUNTRY` for none."""
     if not len(names):
         return NO_COUNTRY
     more = len(names) - limit
-    return ", ".join(names[:limit]) + (f" and {more} more" if more > 0 else "")
+    return ", ".join(names[:limit]) + (f" … and {more} more" if more > 0 else "")
 
 
 def region_countries(region: Any, limit: int = MAX_COUNTRIES, *, iso: bool = False) -> str:
@@ -71,15 +72,11 @@ class RegionStyle(NamedTuple):
     dash: str | None
 
 
-# the 1st, 2nd, ... region of an answer (by level, smallest first: 50 % solid blue, 90 % dashed teal)
+# an answer's 1st, 2nd, ... region, smallest level first (50 %, 90 %: solid blue, dashed teal); more cycle
 REGION_STYLES: tuple[RegionStyle, ...] = (RegionStyle("#1f4e9c", "-", None), RegionStyle("#00a0a0", "--", "7 5"),
                                           RegionStyle("#7b3294", ":", "2 4"), RegionStyle("#e66101", "-.", "7 4 2 4"))
-DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.9)  # the regions an answer carries unless asked otherwise
 
 
-def region_style(level: float, levels: Sequence[float] = DEFAULT_LEVELS) -> RegionStyle:
-    """The style of the `level` region among `levels` (the default levels: 50 % solid blue, 90 % dashed teal);
-    a level not among them is drawn as the last default one."""
-    rounded = [round(lv, 6) for lv in levels]
-    i = rounded.index(round(level, 6)) if round(level, 6) in rounded else len(DEFAULT_LEVELS) - 1
-    return REGION_STYLES[i % len(REGION_STYLES)]
+def region_style(index: int) -> RegionStyle:
+    """The style of an answer's `index`-th region (0: the smallest level)."""
+    return REGION_STYLES[index % len(REGION_STYLES)]

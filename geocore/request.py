@@ -24,10 +24,9 @@ from geocore.geo.candidates import CandidateCells
 from geocore.geo.gazetteer import check_latlon, resolve_claim
 from geocore.hints import check_hint, hint_model_for, text_log_probs
 from geocore.models.base import GalleryModel, GeoLocator
-from geocore.models.cell_classifier import CellClassifier
 from geocore.models.precision import resolve_precision
 from geocore.refs import FusionParams, ReferenceSet
-from geocore.uncertainty.calibration import Calibration, validate_levels
+from geocore.uncertainty.calibration import Calibration, Levels, validate_levels
 
 DEFAULT_LEVELS = (0.5, 0.9)  # the search regions a case, a report or the app shows when none are asked for
 
@@ -41,8 +40,8 @@ def default_levels(levels, calibration: Calibration | None, *, regions_needed: b
         return validate_levels(levels, option)
     if calibration is not None:
         cal = calibration.levels
-        return tuple(cal) if set(cal) >= set(DEFAULT_LEVELS) else (cal[0], cal[-1])
-    return DEFAULT_LEVELS if regions_needed else ()
+        return Levels(cal if set(cal) >= set(DEFAULT_LEVELS) else (cal[0], cal[-1]))
+    return Levels(DEFAULT_LEVELS if regions_needed else ())
 
 
 def _claim(claim) -> tuple[float, float, str] | None:
@@ -111,7 +110,7 @@ class LocateRequest:
         if hint is not None:
             text, weight = check_hint(hint, hint_weight)
         if refs is None and (refs_k is not None or refs_weight is not None):
-            raise InputError("--refs-k and --refs-weight need a reference set (--refs)")
+            raise InputError("--refs-k and --refs-weight need --refs (they need a reference set to use)")
         if isinstance(refs, (str, Path)):
             from geocore.refs import load_reference_set
 
@@ -149,7 +148,7 @@ class LocateRequest:
             raise InputError(f"top-k must be between 1 and {n} (the model's candidates), got {self.top_k}")
         if self.refine and not isinstance(model, GalleryModel):
             raise InputError(f"refinement needs a GPS-gallery model (geoclip); {model.model_name} has none")
-        prepare = _input_transform(model, self.tencrop)
+        prepare = model.input_transform(self.tencrop)
         cells = model.candidate_cells() if self.levels else None
         if self.calibration is not None:
             self.calibration.check_compatible(model.model_name, cells.fingerprint)
@@ -180,19 +179,19 @@ class BoundRequest:
     hint_logp: torch.Tensor | None = None  # (M,) the hint's log-probabilities over the candidates, scored once
     extras: dict = field(default_factory=dict)
 
+    def with_levels(self, levels, *, full: bool | None = None) -> BoundRequest:
+        """This bound request with other region levels (and `full`), keeping what was computed for the model."""
+        levels = validate_levels(levels, "levels")
+        if self.request.calibration is not None:
+            for level in levels:
+                self.request.calibration.mass_for(level)
+        request = self.request.with_(levels=levels, full=self.request.full if full is None else full)
+        cells = self.cells if self.cells is not None else self.model.candidate_cells()
+        return replace(self, request=request, cells=cells)
+
     @property
     def hint_record(self) -> dict | None:
         """The hint as applied ({"text", "weight"}), or None."""
         r = self.request
         return None if r.hint is None else {"text": r.hint, "weight": r.hint_weight}
 
-
-def _input_transform(model: GeoLocator, tencrop: bool = False):
-    """PIL photo → what `model.predict` takes: a cell model's `input_transform` (the whole photo segmented for
-    TransLocator; ten crops with `tencrop`), else the model's `preprocess`."""
-    if isinstance(model, CellClassifier):
-        return model.input_transform(tencrop)
-    if tencrop:
-        raise InputError(f"--tencrop: ten-crop averaging is defined for the cell models (translocator, geodecoder), "
-                         f"not {model.model_name}")
-    return model.preprocess

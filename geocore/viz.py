@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from geocore.present import REGION_STYLES, pct
 from geocore.tensors import as_numpy
 
 WORLD_FIGSIZE = (9.0, 4.6)
@@ -153,7 +154,8 @@ def plot_world_image(image: Any, *, ax=None, title: str | None = None, cmap: str
 
     points: name → (lat, lon) marked and labelled on top."""
     ax = world_axes(ax)
-    im = ax.imshow(as_numpy(image, np.float64), extent=(-180, 180, -90, 90), cmap=cmap, interpolation="bilinear", zorder=1)
+    im = ax.imshow(as_numpy(image, np.float64), extent=(-180, 180, -90, 90), cmap=cmap, interpolation="bilinear",
+                   zorder=1)
     if colorbar:
         ax.figure.colorbar(im, ax=ax, shrink=0.7, label=colorbar)
     for name, (lat, lon) in (points or {}).items():
@@ -263,7 +265,8 @@ def plot_abstention(curve: pd.DataFrame, *, ax=None, title: str | None = None,
     for r, color in zip(THRESHOLDS_KM, colors):
         col = f"acc_{r}km"
         if col in curve:
-            ax.plot(x, 100.0 * as_numpy(curve[col], np.float64), "o-", ms=3.5, lw=1.6, color=color, label=f"{LEVEL_NAMES[r]} {r} km")
+            ax.plot(x, 100.0 * as_numpy(curve[col], np.float64), "o-", ms=3.5, lw=1.6, color=color,
+                    label=f"{LEVEL_NAMES[r]} {r} km")
     ax.set_xlim(0, 100)
     ax.set_ylim(0, 100)
     ax.set_xlabel("photos answered (%), most localizable first")
@@ -284,13 +287,14 @@ def plot_recall_vs_area(table: pd.DataFrame, *, coverage: pd.DataFrame | None = 
     their median area and empirical coverage ("90 %")."""
     ax = _new_axes(ax, figsize)
     area, recall = as_numpy(table["area_km2"], np.float64), 100.0 * as_numpy(table["recall"], np.float64)
-    ax.plot(area, recall, "o-", ms=3.5, lw=1.8, color="#1f4e9c", label="truth inside the searched area")
+    ax.plot(area, recall, "o-", ms=3.5, lw=1.8, color=REGION_STYLES[0].colour, label="truth inside the searched area")
     if coverage is not None and len(coverage):
-        ax.plot(as_numpy(coverage["median_area_km2"], np.float64), 100.0 * as_numpy(coverage["coverage"], np.float64), "D", ms=6, color="#00a0a0",
-                mec="black", mew=0.6, ls="none", label="search regions (median area, coverage)")
-        for i, (a, c, lv) in enumerate(zip(as_numpy(coverage["median_area_km2"], np.float64), 100.0 * as_numpy(coverage["coverage"], np.float64),
-                                           as_numpy(coverage["nominal"], np.float64))):
-            ax.annotate(f"{100 * lv:g} %", (a, c), xytext=(6, -10) if i % 2 == 0 else (-6, 4), fontsize=7,
+        medians = as_numpy(coverage["median_area_km2"], np.float64)
+        covered = 100.0 * as_numpy(coverage["coverage"], np.float64)
+        ax.plot(medians, covered, "D", ms=6, color=REGION_STYLES[1].colour, mec="black", mew=0.6, ls="none",
+                label="search regions (median area, coverage)")
+        for i, (a, c, lv) in enumerate(zip(medians, covered, as_numpy(coverage["nominal"], np.float64))):
+            ax.annotate(pct(lv), (a, c), xytext=(6, -10) if i % 2 == 0 else (-6, 4), fontsize=7,
                         textcoords="offset points", ha="left" if i % 2 == 0 else "right")  # neighbours sit close
     ax.set_xscale("log")
     ax.set_ylim(0, 100)

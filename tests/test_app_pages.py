@@ -41,7 +41,6 @@ CITY_NAMES = {"Paris", "New York City", "Tokyo", "Sydney", "Cairo", "Rio de Jane
 DOWNLOAD = "geocore weights download clip-vit-l-14"
 TIMEOUT = 120
 
-sys.path.insert(0, str(APP))  # the app's `ui` package, as the pages find it
 from ui import deck, maps  # noqa: E402
 from ui.models import RANDOM_LABEL  # noqa: E402
 from geocore.data.text import WORD_JOINER  # noqa: E402
@@ -1506,6 +1505,23 @@ def test_locate_video_frames_track_and_clip_answer_and_a_corrupt_clip_is_one_lin
     if maps.leaflet_assets() is not None:  # the per-frame top-1 track as a polyline on the clip's map
         html = next(f.proto.srcdoc for f in at.get("iframe") if maps.TRACK_COLOR in f.proto.srcdoc)
         assert "L.polyline(" in html and html.count(maps.TRACK_COLOR) >= 1 + len(video.frames)
+
+
+def test_clip_sampling_controls_reach_the_decoder(one_thread):
+    """The sidebar's sampling (a frame every … s, at most … frames) is what the clip is located with."""
+    from geocore.cases.clip import locate_video
+
+    clip = _clip()
+    at = _run("locate", {"_test_uploads": [("clip.mp4", clip)]})
+    at.slider(key="every_s").set_value(2.0)
+    at.slider(key="max_frames").set_value(10).run()
+    assert not at.exception
+    video = locate_video(_tiny_cities(), clip, name="clip.mp4", top_k=5, levels=(0.5, 0.9), every_s=2.0,
+                         max_frames=10)
+    default = locate_video(_tiny_cities(), clip, name="clip.mp4", top_k=5, levels=(0.5, 0.9))
+    assert len(video.frames) != len(default.frames)  # the setting matters for this clip
+    frames = next(t.value for t in at.table if "localizability (log10 km²)" in t.value.columns)
+    assert list(frames["time (s)"]) == list(video.frames["time_s"].round(2))
 
 
 def test_uploaded_clips_stay_in_memory_and_out_of_the_logs(tmp_path, monkeypatch, one_thread):

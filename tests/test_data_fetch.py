@@ -26,7 +26,7 @@ from PIL import Image
 from geocore.cli.main import main
 from geocore.data.catalog import CATALOG
 from geocore.data.datasets import BenchmarkDataset, read_benchmark_csv
-from geocore.data.store import DatasetDir, resolve_benchmark
+from geocore.data.fetched import DatasetDir, resolve_benchmark
 from geocore.errors import InputError
 
 ROWS = [("1000269685_e60e9cdfb4.jpg", 48.8566, 2.3522), ("2000304467_1a75a200b1.jpg", 40.7128, -74.0060),
@@ -73,10 +73,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     """Serves the mirror folder with HEAD and byte ranges; logs every request; cuts the first full GET of a
     file listed in `server.cut` half-way (an interrupted download)."""
 
-    def do_HEAD(self):  # noqa: N802 - http.server's names
+    def do_HEAD(self):
         self._serve(head=True)
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self._serve(head=False)
 
     def _serve(self, head: bool) -> None:
@@ -257,7 +257,7 @@ def test_file_missing_from_the_mirror_is_one_line_and_nothing_complete(served, t
     assert main(["evaluate", "--dataset", "im2gps3k", "--data-dir", str(data), "--output",
                  str(tmp_path / "r.parquet")]) == 2
     line = _one_line_error(capsys.readouterr().err)
-    assert "not fetched completely" in line and "geocore data fetch im2gps3k" in line
+    assert "not fetched, or not completely" in line and "geocore data fetch im2gps3k" in line
 
 
 def test_connection_refused_and_unknown_names_are_one_line(tmp_path, capsys):
@@ -345,7 +345,7 @@ def test_local_folder_mirror(tmp_path, capsys):
     assert _fetch("im2gps3k", data, mirror, "--part", "metadata") == 0
     where = DatasetDir(data, "im2gps3k")
     assert set(where.complete_parts()) == {"metadata"}
-    with pytest.raises(InputError, match="images are not fetched completely"):
+    with pytest.raises(InputError, match="images are not fetched, or not completely"):
         resolve_benchmark("im2gps3k", None, data)
     assert _fetch("im2gps3k", data, mirror, "--part", "images") == 0
     assert set(where.complete_parts()) == {"metadata", "images"}
@@ -414,3 +414,27 @@ def test_every_catalog_entry_produces_what_evaluate_reads(name, tmp_path, capsys
         with pytest.raises(InputError, match="give --images"):
             resolve_benchmark(name, None, data)
         assert resolve_benchmark(name, tmp_path, data) == (where.csv, tmp_path)
+
+
+def test_data_list_prints_each_licence_and_citation(tmp_path, capsys):
+    assert main(["data", "list", "--data-dir", str(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    for entry in CATALOG.values():
+        assert " ".join(entry.licence.split())[:60] in out and " ".join(entry.citation.split())[:60] in out
+
+
+def test_data_list_json_names_every_file_a_mirror_needs(tmp_path, capsys):
+    assert main(["data", "list", "--data-dir", str(tmp_path), "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["datasets"]}
+    assert [f["name"] for f in rows["im2gps3k"]["files"]] == ["im2gps3k_places365.csv", "im2gps3k_rgb_images.tar.gz"]
+    assert rows["yfcc26k"]["parts"] == ["metadata"] and rows["osv5m-test"]["images"] == 210_122
+
+
+def test_dataset_option_names_a_csv_or_a_catalog_dataset(tmp_path):
+    csv = tmp_path / "bench.csv"
+    csv.write_text("IMG_ID,LAT,LON\na.jpg,1,2\n")
+    assert resolve_benchmark(csv, tmp_path) == (csv, tmp_path)  # a CSV path works as before
+    with pytest.raises(InputError, match="give --images FOLDER"):
+        resolve_benchmark(csv, None)
+    with pytest.raises(InputError, match="no dataset of that name .*im2gps3k"):
+        resolve_benchmark("im2gps3", None, tmp_path)  # a typo of a dataset name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import sys
 from pathlib import Path
@@ -151,8 +152,15 @@ def test_translocator_predicts_with_attached_segmenter(ade_names) -> None:
     assert model.segmenter is seg and not any(k.startswith("segmenter") for k in model.state_dict())
     maps = seg(torch.randn(2, 3, 32, 32))
     assert maps.shape == (2, 3, 32, 32) and float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
-    pred = model.locate([photo(), photo(seed=1)], top_k=3)
-    assert pred.coords.shape == (2, 3, 2)
+    from geocore.locate import locate
+
+    photos = []
+    for seed in (0, 1):
+        buf = io.BytesIO()
+        photo(seed=seed).save(buf, format="PNG")
+        photos.append((f"p{seed}.png", buf.getvalue()))
+    results = locate(model, photos, top_k=3)  # the photos prepared and segmented as every caller's are
+    assert [r.prediction.coords.shape for r in results] == [(1, 3, 2)] * 2
     labels = torch.as_tensor(seg.segment(photo(32, 32)))[None]  # a given map is used as is
     assert model.predict(model.preprocess(photo(32, 32))[None], 1, seg=labels).coords.shape == (1, 1, 2)
 

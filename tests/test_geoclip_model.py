@@ -32,6 +32,11 @@ def _image(seed: int = 0, size=(320, 240)) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
+def _predict(model, images: list[Image.Image], top_k: int, **kw):
+    """`model.predict` on PIL photos, preprocessed as the model expects, in one batch."""
+    return model.predict(torch.stack([model.preprocess(im) for im in images]), top_k, **kw)
+
+
 def test_registered_and_labelled():
     assert {"geoclip", "geoclip-tiny"} <= set(list_models())
     assert "RANDOM" in model_entry("geoclip-tiny").description
@@ -48,7 +53,7 @@ def test_backbone_frozen_and_eval(model):
 
 
 def test_locate_and_full_distribution(model, gallery):
-    pred = model.locate([_image(0), _image(1, (200, 400))], top_k=4, full=True)
+    pred = _predict(model, [_image(0), _image(1, (200, 400))], 4, full=True)
     assert pred.coords.shape == (2, 4, 2) and pred.probs.shape == (2, 4)
     assert pred.probs_full.shape == (2, len(gallery))
     assert torch.allclose(pred.probs_full.sum(-1), torch.ones(2), atol=1e-5)
@@ -79,14 +84,14 @@ def test_predict_text(model):
 def test_set_gallery(model):
     new = torch.tensor([[48.85, 2.35], [35.68, 139.69], [-22.9, -43.2]])
     model.set_gallery(new)
-    pred = model.locate([_image(4)], top_k=3)
+    pred = _predict(model, [_image(4)], 3)
     assert sorted(map(tuple, pred.coords[0].tolist())) == sorted(map(tuple, new.tolist()))
     with pytest.raises(InputError, match="gallery: LON must be"):
         model.set_gallery(torch.tensor([[0.0, 181.0]]))
     with pytest.raises(InputError, match="at least one point"):
         model.set_gallery(torch.zeros(0, 2))
     with pytest.raises(ValueError, match="top_k"):
-        model.locate([_image(4)], top_k=4)
+        _predict(model, [_image(4)], 4)
 
 
 def test_training_path_and_gradients(model):

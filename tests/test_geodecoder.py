@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 
 import numpy as np
@@ -180,7 +181,12 @@ def test_tencrop_views_of_the_photo() -> None:
     from geocore.models.layers.hierarchy import combine_probs
 
     assert torch.allclose(b.probs_full, combine_probs(*expected, m.parents, "product"), atol=1e-5)
-    assert m.locate([photo, photo], 2, tencrop=True).coords.shape == (2, 2, 2)
+    from geocore.locate import locate
+
+    buf = io.BytesIO()
+    photo.save(buf, format="PNG")
+    results = locate(m, [("a.png", buf.getvalue()), ("b.png", buf.getvalue())], top_k=2, tencrop=True)
+    assert [r.prediction.coords.shape for r in results] == [(1, 2, 2)] * 2
 
 
 def test_checkpoint_from_before_label_smoothing_trains_on_as_before(tmp_path) -> None:

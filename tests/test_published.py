@@ -50,11 +50,13 @@ def test_score_papers_prints_each_system_and_the_difference(tmp_path, capsys):
     assert "published figures on im2gps3k" in out and "file name geoclip_im2gps3k.csv" in out  # says what it picked
     mine = _row(out, "this run")
     assert [float(v) for v in mine[-5:]] == pytest.approx([RUN[r] for r in THRESHOLDS_KM])
+    lines = out.splitlines()
     for k, p in enumerate(published_for("im2gps3k"), 1):
-        cells = out.splitlines()[[i for i, l in enumerate(out.splitlines()) if f"[{k}]" in l and p.system.split()[0] in l][0]]
-        values = re.findall(r"[+-]?\d+(?:\.\d+)?", cells.split(f"[{k}]", 1)[1])
-        assert [float(v) for v in values[0::2]] == pytest.approx(list(p.acc))  # the paper's figure
-        assert [float(v) for v in values[1::2]] == pytest.approx(  # run − paper, in points
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{p.system} [{k}]"))
+        paper = lines[at].split(f"[{k}]", 1)[1].split()
+        delta = lines[at + 1].split()
+        assert [float(v) for v in paper] == pytest.approx(list(p.acc))  # the paper's figures
+        assert delta[0] == "Δ" and [float(v) for v in delta[1:]] == pytest.approx(  # run − paper, in points
             [RUN[r] - a for r, a in zip(THRESHOLDS_KM, p.acc)], abs=0.051)
     for system in ("GeoCLIP", "TransLocator", "GeoDecoder", "ISNs", "CPlaNet", "PlaNet"):
         assert system in out

@@ -2,13 +2,6 @@
 probability heatmap with the 50 % / 90 % search region, calibration, a text hint, EXIF truth and error, and a
 downloadable case report."""
 
-import sys
-from pathlib import Path
-
-APP_DIR = str(Path(__file__).resolve().parents[1])
-if APP_DIR not in sys.path:  # the `ui` package in app/
-    sys.path.insert(0, APP_DIR)
-
 import streamlit as st  # noqa: E402
 
 from geocore.errors import GeocoreError  # noqa: E402
@@ -50,9 +43,13 @@ if model is not None:
                                      help="One joint answer for all the photos (a tempered product of their "
                                           "distributions), each photo's part, and photos that may not fit.")
     claim = claim_controls()
+    with st.sidebar.expander("Video clips: frame sampling"):
+        every_s = st.slider("A frame every … seconds (and at scene cuts)", 0.25, 10.0, 1.0, step=0.25, key="every_s")
+        max_frames = st.slider("At most … frames a clip", 10, 600, 300, step=10, key="max_frames",
+                               help="Frames beyond this are not sampled; near-identical frames are dropped first.")
     refs = load_refs(refs_picker(), model) or uploaded_refs(model)
 
-    def joint_answer(results, net, key, *, k, levels, calibration, hint_model, level, claim) -> None:
+    def joint_answer(results, net, key, *, k, levels, calibration, hint_model, level, claim):
         """The "Joint answer" block after the photos' answers: one answer for the readable photos (kept in the
         session with the results), and the claim's verdict on it."""
         from geocore.cases.joint import joint_locate
@@ -61,15 +58,16 @@ if model is not None:
             if sum(r.ok for r in results) < 2:
                 st.subheader("Joint answer")
                 st.caption("A joint answer needs at least two readable photos.")
-                return
+                return None
             joint = remembered(key, "joint", lambda: joint_locate(
                 results, net, levels=levels or LEVELS, calibration=calibration, top_k=k, hint_model=hint_model))
             if joint is None:
-                return
+                return None
             render_joint(joint, title=f"Joint answer: {joint.n} photos of one place", level=level,
                          memo=(key, "joint"))
             if claim is not None:
                 show_claim(joint, claim, net, calibration, "the joint answer")
+            return joint
 
     @st.fragment
     def photos_and_answers() -> None:
@@ -99,35 +97,47 @@ if model is not None:
         elif not files:
             st.info("Upload one or more photos to locate them.")
         else:
-            from geocore.data.images import image_bytes_digest
+            from geocore.cases.analyse import Case, ClipAnswer
+            from geocore.data.images import image_bytes_digest, read_photo
             from geocore.locate import locate
+            from geocore.request import LocateRequest
 
             k = min(top_k, net.num_candidates())
             key = (name, precision, k, choice, bool(refine), hint.text, hint.weight,
                    uploaded_cal.digest if calibration is not None else None, levels,
-                   refs.set_fingerprint if refs is not None else None,
+                   refs.set_fingerprint if refs is not None else None, bool(same_place),
+                   (float(every_s), int(max_frames)) if any(is_video(n) for n, _ in files) else None,
                    tuple(image_bytes_digest(b) + n for n, b in files))
-            photos = [(n, b) for n, b in files if not is_video(n)]
             clips = [(n, b) for n, b in files if is_video(n)]
             cached = session_memo("_locate_cache", key)
-            results, videos = cached.get("answers", (None, None))
+            case = cached.get("case")
             if no_regions:
                 st.info(f"No search regions for these candidates: {md_text(no_regions)}", icon="ℹ️")
-            if results is None:
+            if case is None:
                 try:
+                    # one request, checked and bound once; each photo read once (bytes, SHA-256, pixels, EXIF)
+                    bound = LocateRequest.build(
+                        top_k=k, regions=levels, calibration=calibration, hint=hint.text, hint_weight=hint.weight,
+                        refine=bool(refine), precision=precision, refs=refs, full=True, same_place=bool(same_place),
+                        every_s=float(every_s), max_frames=int(max_frames),
+                    ).bind(net, hint.scorer)
+                    photos = [read_photo(b, name=n) for n, b in files if not is_video(n)]
                     with st.spinner(f"Locating {len(photos)} photo(s) and {len(clips)} clip(s)…"):
-                        results = locate(net, photos, top_k=k, full=True, refine=bool(refine), regions=levels,
-                                         calibration=calibration, hint=hint.text, hint_weight=hint.weight,
-                                         hint_model=hint.scorer, precision=precision,
-                                         refs=refs) if photos else []
-                        videos = locate_clips(net, clips, top_k=k, levels=levels or LEVELS,
-                                              calibration=calibration, hint=hint.text, hint_weight=hint.weight,
-                                              hint_model=hint.scorer, precision=precision)
+                        results = locate(net, photos, bound) if photos else []
+                        located, failed = (locate_clips(net, clips, request=bound.with_levels(levels or LEVELS))
+                                           if clips else ([], []))
                 except GeocoreError as err:
                     show_error(err)
-                    results = None
                 else:
-                    cached["answers"] = (results, videos)
+                    answers = iter(located)
+                    failures = dict(failed)
+                    case = cached["case"] = Case(bound, photos, results, clips=[
+                        ClipAnswer(i, n, image_bytes_digest(b), len(b), *((None, failures[n]) if n in failures
+                                                                            else (next(answers), None)))
+                        for i, (n, b) in enumerate(clips, start=1)])
+            results = case.results if case is not None else None
+            videos = ([c.result for c in case.clips if c.ok], [(c.name, c.error) for c in case.clips if not c.ok]) \
+                if case is not None else None
             hint_model = hint.scorer or (net if hint.text else None)
             if videos is not None:
                 for clip_name, error in videos[1]:
@@ -141,38 +151,39 @@ if model is not None:
                 bad = sum(not r.ok for r in results)
                 st.write(f"{len(results) - bad} photo(s) located" + (f", {bad} could not be read" if bad else "") + ".")
                 precision_note(precision, net.device, net)
-                data = dict(files)
-                for i, res in enumerate(results):
+                for i, (photo, res) in enumerate(zip(case.photos, results)):
                     with st.container(border=True):
-                        render_locate_result(res, model, image_bytes=data.get(res.name), level=level,
-                                             map_memo=(key, i))
+                        render_locate_result(res, model, image=photo.image, level=level, map_memo=(key, i))
                         if claim is not None and res.ok and not same_place:
                             show_claim(res, claim, net, calibration, "this photo")
                 if same_place:
-                    joint_answer(results, net, key, k=k, levels=levels, calibration=calibration,
-                                 hint_model=hint_model, level=level, claim=claim)
+                    case.joint = joint_answer(results, net, key, k=k, levels=levels, calibration=calibration,
+                                              hint_model=hint_model, level=level, claim=claim)
                 release_free_memory()  # the maps' HTML and the photos' decoded pixels are garbage now
 
                 st.subheader("Case report")
                 st.caption("One self-contained HTML file for the record: each photo (re-encoded, no metadata) with "
                            "its SHA-256, EXIF, top-k, maps with the search regions, Grad-CAM, and what produced the "
-                           "answers (model, weights, hint, calibration). It opens offline."
-                           + (" The report ranks without refinement." if refine else "")
-                           + (" It runs at fp32 (the reference precision)." if results[0].precision != "fp32" else ""))
+                           "answers (model, weights, hint, precision, refinement, calibration). It shows the answers on "
+                           "this page, as they are. It opens offline.")
                 if st.button("Prepare case report (HTML)", key="report_prepare"):
-                    from geocore.report import render_report
+                    from geocore.report import report_from_case
 
                     try:
                         with st.spinner("Writing the case report (Grad-CAM of every photo)…"):
-                            html = render_report(net, photos, hint=hint.text, hint_weight=hint.weight,
-                                                 calibration=calibration, top_k=k, levels=LEVELS,
-                                                 hint_model=hint.scorer)
+                            shown = case
+                            if claim is not None and case.request.cells is not None:  # the claim shown, checked
+                                from dataclasses import replace
+
+                                bound = replace(case.request, request=case.request.request.with_(claim=claim))
+                                shown = replace(case, request=bound)
+                            html = report_from_case(shown).html  # the answers shown here: nothing located again
                     except GeocoreError as err:
                         show_error(err)
                     else:
-                        st.session_state[REPORT_STATE] = (key, html)
+                        st.session_state[REPORT_STATE] = ((key, claim), html)
                 report = st.session_state.get(REPORT_STATE)
-                if report is not None and report[0] == key:
+                if report is not None and report[0] == (key, claim):
                     st.download_button("Download case report (HTML)", report[1], file_name="geocore_case_report.html",
                                        mime="text/html", key="report_download", on_click="ignore", type="primary")
                 elif report is not None:

@@ -1,20 +1,13 @@
 """Text query: where does a description point? CLIP text tower → GeoCLIP MLP → similarity over the gallery."""
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-APP_DIR = str(Path(__file__).resolve().parents[1])
-if APP_DIR not in sys.path:  # the `ui` package in app/
-    sys.path.insert(0, APP_DIR)
-
-import streamlit as st  # noqa: E402
-
-from geocore.errors import GeocoreError  # noqa: E402
-from ui.maps import prediction_map, show_map  # noqa: E402
-from ui.models import load_model, model_picker, precision_note, precision_picker, random_label  # noqa: E402
-from ui.page import md_text, release_free_memory, setup_page, show_error  # noqa: E402
-from ui.photo_answer import place_text, topk_display  # noqa: E402
-from ui.safe_tables import show_table  # noqa: E402
+from geocore.errors import GeocoreError
+from ui.maps import prediction_map, show_map
+from ui.models import load_model, model_picker, precision_note, precision_picker, random_label
+from ui.page import md_text, release_free_memory, setup_page, show_error
+from ui.photo_answer import place_text, topk_display
+from ui.safe_tables import show_table
 
 EXAMPLES = ["Pyramids of Giza", "Burj Khalifa", "Great Wall of China", "desert", "Boston, Massachusetts"]
 

@@ -5,41 +5,34 @@ localizability filter), the search-region tables `geocore.eval.coverage` (covera
 against area) and the figures `geocore.viz`; this page lays them out.
 """
 
-import sys
-from pathlib import Path
+import hashlib
+import os
 
-APP_DIR = str(Path(__file__).resolve().parents[1])
-if APP_DIR not in sys.path:  # the `ui` package in app/
-    sys.path.insert(0, APP_DIR)
+import pandas as pd
+import streamlit as st
 
-import hashlib  # noqa: E402
-import os  # noqa: E402
-
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from geocore import viz  # noqa: E402
-from geocore.data.images import image_bytes_digest  # noqa: E402
-from geocore.data.roots import read_inside, resolve_inside  # noqa: E402
-from geocore.data.text import readable  # noqa: E402
-from geocore.errors import GeocoreError  # noqa: E402
-from geocore.eval.analysis import (  # noqa: E402
+from geocore import viz
+from geocore.data.images import image_bytes_digest
+from geocore.data.roots import read_inside, resolve_inside
+from geocore.data.text import readable
+from geocore.errors import GeocoreError
+from geocore.eval.analysis import (
     BAND_COLORS, BAND_NAMES, FAILED, accuracy_by_true_region, annotate_results, compare_results, metrics_row,
     most_localizable,
 )
-from geocore.present import SEA  # noqa: E402
-from geocore.eval.results import MAX_PARQUET_BYTES, read_results  # noqa: E402
-from geocore.eval.coverage import calibration_fit, has_uncertainty, uncertainty_tables  # noqa: E402
-from ui.deck import hex_rgba, world_deck  # noqa: E402
-from ui.folders import NOT_SHARED, data_roots, files_in, folder_input, shared_file  # noqa: E402
-from ui.maps import prediction_map, show_map  # noqa: E402
-from ui.models import load_model, model_picker, random_label  # noqa: E402
-from ui.page import (  # noqa: E402
+from geocore.present import SEA, km, pct
+from geocore.eval.results import MAX_PARQUET_BYTES, read_results
+from geocore.eval.coverage import calibration_fit, has_uncertainty, uncertainty_tables
+from ui.deck import hex_rgba, world_deck
+from ui.folders import NOT_SHARED, data_roots, files_in, folder_input, shared_file
+from ui.maps import prediction_map, show_map
+from ui.models import load_model, model_picker, random_label
+from ui.page import (
     md_text, release_free_memory, setup_page, show_error, show_figure, show_unavailable,
 )
-from ui.search_regions import calibration_upload, km2, pct  # noqa: E402
-from ui.photo_answer import pixels_only, show_photo  # noqa: E402
-from ui.safe_tables import show_table  # noqa: E402
+from ui.search_regions import calibration_upload, km2
+from ui.photo_answer import pixels_only, show_photo
+from ui.safe_tables import show_table
 
 SCENES = ("S3_Label", "S16_Label", "S365_Label")
 RESULTS_MAX_BYTES = MAX_PARQUET_BYTES  # a results file from a shared folder: what the Parquet reader decompresses
@@ -211,9 +204,9 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
     if first.empty:
         st.info("No images under these filters.")
         return
-    km = dict(zip(first["IMG_ID"], first["error_km"]))
+    error = dict(zip(first["IMG_ID"], first["error_km"]))
     img_id = st.selectbox("Image (worst first)", list(first["IMG_ID"]), key="f_row",
-                          format_func=lambda i: f"{i} — " + ("failed" if pd.isna(km[i]) else f"{km[i]:,.0f} km"))
+                          format_func=lambda i: f"{i} — " + ("failed" if pd.isna(error[i]) else km(error[i], 0)))
     row = first[first["IMG_ID"] == img_id].iloc[0]
     truth = (float(row["LAT"]), float(row["LON"]))
     ok = bool(row["ok"])
@@ -224,7 +217,7 @@ def drilldown(worst: pd.DataFrame, results_model: str | None) -> None:
 
     st.markdown(f"**{md_text(img_id)}** — truth {truth[0]:.4f}, {truth[1]:.4f} {paren(row['country'])}; "
                 + (f"recorded prediction {recorded[0]:.4f}, {recorded[1]:.4f} {paren(row['pred_country'])}, "
-                   f"**{row['error_km']:,.1f} km** away" if ok else f"no prediction ({md_text(row['status'])})"))
+                   f"**{km(row['error_km'])}** away" if ok else f"no prediction ({md_text(row['status'])})"))
     try:  # as `geocore evaluate` reads it, the folder joined with the IMG_ID, but never leaving the folder
         path = resolve_inside(root, str(img_id).strip())
     except GeocoreError as err:

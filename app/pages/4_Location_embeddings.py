@@ -3,22 +3,15 @@
 Needs only the location encoder that ships in the `geoclip` wheel (no backbone weights), so it works everywhere.
 """
 
-import sys
-from pathlib import Path
+import numpy as np
+import streamlit as st
+import torch
 
-APP_DIR = str(Path(__file__).resolve().parents[1])
-if APP_DIR not in sys.path:  # the `ui` package in app/
-    sys.path.insert(0, APP_DIR)
-
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-import torch  # noqa: E402
-
-from geocore import viz  # noqa: E402
-from geocore.errors import GeocoreError  # noqa: E402
-from ui.deck import apply_selected_point, world_deck  # noqa: E402
-from ui.page import setup_page, show_error, show_figure  # noqa: E402
-from ui.photo_answer import place_text  # noqa: E402
+from geocore import viz
+from geocore.errors import GeocoreError
+from ui.deck import apply_selected_point, world_deck
+from ui.page import setup_page, show_error, show_figure
+from ui.photo_answer import place_text
 
 PICK_LAYER = "grid"
 

@@ -4,21 +4,14 @@ The explain pieces are imported lazily: when one is not installed or its weights
 says so and shows the rest.
 """
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-APP_DIR = str(Path(__file__).resolve().parents[1])
-if APP_DIR not in sys.path:  # the `ui` package in app/
-    sys.path.insert(0, APP_DIR)
-
-import streamlit as st  # noqa: E402
-
-from geocore.errors import GeocoreError  # noqa: E402
-from geocore.models.base import GalleryModel  # noqa: E402
-from ui.models import load_model, model_picker, precision_note, precision_picker, random_label  # noqa: E402
-from ui.page import release_free_memory, setup_page, show_error, show_unavailable  # noqa: E402
-from ui.photo_answer import pixels_only, place_text  # noqa: E402
-from ui.safe_tables import show_table  # noqa: E402
+from geocore.errors import GeocoreError
+from geocore.models.base import GalleryModel
+from ui.models import load_model, model_picker, precision_note, precision_picker, random_label
+from ui.page import release_free_memory, setup_page, show_error, show_unavailable
+from ui.photo_answer import pixels_only, place_text
+from ui.safe_tables import show_table
 
 setup_page("Explain", "🔬")
 st.title("Explain a prediction")

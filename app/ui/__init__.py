@@ -7,8 +7,8 @@
 - `deck`: offline deck.gl (pydeck) maps and their click selection.
 - `results`: photos and located results (top-k table, map, regions, hint, EXIF error).
 
-Pages find this package by putting the `app/` folder first on `sys.path` (see `app/Home.py`), which works for
-`streamlit run app/Home.py` and for `streamlit.testing.v1.AppTest` alike.
+Pages import it as `ui`: `streamlit run app/Home.py` puts the `app/` folder on `sys.path` itself (its main script's
+folder, `streamlit.web.bootstrap`), and the tests get it from pytest's `pythonpath` (pyproject.toml).
 
 Test-only environment variables (never set them for real use):
 - GEOCORE_APP_TEST_MODEL=<registry name>: preselect this (random, labelled) model.

@@ -14,12 +14,12 @@ import pandas as pd
 import streamlit as st
 
 from geocore.errors import GeocoreError
-from geocore.present import place_label, region_label
+from geocore.present import pct, place_label, region_label
 from geocore.models.base import GeoLocator
 
 from ui.maps import prediction_map, show_remembered_map
 from ui.page import md_text, session_memo, show_error
-from ui.search_regions import pct, region_table
+from ui.search_regions import region_table
 from ui.photo_answer import topk_display
 
 VIDEO_TYPES = ("mp4", "mov", "webm", "mkv")
@@ -110,6 +110,9 @@ def render_joint(joint, *, title: str, level: float, memo: tuple, unit: str = "p
         if joint.regions:
             st.table(region_table(SimpleNamespace(regions=joint.regions, exif_gps=None), drawn=level),
                      hide_index=True, border="horizontal")
+        if joint.calibration_note:  # e.g. a calibration fitted on single photos, used on a joint answer
+            note = joint.calibration_note
+            st.warning(md_text(note[:1].upper() + note[1:] + "."), icon="⚠️")
     with left:
         st.table(topk_display(joint.table), hide_index=True, border="horizontal")
     st.table(parts_display(joint.photos, unit), hide_index=True, border="horizontal")

@@ -48,10 +48,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from geocore.present import place_label
+from geocore.present import km, km2, pct, place_label
+from geocore.tensors import as_numpy
 
 from ui.page import session_memo
-from ui.search_regions import REGION_CLASS, REGION_STYLES, calibration_text, km2, pct
+from ui.search_regions import REGION_CLASS, REGION_STYLES, calibration_text
 
 APP_STATIC = Path(__file__).resolve().parents[1] / "static"
 VENDOR = APP_STATIC / "vendor"
@@ -421,7 +422,7 @@ def region_js(region) -> str:
         return ""
     look = {"color": style["color"], "weight": 2.5, "opacity": 1.0, "fill": True, "fillColor": style["color"],
             "fillOpacity": 0.12, "dashArray": style["dashArray"], "className": REGION_CLASS}
-    text = (f"{pct(region.level)} search region: {km2(region.area_km2)} km², {region.n_areas} area(s), "
+    text = (f"{pct(region.level)} search region: {km2(region.area_km2)}, {region.n_areas} area(s), "
             f"{calibration_text(region)}")
     return (f"L.geoJson({js_value(feature)}, {{style: function () {{ return {js_value(look)}; }}}})"
             f".bindTooltip({js_value(tip(text))}, {{sticky: true}}).addTo(__MAP__);\n")
@@ -444,8 +445,8 @@ def references_js(refs) -> str:
     """JavaScript marking an answer's nearest reference photos (`LocateResult.references`: IMG_ID, lat, lon,
     similarity, km) on `__MAP__` as small purple dots; tooltips name them as text (`tip`)."""
     return "".join(
-        circle_js((r.lat, r.lon), f"reference {r.IMG_ID} — similarity {r.similarity:.2f}, {r.km:,.1f} km from the "
-                                  "top-1", radius=5, color=REFERENCE_COLOR, weight=2, fill_color="#c2a5cf",
+        circle_js((r.lat, r.lon), f"reference {r.IMG_ID} — similarity {r.similarity:.2f}, {km(r.km)} from the top-1",
+                  radius=5, color=REFERENCE_COLOR, weight=2, fill_color="#c2a5cf",
                   fill_opacity=0.9)
         for r in refs.itertuples())
 
@@ -474,8 +475,7 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
     """
     m = base_map()
     if pred is not None and pred.probs_full is not None and pred.candidates is not None:
-        add_heatmap(m, pred.candidates.detach().cpu().double().numpy(),
-                    pred.probs_full[0].detach().cpu().double().numpy())
+        add_heatmap(m, as_numpy(pred.candidates, np.float64), as_numpy(pred.probs_full[0], np.float64))
     # the overlays as one script written here (folium's templates for a dozen elements took ~20 ms a map)
     js = [region_js(region) if region is not None else ""]
     for r in table.itertuples():
@@ -494,7 +494,7 @@ def prediction_map(pred, table, *, truth: tuple[float, float] | None = None, tru
                             fill_opacity=0.9))
         end = list(recorded) if recorded is not None else [table.iloc[0].lat, table.iloc[0].lon]
         line = [[float(truth[0]), float(truth[1])], [float(end[0]), float(end[1])]]
-        text = f"error {truth_km:,.1f} km" if truth_km is not None else "error"
+        text = f"error {km(truth_km)}" if truth_km is not None else "error"
         js.append(f"L.polyline({js_value(line)}, {{color: \"#d62728\", weight: 2.5, dashArray: \"6 4\"}})"
                   f".bindTooltip({js_value(tip(text))}).addTo(__MAP__);\n")
     pts = table[["lat", "lon"]].to_numpy(np.float64)

@@ -9,14 +9,14 @@ from PIL import Image
 
 from geocore.data.images import ImageSource, load_image
 from geocore.errors import GeocoreError
-from geocore.present import place_label, region_label
+from geocore.present import km, pct, place_label, region_label
 from geocore.locate import LocateResult
 from geocore.models.base import GeoLocator
 
 from ui.maps import prediction_map, show_map, show_remembered_map
 from ui.models import random_label
 from ui.page import md_text, show_error
-from ui.search_regions import REGION_STYLES, pct, region_table
+from ui.search_regions import REGION_STYLES, region_table
 
 THUMBNAIL_PX = 640
 STRIP_TITLE = "Similar reference photos"
@@ -71,7 +71,7 @@ def hint_notice(res: LocateResult) -> None:
 
 def exif_text(res: LocateResult, level: float = 0.9) -> str:
     """The EXIF truth in words: where, how far the top-1 is, and whether it lies inside the `level` region."""
-    text = (f"EXIF GPS {res.exif_gps[0]:.4f}, {res.exif_gps[1]:.4f}: top-1 is **{res.exif_error_km:,.1f} km** away")
+    text = (f"EXIF GPS {res.exif_gps[0]:.4f}, {res.exif_gps[1]:.4f}: top-1 is **{km(res.exif_error_km)}** away")
     inside = res.exif_in_region(level)
     if inside is not None:
         text += f"; it lies **{'inside' if inside else 'outside'}** the {pct(level)} search region"
@@ -80,9 +80,8 @@ def exif_text(res: LocateResult, level: float = 0.9) -> str:
 
 def reference_caption(row) -> str:
     """One reference in words, as text: its ID, place, similarity and km from the top-1."""
-    where = ", ".join(str(x) for x in (row.place, row.country) if isinstance(x, str) and x)
-    return md_text(f"{row.IMG_ID} · {where or 'sea'} · similarity {row.similarity:.2f} · "
-                   f"{row.km:,.1f} km from the top-1")
+    return md_text(f"{row.IMG_ID} · {place_label(row.place, row.country)} · similarity {row.similarity:.2f} · "
+                   f"{km(row.km)} from the top-1")
 
 
 def show_references(refs: pd.DataFrame) -> None:
@@ -99,7 +98,7 @@ def show_references(refs: pd.DataFrame) -> None:
             st.caption(reference_caption(row))
 
 
-def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: bytes | None = None,
+def render_locate_result(res: LocateResult, model: GeoLocator, *, image: Image.Image | bytes | None = None,
                          level: float = 0.9, map_height: int = 420, map_memo: tuple | None = None) -> None:
     """One photo's answer: photo, top-k table, heatmap map with the `level` search region (and the nearest reference
     photos), the similar reference photos' strip, the regions' table, the hint it used, EXIF truth and error (or
@@ -116,6 +115,9 @@ def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: b
     if res.outside_calibration:
         st.warning("This photo's localizability lies outside what the calibration saw (beyond its 1st–99th "
                    "percentile): the calibrated coverage may not hold for it.", icon="⚠️")
+    note = next((r.calibration_note for r in res.regions if r.calibration_note), "")
+    if note:  # e.g. a calibration fitted on photo sets, used on one photo
+        st.warning(md_text(note[:1].upper() + note[1:] + "."), icon="⚠️")
     region = res.region(level)
     left, right = st.columns([1, 2])
     # the map first: its message reaches the browser, which starts drawing it, while the rest is still made
@@ -142,8 +144,8 @@ def render_locate_result(res: LocateResult, model: GeoLocator, *, image_bytes: b
         if res.regions:  # a static table: its cells wrap, so the countries and the calibration stay readable
             st.table(region_table(res, drawn=level), hide_index=True, border="horizontal")
     with left:
-        if image_bytes is not None:
-            show_photo(image_bytes, res.name)
+        if image is not None:  # the photo as read once (`geocore.data.images.Photo`), or its bytes
+            show_photo(image, res.name)
         st.table(topk_display(res.table), hide_index=True, border="horizontal")
         if res.exif_gps is not None:
             (st.success if res.exif_in_region(0.9) is not False else st.warning)(exif_text(res, 0.9))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 
 import pandas as pd
 import streamlit as st
@@ -12,37 +13,18 @@ import streamlit as st
 from geocore.errors import GeocoreError, InputError
 from geocore.locate import LocateResult
 from geocore.models.base import GeoLocator
+from geocore.present import NOT_CALIBRATED, REGION_STYLES as STYLES, km2 as km2_with_unit, pct, region_countries
 from geocore.uncertainty.calibration import Calibration
 
 from ui.page import md_text, session_memo, show_error
 
 LEVELS: tuple[float, ...] = (0.5, 0.9)  # the regions every located photo carries
 LEVEL_CHOICES = {"50 %": 0.5, "90 %": 0.9}
-MAX_COUNTRIES = 8  # countries named per region; the rest are counted
 CALIBRATION_SEAM = "_test_calibration"  # test seam: tests put (name, bytes) here
-NOT_CALIBRATED = "not calibrated (raw probability mass)"
-# drawn over the heatmap: the report's colours (geocore.report), 50 % solid, 90 % dashed
-REGION_STYLES = {0.5: {"color": "#1f4e9c", "dashArray": None}, 0.9: {"color": "#00a0a0", "dashArray": "7 5"}}
+# drawn over the heatmap in the colours of `geocore.present` (the report's): 50 % solid, 90 % dashed
+REGION_STYLES = {lv: {"color": s.colour, "dashArray": s.dash} for lv, s in zip(LEVELS, STYLES)}
 REGION_CLASS = "geocore-region"  # the SVG paths' class on the Leaflet map
-
-
-def pct(level: float) -> str:
-    return f"{100 * level:g} %"
-
-
-def km2(area: float) -> str:
-    """An area in km² with thousands separators ("12,345"; one decimal under 10 km²)."""
-    if area != area or area == float("inf"):
-        return "—"
-    return f"{area:,.1f}" if area < 10 else f"{area:,.0f}"
-
-
-def countries_text(names: list[str], limit: int = MAX_COUNTRIES) -> str:
-    """At most `limit` country names, then "…" and how many more."""
-    if not names:
-        return "none (sea only)"
-    more = len(names) - limit
-    return ", ".join(names[:limit]) + (f", … (+{more} more)" if more > 0 else "")
+km2 = partial(km2_with_unit, unit=False)  # for a column headed "(km²)": "12,345"
 
 
 def calibration_text(region) -> str:
@@ -64,7 +46,7 @@ def region_table(res: LocateResult, drawn: float | None = None) -> pd.DataFrame:
         if res.exif_gps is not None:
             inside = res.exif_in_region(reg.level)
             row["EXIF GPS inside"] = "—" if inside is None else ("yes" if inside else "no")
-        row["countries"] = countries_text(reg.country_names)
+        row["countries"] = region_countries(reg)
         rows.append(row)
     return pd.DataFrame(rows)
 

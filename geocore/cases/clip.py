@@ -1,17 +1,16 @@
 """Locate a video clip: sampled frames → per-frame answers → segments (a cut starts one) → joint answers.
 
 Frames come from `geocore.data.video.VideoFrames` (streamed; near-identical frames dropped before the model
-runs) and go through `geocore.locate.locate` as in-memory BMP images (no compression cost; the same path as
-photos, so hints, precision and regions behave the same). Each segment's frames are photos of one scene and
+runs) and go through `geocore.locate.locate` as `Photo`s holding the decoded frame (decoded once, by the video
+decoder; the same path as photos, so hints, precision and regions behave the same). Each segment's frames are photos of one scene and
 get a joint answer (`geocore.cases.joint`); the clip's answer is the joint of the segments' answers, whose
-conflict flags say which segments may show another place. Memory: the decoder's frames plus, per kept
+conflict flags say which segments may show another place. A calibration fitted on photo sets (`geocore calibrate
+--sets`) calibrates the joint answers; one fitted on single photos marks them (`JointResult.calibration_note`). Memory: the decoder's frames plus, per kept
 frame, its full distribution (max_frames × candidates × 4 bytes: 120 MB for 300 frames on the 100K gallery).
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,13 +18,15 @@ import pandas as pd
 import torch
 
 from geocore.cases.joint import JointResult, joint_from_log_probs, joint_locate, log_probs
-from geocore.data.images import ImageSource
+from geocore.data.images import ImageSource, Photo
 from geocore.data.video import VideoFrames, VideoInfo
 from geocore.locate import LocateResult, locate
-from geocore.uncertainty.calibration import Calibration, validate_levels
+from geocore.request import DEFAULT_LEVELS, BoundRequest, LocateRequest
+from geocore.uncertainty.calibration import validate_levels
 
 LOCALIZABILITY_LEVEL = 0.9
 FRAME_THUMB = 160  # px, the longer side of a kept frame's thumbnail
+_SAMPLING = ("scene_cut", "duplicate", "probe_s", "max_side")  # VideoFrames' options
 
 
 @dataclass(eq=False)
@@ -58,33 +59,38 @@ class VideoResult:
                 "clip": self.clip.to_json()}
 
 
-def _bmp(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="BMP")
-    return buf.getvalue()
-
-
-def locate_video(model, source: ImageSource, *, name: str | None = None, every_s: float = 1.0, max_frames: int = 300,
-                 top_k: int = 5, levels: Sequence[float] = (0.5, 0.9), calibration: Calibration | None = None,
-                 hint: str | None = None, hint_weight: float | None = None, hint_model=None,
-                 precision: str = "fp32", batch_size: int = 8, **sampling) -> VideoResult:
-    """Locate a clip (path, bytes or binary file: MP4, MOV, WebM, MKV). `sampling`: VideoFrames' scene_cut,
-    duplicate, probe_s, max_side. InputError/ImageError naming the file for unreadable clips."""
-    frames = VideoFrames(source, name=name, every_s=every_s, max_frames=max_frames, **sampling)
-    levels = validate_levels(tuple(levels) + (LOCALIZABILITY_LEVEL,))
+def locate_video(model, source: ImageSource, request: LocateRequest | BoundRequest | None = None, *,
+                 name: str | None = None, hint_model=None, sampling: dict | None = None,
+                 **options) -> VideoResult:
+    """Locate a clip (path, bytes or binary file: MP4, MOV, WebM, MKV) as `request` says (its top-k, levels,
+    calibration, hint, precision, batch size, `every_s` and `max_frames`; or `LocateRequest.build`'s options, with
+    regions at 0.5 and 0.9 by default). `sampling`: VideoFrames' scene_cut, duplicate, probe_s, max_side.
+    InputError/ImageError naming the file for unreadable clips."""
+    sampling = dict(sampling or {}, **{k: options.pop(k) for k in _SAMPLING if k in options})
+    if "levels" in options:  # the older name of `regions`
+        options["regions"] = options.pop("levels")
+    if request is None:
+        request = LocateRequest.build(regions_needed=True, **options)
+    elif options:
+        raise TypeError(f"locate_video: pass a request or options, not both (got {', '.join(sorted(options))})")
+    bound = request if isinstance(request, BoundRequest) else request.bind(model, hint_model)
+    req = bound.request
+    levels = validate_levels(tuple(req.levels or DEFAULT_LEVELS) + (LOCALIZABILITY_LEVEL,))
+    bound = bound.with_levels(levels, full=True)
+    frames = VideoFrames(source, name=name, every_s=req.every_s, max_frames=req.max_frames, **(sampling or {}))
     meta: list[tuple[float, bool]] = []
     thumbs: list = []
 
-    def sources():
+    def photos():
         for f in frames:
             meta.append((f.time_s, f.scene_cut))
             small = f.image.copy()
             small.thumbnail((FRAME_THUMB, FRAME_THUMB))
             thumbs.append(small)
-            yield f"{frames.name}@{f.time_s:.2f}s", _bmp(f.image)
+            yield Photo(f"{frames.name}@{f.time_s:.2f}s", image=f.image)  # decoded once, by the video decoder
 
-    results = locate(model, sources(), top_k=top_k, full=True, regions=levels, calibration=calibration, hint=hint,
-                     hint_weight=hint_weight, hint_model=hint_model, precision=precision, batch_size=batch_size)
+    results = locate(model, photos(), bound)
+    calibration, top_k, hint_model = req.calibration, req.top_k, bound.hint_model
     times = np.array([t for t, _ in meta])
     segment = np.cumsum([cut for _, cut in meta]) - 1
     per_frame = pd.concat([r.table.iloc[[0]] for r in results], ignore_index=True)
@@ -100,7 +106,8 @@ def locate_video(model, source: ImageSource, *, name: str | None = None, every_s
 
 
 def _clip_joint(segments: list[JointResult], bounds, model, levels, calibration, top_k) -> JointResult:
-    """The joint of the segments' answers, each segment counted as one photo (its hint taken out, added once)."""
+    """The joint of the segments' answers, each segment counted as one photo (its hint taken out, added once); its
+    regions are checked against the calibration's kind as an answer joining all the frames."""
     hint_term = segments[0].hint_logp
     logp = log_probs(torch.cat([s.prediction.probs_full for s in segments]))
     if hint_term is not None:
@@ -108,4 +115,4 @@ def _clip_joint(segments: list[JointResult], bounds, model, levels, calibration,
     names = [f"segment {i + 1} ({a:.1f}–{b:.1f} s)" for i, (a, b) in enumerate(bounds)]
     return joint_from_log_probs(logp, names, segments[0].prediction.candidates, model.candidate_cells(),
                                 hint_logp=hint_term, hint=segments[0].hint, levels=levels, calibration=calibration,
-                                model=model.model_name, top_k=top_k)
+                                model=model.model_name, top_k=top_k, n_photos=sum(s.n for s in segments))

@@ -10,6 +10,12 @@ Per photo: its own top-1, how much it narrowed the answer (the joint 90 % area w
 area with it: leave-one-out) and a conflict flag when its own 90 % region misses the top-1 of the other photos'
 joint ("may not be the same place"; against the joint of all photos, which the odd photo drags towards itself,
 the flag found 3–78 % of the odd photos on the stand-ins, against 42–80 % this way: bench/RESULTS.md).
+
+Calibration: the joint regions take the masses of the calibration given. One fitted on the joint answers of
+labelled photo sets (`geocore.cases.set_calibration`, `geocore calibrate --sets`) covers as it says; one fitted
+on single photos still gives regions, each carrying `calibration_note` (`Calibration.note_for`): on stand-ins
+with shared look-alikes it covered 82–90 % at 90 % (bench/RESULTS.md, "Cases"). The per-photo 90 % regions of
+the conflict flag and the narrowing use the same calibration's 90 % mass.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from geocore.locate import LocateResult, prediction_table
 from geocore.models.prediction import Prediction
 from geocore.uncertainty.calibration import Calibration, validate_levels
 from geocore.uncertainty.regions import SearchRegion, areas_at_masses, search_regions, truth_mass
+from geocore.tensors import as_numpy
 
 # t = n^-0.5 (bench/bench_cases.py, 2/3/5 photos, with and without shared look-alikes): mean log p(truth) −4.85
 # (a = 0.25: −4.74, plain product a = 0: −4.95, a = 1: −6.08), and the joint's 90 % region under a
@@ -94,6 +101,16 @@ class JointResult:
         return bool(self.regions) and all(r.calibrated for r in self.regions)
 
     @property
+    def calibration_kind(self) -> str:
+        """What the regions' calibration was fitted on ("single photos", "sets of 2–5 photos"; "" : none)."""
+        return next((r.calibration_kind for r in self.regions if r.calibration_kind), "")
+
+    @property
+    def calibration_note(self) -> str:
+        """"" unless the calibration was fitted on another kind of answer (e.g. single photos): what to tell."""
+        return next((r.calibration_note for r in self.regions if r.calibration_note), "")
+
+    @property
     def conflicts(self) -> list[str]:
         """Names of the photos that may not show the same place."""
         return self.photos.loc[self.photos["conflict"], "name"].tolist()
@@ -102,10 +119,19 @@ class JointResult:
         """Plain data for `--json`'s "joint" entry: top-k, regions as GeoJSON features, per-photo rows."""
         photos = self.photos.replace({np.nan: None}).to_dict(orient="records")
         return {"n_photos": self.n, "temperature": self.temperature, "calibrated": self.calibrated,
+                "calibration_kind": self.calibration_kind or None, "calibration_note": self.calibration_note or None,
                 "topk": self.table.replace({np.nan: None}).to_dict(orient="records"),
                 "regions": [r.to_feature() for r in self.regions], "photos": photos,
                 "conflicts": self.conflicts, "hint": self.hint,
                 "skipped": [{"name": n, "error": e} for n, e in self.skipped]}
+
+
+def joint_log_prob(image_logp: torch.Tensor, hint_logp: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, M) per-photo image log-probabilities (hint taken out) → (M,) the joint's normalised log-probabilities:
+    the tempered product (t = `temperature(n)`) with the weighted hint term `hint_logp` added once."""
+    image_logp = image_logp.float().cpu()
+    extra = torch.zeros(image_logp.shape[-1]) if hint_logp is None else hint_logp.float().cpu()
+    return (combine(image_logp, temperature(image_logp.shape[-2])) + extra).log_softmax(-1)
 
 
 def _mass(level: float, calibration: Calibration | None) -> float:
@@ -115,9 +141,10 @@ def _mass(level: float, calibration: Calibration | None) -> float:
 def joint_from_log_probs(image_logp: torch.Tensor, names: Sequence[str], candidates: torch.Tensor,
                          cells: CandidateCells, *, hint_logp: torch.Tensor | None = None, hint: dict | None = None,
                          levels=(0.5, 0.9), calibration: Calibration | None = None, model: str | None = None,
-                         top_k: int = 5) -> JointResult:
+                         top_k: int = 5, n_photos: int | None = None) -> JointResult:
     """The joint answer from (n, M) per-photo image log-probabilities (hint taken out), `hint_logp` (M,) already
-    weighted (added once), over `candidates` (M, 2) with areas `cells`."""
+    weighted (added once), over `candidates` (M, 2) with areas `cells`. `n_photos`: how many photos the answer
+    joins, when a row is itself a joint (a clip's segments); n by default (the regions' `calibration_note`)."""
     n, m = image_logp.shape
     if n == 0:
         raise InputError("a joint answer needs at least one photo")
@@ -125,12 +152,13 @@ def joint_from_log_probs(image_logp: torch.Tensor, names: Sequence[str], candida
     extra = torch.zeros(m) if hint_logp is None else hint_logp.float().cpu()
     image_logp = image_logp.float().cpu()
     t = temperature(n)
-    joint_lp = (combine(image_logp, t) + extra).log_softmax(-1)
+    joint_lp = joint_log_prob(image_logp, hint_logp)
     pred = Prediction.from_scores(joint_lp[None], candidates, min(top_k, m), full=True)
-    regions = search_regions(pred.probs_full[0], cells, levels, calibration=calibration, model=model)
+    regions = search_regions(pred.probs_full[0], cells, levels, calibration=calibration, model=model,
+                             n_photos=n if n_photos is None else int(n_photos))
     own = (image_logp + extra).softmax(-1)  # (n, M) each photo as it was shown (with the hint)
-    top1 = pred.coords[0, 0].double().numpy()
-    own_top1 = candidates[own.argmax(-1)].double().numpy()
+    top1 = as_numpy(pred.coords[0, 0], np.float64)
+    own_top1 = as_numpy(candidates[own.argmax(-1)], np.float64)
     q = _mass(CONFLICT_LEVEL, calibration)
     if calibration is not None:
         calibration.check_compatible(model if model is not None else calibration.model, cells.fingerprint)
@@ -139,7 +167,7 @@ def joint_from_log_probs(image_logp: torch.Tensor, names: Sequence[str], candida
     areas = areas_at_masses(torch.cat([pred.probs_full, own] + ([others] if n > 1 else [])), cells, [q])[:, 0]
     without = areas[1 + n:] if n > 1 else np.full(n, np.nan)
     # against the others' joint top-1, not the joint's: a photo from elsewhere drags the joint towards itself
-    conflict = truth_mass(own, cells, candidates[others.argmax(-1)].double().numpy()) > q if n > 1 else False
+    conflict = truth_mass(own, cells, as_numpy(candidates[others.argmax(-1)], np.float64)) > q if n > 1 else False
     photos = pd.DataFrame({
         "name": list(names), "lat": own_top1[:, 0], "lon": own_top1[:, 1],
         "km_from_joint": haversine_km(own_top1, top1[None]), "area90_km2": areas[1 : 1 + n],
@@ -169,11 +197,26 @@ def _hint_terms(results: Sequence[LocateResult], model, hint_model, candidates: 
     return term, per_photo, {"text": key[0], "weight": key[1]}
 
 
-def joint_locate(results: Sequence[LocateResult], model, *, levels=(0.5, 0.9), calibration: Calibration | None = None,
-                 top_k: int = 5, hint_model=None) -> JointResult:
-    """One joint answer for the photos of `locate(model, ..., full=True)` (failed photos are left out and listed
-    in `skipped`). A hint the photos were located with is counted once (needs `hint_model`, the text model that
-    scored it: the model itself for GeoCLIP)."""
+@dataclass(eq=False)
+class JointInputs:
+    """What a joint answer is made of: the photos used (`ok`), those left out (name, error), the candidates, each
+    photo's image log-probabilities with its hint taken out (n, M), and the hint term to add once (M,)."""
+
+    ok: list[LocateResult]
+    skipped: list[tuple[str, str]]
+    candidates: torch.Tensor
+    image_logp: torch.Tensor
+    hint_logp: torch.Tensor | None
+    hint: dict | None
+
+    def joint_log_prob(self) -> torch.Tensor:
+        """(M,) the joint answer's log-probabilities, exactly as `joint_locate` computes them."""
+        return joint_log_prob(self.image_logp, self.hint_logp)
+
+
+def joint_inputs(results: Sequence[LocateResult], model, hint_model=None) -> JointInputs:
+    """The inputs of `joint_locate` (checks included: at least one readable photo, full distributions, one set of
+    candidates, one hint)."""
     ok = [r for r in results if r.ok]
     skipped = [(r.name, r.error or "") for r in results if not r.ok]
     if not ok:
@@ -191,8 +234,18 @@ def joint_locate(results: Sequence[LocateResult], model, *, levels=(0.5, 0.9), c
     logp = log_probs(torch.cat([r.prediction.probs_full.cpu() for r in ok]))
     if term is not None:
         logp = torch.stack([lp - h if h is not None else lp for lp, h in zip(logp, per_photo)]).log_softmax(-1)
-    out = joint_from_log_probs(logp, [r.name for r in ok], candidates, model.candidate_cells(), hint_logp=term,
-                               hint=hint, levels=levels, calibration=calibration, model=model.model_name,
-                               top_k=top_k)
-    out.skipped = skipped
+    return JointInputs(ok, skipped, candidates, logp, term, hint)
+
+
+def joint_locate(results: Sequence[LocateResult], model, *, levels=(0.5, 0.9), calibration: Calibration | None = None,
+                 top_k: int = 5, hint_model=None) -> JointResult:
+    """One joint answer for the photos of `locate(model, ..., full=True)` (failed photos are left out and listed
+    in `skipped`). A hint the photos were located with is counted once (needs `hint_model`, the text model that
+    scored it: the model itself for GeoCLIP). With a calibration fitted on photo sets (`geocore calibrate
+    --sets`) the joint regions cover as it says; with one fitted on single photos they carry a note."""
+    inp = joint_inputs(results, model, hint_model)
+    out = joint_from_log_probs(inp.image_logp, [r.name for r in inp.ok], inp.candidates, model.candidate_cells(),
+                               hint_logp=inp.hint_logp, hint=inp.hint, levels=levels, calibration=calibration,
+                               model=model.model_name, top_k=top_k)
+    out.skipped = inp.skipped
     return out

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from geocore.data.text import terminal_text
+from geocore.present import NOT_CALIBRATED, km2, pct, place_label, region_countries, region_label
 
 
 def print_topk(title: str, table: pd.DataFrame, console: Console) -> None:
@@ -16,15 +17,14 @@ def print_topk(title: str, table: pd.DataFrame, console: Console) -> None:
     for col in ("#", "lat", "lon", "prob", "place", "country"):
         t.add_column(col, justify="right" if col in ("#", "lat", "lon", "prob") else "left")
     for r in table.itertuples():
-        place = ", ".join(x for x in (r.place, r.admin1) if x)
-        t.add_row(str(r.rank), f"{r.lat:.4f}", f"{r.lon:.4f}", f"{r.prob:.3f}", terminal_text(place),
-                  terminal_text(r.country or "(sea)"))
+        t.add_row(str(r.rank), f"{r.lat:.4f}", f"{r.lon:.4f}", f"{r.prob:.3f}",
+                  terminal_text(place_label(r.place, r.admin1)), terminal_text(region_label(r.country)))
     console.print(t)
 
 
 def region_line(region) -> str:
-    """"90 % search region: 1,234,567 km² in 3 areas (FRA, ESP, …) — calibrated" for the console."""
-    countries = ", ".join(region.countries[:6]) + (", …" if len(region.countries) > 6 else "")
-    status = "calibrated" if region.calibrated else "not calibrated (raw probability mass)"
-    return (f"{100 * region.level:g} % search region: {region.area_km2:,.0f} km² in {region.n_areas} "
+    """"90 % search region: 1,234,567 km² in 3 areas (FRA, ESP … and 2 more) — calibrated" for the console."""
+    countries = region_countries(region, 6, iso=True) if len(region.countries) else ""
+    status = "calibrated" if region.calibrated else NOT_CALIBRATED
+    return (f"{pct(region.level)} search region: {km2(region.area_km2)} in {region.n_areas} "
             f"area{'s' if region.n_areas != 1 else ''}" + (f" ({countries})" if countries else "") + f" — {status}")

@@ -12,6 +12,7 @@ from rich.table import Table
 from geocore.cli.answers import print_topk, region_line
 from geocore.data.text import terminal_text, utf8_safe
 from geocore.errors import InputError
+from geocore.present import km, km2, pct, place_label, region_label
 
 # The options `locate` and `report` share for reference photos and cases.
 REFS_OPT = typer.Option(None, "--refs", help="A reference set from `geocore refs build` (same model): each answer "
@@ -54,12 +55,14 @@ def print_joint(joint, console: Console, title: str) -> None:
     print_topk(title, joint.table, console)
     for reg in joint.regions:
         console.print(region_line(reg))
+    if joint.calibration_note:
+        console.print(f"[bold yellow]note:[/] {joint.calibration_note}")
     per = Table(title=f"each photo's part (tempered product, t = {joint.temperature:.2f})")
     for col in ("photo", "own top-1 → joint", "own 90 % km²", "joint 90 % km² without it", "narrowed ×", "same place?"):
         per.add_column(col)
     for r in joint.photos.itertuples():
-        per.add_row(terminal_text(r.name), f"{r.km_from_joint:,.0f} km", f"{r.area90_km2:,.0f}",
-                    f"{r.area90_without_km2:,.0f}", f"{r.narrowing:,.1f}",
+        per.add_row(terminal_text(r.name), km(r.km_from_joint, 0), km2(r.area90_km2, unit=False),
+                    km2(r.area90_without_km2, unit=False), f"{r.narrowing:,.1f}",
                     "[bold red]may not be the same place[/]" if r.conflict else "yes")
     console.print(per)
     for name, error in joint.skipped:
@@ -69,7 +72,7 @@ def print_joint(joint, console: Console, title: str) -> None:
 def print_claim(check, console: Console, what: str) -> None:
     """The claim check in one sentence, with where it stands against the regions."""
     regions = f"inside the 50 % region: {'yes' if check.in_50 else 'no'}; the 90 %: {'yes' if check.in_90 else 'no'}"
-    level = "" if check.level is None else f"; smallest region holding it: {100 * check.level:.0f} %"
+    level = "" if check.level is None else f"; smallest region holding it: {pct(round(check.level, 3))}"
     console.print(f"claim vs {terminal_text(what)} — {terminal_text(check.verdict)} ({regions}{level})")
 
 
@@ -83,13 +86,14 @@ def print_video(video, console: Console) -> None:
     for col in ("time s", "segment", "lat", "lon", "place", "country", "log10 km² (90 %)"):
         t.add_column(col)
     for r in video.frames.itertuples():
-        t.add_row(f"{r.time_s:.1f}", str(r.segment + 1), f"{r.lat:.4f}", f"{r.lon:.4f}", terminal_text(r.place),
-                  terminal_text(r.country), f"{r.localizability:.1f}")
+        t.add_row(f"{r.time_s:.1f}", str(r.segment + 1), f"{r.lat:.4f}", f"{r.lon:.4f}",
+                  terminal_text(place_label(r.place)), terminal_text(region_label(r.country)), f"{r.localizability:.1f}")
     console.print(t)
     for (start, end), seg in zip(video.segment_times, video.segments):
         top = seg.table.iloc[0]
         console.print(f"segment {start:.1f}–{end:.1f} s ({seg.n} frame(s)): {top.lat:.4f}, {top.lon:.4f} "
-                      f"{terminal_text(top.place)}, {terminal_text(top.country)} (p = {top.prob:.3f})")
+                      f"{terminal_text(place_label(top.place, top.admin1))}, {terminal_text(region_label(top.country))} "
+                      f"(p = {top.prob:.3f})")
     print_joint(video.clip, console, f"{video.name}: the whole clip")
 
 

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from geocore.data.catalog import CATALOG, PARTS, DatasetEntry, get_entry
-from geocore.data.store import DatasetDir, data_home
+from geocore.data.fetched import DatasetDir, data_home
 from geocore.data.text import terminal_text
 from geocore.errors import InputError
 
@@ -56,7 +56,10 @@ def list_datasets(
         rows.append({"name": entry.name, "title": entry.title, "what": entry.what, "images": entry.n_images,
                      "parts": list(entry.parts), "metadata_bytes": entry.part_size("metadata"),
                      "images_bytes": entry.part_size("images"), "here": sorted(here), "licence": entry.licence,
-                     "citation": entry.citation, "homepage": entry.homepage, "notes": entry.notes})
+                     "citation": entry.citation, "homepage": entry.homepage, "notes": entry.notes,
+                     "files": [{"name": f.name, "url": f.url, "role": f.role, "size": f.size, "sha256": f.sha256,
+                                "url_verified": f.url_verified, "size_verified": f.size_verified}
+                               for f in entry.files]})
     if as_json:
         typer.echo(json.dumps({"data_dir": str(root), "datasets": rows}))
         return
@@ -69,7 +72,8 @@ def list_datasets(
         table.add_row(entry.name, f"{entry.n_images:,}", _approx(entry, "metadata"), _approx(entry, "images"),
                       terminal_text(here))
     console.print(table)
-    console.print("(~: the catalog's estimate; the source does not state it)")
+    console.print("(~: the catalog's estimate; the source does not state it. `--json` lists every file's name, "
+                  "address and size: a --from mirror holds the same names)")
     for entry in CATALOG.values():
         console.print(f"[bold]{entry.name}[/]: {terminal_text(entry.what)}")
         _terms(console, entry)
@@ -80,8 +84,14 @@ def list_datasets(
 def _rich_progress(console: Console) -> Callable:
     @contextlib.contextmanager
     def progress(label: str, total: int | None, done: int) -> Iterator[Callable[[int], None]]:
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                    TimeRemainingColumn())
@@ -105,8 +115,8 @@ def fetch(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Fetch a dataset (resumable, checksummed) into DATA_DIR/NAME: NAME.csv + images/ + a completion marker."""
-    from geocore.data.download import no_progress
     from geocore.data.fetch import fetch_dataset
+    from geocore.data.transfer import no_progress
 
     entry = get_entry(name)
     if part not in ("both", *PARTS):

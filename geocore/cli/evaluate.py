@@ -7,22 +7,17 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from geocore.cli.precision import PRECISION_OPT
+from geocore.cli.options import (ACCELERATOR_OPT, DEVICE_OPT, DEVICES_OPT, MODEL_OPT, NODES_OPT, PRECISION_OPT,
+                                 PRETRAINED_OPT, STRATEGY_OPT, TOPK_OPT, WORKERS_OPT)
 from geocore.data.safe_io import check_output
-from geocore.data.store import resolve_benchmark
+from geocore.data.fetched import resolve_benchmark
 from geocore.data.text import terminal_text
 from geocore.weights.preflight import check_default_weights
 
-# The options of every command that runs on the predict loop (`geocore.runtime.predict_loop`); None = not given.
-ACCELERATOR_OPT = typer.Option(None, "--accelerator", help="auto, cpu or gpu (default auto: a GPU when there is one).")
-DEVICES_OPT = typer.Option(None, "--devices", min=1, help="Devices per node (more than one: DDP; default 1).")
-NODES_OPT = typer.Option(None, "--num-nodes", min=1, help="Machines (start the command on each, e.g. srun; default 1).")
-STRATEGY_OPT = typer.Option(None, "--strategy", help="ddp (the default with more than one device or node) or auto.")
-
 
 def evaluate(
-    model: str = typer.Option("geoclip", "--model", help="Registered model name (see `geocore models`)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="Weights tag or checkpoint path (default: the model's own)."),
+    model: str = MODEL_OPT,
+    pretrained: str = PRETRAINED_OPT,
     dataset: Path = typer.Option(..., "--dataset", help="Benchmark CSV (IMG_ID or IMG_FILE, LAT, LON), or a dataset "
                                  "fetched by `geocore data fetch` (im2gps3k, yfcc4k, ...)."),
     images: Path = typer.Option(None, "--images", help="Folder holding the benchmark's images (with a fetched "
@@ -33,14 +28,14 @@ def evaluate(
     resume: bool = typer.Option(False, "--resume", help="Skip images already in OUTPUT and carry on."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
-    top_k: int = typer.Option(5, "--top-k", min=1),
-    device: str = typer.Option(None, "--device", help="One device: cpu, cuda or cuda:N (or use --accelerator)."),
+    top_k: int = TOPK_OPT,
+    device: str = DEVICE_OPT,
     accelerator: str = ACCELERATOR_OPT,
     devices: int = DEVICES_OPT,
     num_nodes: int = NODES_OPT,
     strategy: str = STRATEGY_OPT,
     precision: str = PRECISION_OPT,
-    workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes (per device)."),
+    workers: int = WORKERS_OPT,
     tencrop: bool = typer.Option(False, "--tencrop", help="Cell models: average the papers' ten crops."),
     refs: Path = typer.Option(None, "--refs", help="A reference set (geocore refs build) fused into each answer; "
                               "references that are benchmark photos (same IMG_ID or file) are left out."),

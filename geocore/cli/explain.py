@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from geocore.cli.precision import PRECISION_OPT, check_precision, describe_precision
+from geocore.cli.options import PRECISION_OPT, PRETRAINED_OPT, warn_random_backbone
+from geocore.cli.precision import check_precision, describe_precision
 from geocore.data.safe_io import check_output
 from geocore.data.text import terminal_text
 from geocore.errors import InputError
@@ -67,8 +68,7 @@ def segment(
 def explain(
     image: Path = typer.Argument(..., help="Image file."),
     model: str = typer.Option(..., "--model", help="Registered model name (see `geocore models`)."),
-    pretrained: str = typer.Option(None, "--pretrained",
-                                   help="Weights tag or checkpoint path (default: the model's own)."),
+    pretrained: str = PRETRAINED_OPT,
     target: int = typer.Option(None, "--target", min=0,
                                help="Gallery point (geoclip) or fine cell (translocator, geodecoder); default top-1."),
     target_latlon: str = typer.Option(None, "--target-latlon", help="LAT,LON to explain (geoclip only)."),
@@ -96,8 +96,7 @@ def explain(
     if target_latlon and not isinstance(net, GalleryModel):
         raise InputError(f"--target-latlon needs a GPS-gallery model (geoclip), not {model}; use --target CELL")
     console = Console(soft_wrap=True)
-    if net.random_backbone:
-        console.print(f"[bold red]note:[/] {terminal_text(model)} has a RANDOM backbone: this map means nothing")
+    warn_random_backbone(net, model, console, "this map means nothing")
     # a segmentation model: segment the whole photo once, Grad-CAM crops it like the photo
     seg = load_segmenter(segmenter).segment(photo) if net.needs_segmentation else None
     chosen = _latlon(target_latlon) if target_latlon else target

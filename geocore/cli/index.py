@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from geocore.cli.locate import GALLERY_EXPECTED
+from geocore.cli.options import GALLERY_MODEL_OPT, PRETRAINED_OPT
 from geocore.data.safe_io import check_input_size
 from geocore.data.text import terminal_text
 from geocore.errors import InputError
@@ -17,9 +18,8 @@ from geocore.weights.preflight import check_default_weights
 
 def index(
     gallery: Path = typer.Argument(..., help="CSV of candidate points (LAT,LON): the gallery to index."),
-    model: str = typer.Option("geoclip", "--model", help="A GeoCLIP model; only its location encoder is used."),
-    pretrained: str = typer.Option(None, "--pretrained",
-                                   help="Weights tag or checkpoint path (default: the model's own)."),
+    model: str = GALLERY_MODEL_OPT,
+    pretrained: str = PRETRAINED_OPT,
     mode: str = typer.Option("auto", "--index", help="auto (an index above 2M points), ivf (always) or exact (none)."),
 ) -> None:
     """Cache a gallery's location embeddings (float16 above 250K points) and, above the threshold, its FAISS index,

@@ -12,18 +12,17 @@ from rich.console import Console
 from rich.table import Table
 
 from geocore.cli.answers import print_topk, region_line
-from geocore.cli.cases import (CLAIM_OPT, REFS_K_OPT, REFS_OPT, REFS_WEIGHT_OPT, SAME_PLACE_OPT, case_inputs,
+from geocore.cli.cases import (CLAIM_OPT, REFS_K_OPT, REFS_OPT, REFS_WEIGHT_OPT, SAME_PLACE_OPT,
                                case_record, print_claim, print_joint, print_video, split_videos)
-from geocore.cli.evaluate import ACCELERATOR_OPT, DEVICES_OPT, NODES_OPT, STRATEGY_OPT
-from geocore.cli.precision import PRECISION_OPT, check_precision, describe_precision
+from geocore.cli.options import (ACCELERATOR_OPT, DEVICES_OPT, MODEL_OPT, NODES_OPT, PRECISION_OPT, PRETRAINED_OPT,
+                                 STRATEGY_OPT, TOPK_OPT, warn_random_backbone)
+from geocore.cli.precision import check_precision, describe_precision
 from geocore.data import safe_io
 from geocore.data.text import terminal_text, utf8_safe
 from geocore.errors import InputError
+from geocore.tensors import as_numpy
 from geocore.weights.preflight import check_default_weights
 
-MODEL_OPT = typer.Option("geoclip", "--model", help="Registered model name (see `geocore models`).")
-PRETRAINED_OPT = typer.Option(None, "--pretrained", help="Weights tag or checkpoint path (default: the model's own).")
-TOPK_OPT = typer.Option(5, "--top-k", min=1, help="How many locations to return.")
 LOCATE_SUFFIXES = (".csv", ".parquet", ".geojson", ".json")
 GALLERY_EXPECTED = "a gallery CSV with LAT,LON columns"
 
@@ -59,29 +58,6 @@ def _load(model: str, pretrained: str | None, gallery: Path | None, bbox: str | 
 
 def _rows(name: str, table: pd.DataFrame, extra: dict | None = None) -> list[dict]:
     return [{"image": name, **(extra or {}), **row} for row in table.to_dict("records")]
-
-
-def parse_levels(text: str | None, option: str = "--regions") -> tuple[float, ...] | None:
-    """`--regions 0.5,0.9` → (0.5, 0.9); InputError naming `option` and the bad value (an empty one too)."""
-    from geocore.uncertainty.calibration import validate_levels
-
-    return None if text is None else validate_levels(text, option)
-
-
-def check_hint_options(hint: str | None, hint_weight: float | None) -> None:
-    """`--hint` and `--hint-weight` checked before any model loads (`geocore.hints.check_hint`)."""
-    from geocore.hints import check_hint
-
-    if hint_weight is not None and hint is None:
-        raise InputError("--hint-weight: given without --hint")
-    if hint is not None:
-        check_hint(hint, hint_weight)
-
-
-def load_calibration(path: Path | None):
-    from geocore.uncertainty.calibration import Calibration
-
-    return Calibration.load(path) if path is not None else None
 
 
 def _image_record(res) -> dict:
@@ -123,14 +99,14 @@ def _write(results: list, output: Path) -> None:
     safe_io.write_text_atomic(output, safe_io.to_csv_text(located_table(results)))  # no spreadsheet formulas
 
 
-def _locate_table(net, paths: list[Path], output: Path, loop: dict, *, batch_size: int, precision: str,
-                  **options) -> None:
+def _locate_table(net, paths: list[Path], output: Path, loop: dict, bound) -> None:
     """Many photos into one table on the predict loop (`geocore.runtime.predict_loop`; Lightning loads here only)."""
     from geocore.eval.batch_locate import locate_to_table
     from geocore.runtime.predict_loop import loop_options
 
-    opts = loop_options(**loop, precision=precision, batch_size=batch_size, progress=False)
-    done = locate_to_table(net, paths, output, opts, precision=precision, **options)
+    request = bound.request
+    opts = loop_options(**loop, precision=request.precision, batch_size=request.batch_size, progress=False)
+    done = locate_to_table(net, paths, output, opts, bound)
     if done is None:  # another rank than 0: rank 0 writes and reports
         return
     console = Console(stderr=True, soft_wrap=True)
@@ -142,13 +118,6 @@ def _locate_table(net, paths: list[Path], output: Path, loop: dict, *, batch_siz
         raise InputError("none of the images could be read")
 
 
-def _refs_options(ref_set, k: int | None, weight: float | None) -> dict:
-    """`locate`'s reference-photo arguments (none without a set)."""
-    if ref_set is None:
-        return {}
-    return {"refs": ref_set, "refs_weight": weight, **({"refs_k": k} if k is not None else {})}
-
-
 def print_references(table: pd.DataFrame, console: Console) -> None:
     """The nearest reference photos: ID, position, similarity, km from the top-1, place and country."""
     t = Table(title="similar reference photos")
@@ -158,15 +127,6 @@ def print_references(table: pd.DataFrame, console: Console) -> None:
         t.add_row(terminal_text(r.IMG_ID), f"{r.lat:.4f}", f"{r.lon:.4f}", f"{r.similarity:.3f}", f"{r.km:,.1f}",
                   terminal_text(r.place), terminal_text(r.country))
     console.print(t)
-
-
-def hint_model_or_none(net, hint):
-    """The text model that scored a hint (the model itself for GeoCLIP), or None without a hint."""
-    if hint is None:
-        return None
-    from geocore.hints import hint_model_for
-
-    return hint_model_for(net, None)
 
 
 def locate(
@@ -209,94 +169,94 @@ def locate(
     check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
     if output is not None:  # the user's files and options, before torch loads too
         safe_io.check_output(output, LOCATE_SUFFIXES)
-    levels = parse_levels(regions)
-    cal = load_calibration(calibration)
     from geocore.locate import expand_paths, locate as run_locate
+    from geocore.request import LocateRequest
 
-    check_precision(precision)
-    check_hint_options(hint, hint_weight)
-    if cal is not None and levels is None:
-        levels = cal.levels if set(cal.levels) >= {0.5, 0.9} else (cal.levels[0], cal.levels[-1])
-    if refs is not None and output is not None and output.suffix.lower() in (".csv", ".parquet"):
+    table_out = output is not None and output.suffix.lower() in (".csv", ".parquet") and not as_json
+    paths, videos = split_videos(expand_paths(images))
+    case = same_place or claim is not None or bool(videos)
+    if refs is not None and table_out:
         raise InputError("--refs prints its answer (or --json, or --output .geojson); a .csv/.parquet table of "
                          "many photos does not take references yet")
-    claimed, ref_set = case_inputs(claim, refs, refs_k, refs_weight)  # before the model loads
-    paths, videos = split_videos(expand_paths(images))
-    case = same_place or claimed is not None or bool(videos)
     if case and output is not None and output.suffix.lower() in (".csv", ".parquet"):
         raise InputError("--same-place, --claim and videos print their answer (or --json); --output takes single "
                          "photos only")
-    if case and levels is None:
-        levels = (0.5, 0.9)
+    request = LocateRequest.build(  # every option checked once, before the model loads
+        top_k=top_k, regions=regions, calibration=calibration, hint=hint, hint_weight=hint_weight, refine=refine,
+        tencrop=tencrop, precision=precision, refs=refs, refs_k=refs_k, refs_weight=refs_weight, full=case,
+        same_place=same_place, claim=claim, every_s=every_s, max_frames=max_frames, batch_size=batch_size,
+        regions_needed=case, model_name=model)
+    loop = dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
+    if table_out:  # a mistaken device option fails before the model loads too
+        from geocore.runtime.predict_loop import loop_options
+
+        loop_options(**loop, precision=precision, batch_size=batch_size, progress=False)
     net = _load(model, pretrained, gallery, bbox, grid_km)
     console = Console(stderr=as_json or output is not None, soft_wrap=True)
-    if net.random_backbone:
-        console.print(f"[bold red]note:[/] {terminal_text(model)} has a RANDOM backbone: these predictions mean "
-                      "nothing")
-    used, line = describe_precision(precision, net.device, net)
+    warn_random_backbone(net, model, console)
+    _, line = describe_precision(precision, net.device, net)
     console.print(line)
-    if output is not None and output.suffix.lower() in (".csv", ".parquet") and not as_json:  # a table: many photos
-        loop = dict(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
-        return _locate_table(net, paths, output, loop, top_k=top_k, refine=refine, regions=levels, calibration=cal,
-                             hint=hint, hint_weight=hint_weight, tencrop=tencrop, precision=precision,
-                             batch_size=batch_size)
-    results = run_locate(net, [(str(p), p) for p in paths], top_k=top_k, refine=refine, batch_size=batch_size,
-                         regions=levels, calibration=cal, hint=hint, hint_weight=hint_weight, tencrop=tencrop,
-                         precision=used, full=case, **_refs_options(ref_set, refs_k, refs_weight))
+    bound = request.bind(net)  # the calibration's fit, the hint scored: once, before any photo is read
+    if table_out:  # a table: many photos, on the predict loop
+        return _locate_table(net, paths, output, loop, bound)
+    results = run_locate(net, [(str(p), p) for p in paths], bound)
     ok = [res for res in results if res.ok]
     for res in results:
         if not res.ok:
             Console(stderr=True, soft_wrap=True).print(f"[red]skipped[/] {terminal_text(res.error)}")
         elif not as_json and not output:
-            print_topk(res.name, res.table, console)
-            if res.exif_gps:
-                inside = res.exif_in_region(0.9)
-                console.print(f"EXIF GPS {res.exif_gps[0]:.4f}, {res.exif_gps[1]:.4f}: top-1 is "
-                              f"{res.exif_error_km:,.1f} km away"
-                              + ("" if inside is None else f"; {'inside' if inside else 'outside'} the 90 % region"))
-            for reg in res.regions:
-                console.print(region_line(reg))
-            if res.references is not None:
-                print_references(res.references, console)
-            if res.outside_calibration:
-                console.print("[bold red]note:[/] this photo's localizability lies outside what the calibration saw "
-                              "(beyond its 1st–99th percentile): coverage may not hold here")
+            print_answer(res, console)
     if output:
         _write(ok, output)
         console.print(f"{len(ok)} image(s) located, {len(results) - len(ok)} skipped → {terminal_text(output)}")
     if case:
-        return _locate_case(net, ok, videos, console, as_json=as_json, same_place=same_place, claimed=claimed,
-                            top_k=top_k, levels=levels, cal=cal, hint=hint, hint_weight=hint_weight, precision=used,
-                            every_s=every_s, max_frames=max_frames, batch_size=batch_size)
+        return _locate_case(bound, ok, videos, console, as_json=as_json)
     if as_json:
         typer.echo(json.dumps([_image_record(res) for res in ok]))
     if not ok:
         raise InputError("none of the images could be read")
 
 
-def _locate_case(net, ok: list, videos: list[Path], console: Console, *, as_json: bool, same_place: bool,
-                 claimed, top_k: int, levels, cal, hint, hint_weight, precision: str, every_s: float,
-                 max_frames: int, batch_size: int) -> None:
+def print_answer(res, console: Console) -> None:
+    """One photo's answer as the terminal shows it: top-k, EXIF GPS, search regions, references, fit warning."""
+    print_topk(res.name, res.table, console)
+    if res.exif_gps:
+        inside = res.exif_in_region(0.9)
+        console.print(f"EXIF GPS {res.exif_gps[0]:.4f}, {res.exif_gps[1]:.4f}: top-1 is "
+                      f"{res.exif_error_km:,.1f} km away"
+                      + ("" if inside is None else f"; {'inside' if inside else 'outside'} the 90 % region"))
+    for reg in res.regions:
+        console.print(region_line(reg))
+    note = next((r.calibration_note for r in res.regions if r.calibration_note), "")
+    if note:
+        console.print(f"[bold yellow]note:[/] {note}")
+    if res.references is not None:
+        print_references(res.references, console)
+    if res.outside_calibration:
+        console.print("[bold red]note:[/] this photo's localizability lies outside what the calibration saw "
+                      "(beyond its 1st–99th percentile): coverage may not hold here")
+
+
+def _locate_case(bound, ok: list, videos: list[Path], console: Console, *, as_json: bool) -> None:
     """The joint answer of photos of one place, each video clip, and the claim checked against each answer."""
     from geocore.cases.claims import check_claim
-    from geocore.cases.joint import joint_locate
     from geocore.cases.clip import locate_video
+    from geocore.cases.joint import joint_locate
     from geocore.errors import ImageError
 
-    hint_model = hint_model_or_none(net, hint)
+    req, net = bound.request, bound.model
     joint = None
-    if same_place:
+    if req.same_place:
         if not ok:
             raise InputError("none of the photos could be read")
-        joint = joint_locate(ok, net, levels=levels, calibration=cal, top_k=top_k, hint_model=hint_model)
+        joint = joint_locate(ok, net, levels=req.levels, calibration=req.calibration, top_k=req.top_k,
+                             hint_model=bound.hint_model)
         if not as_json:
             print_joint(joint, console, f"{len(ok)} photo(s) of one place: the joint answer")
     located = []
     for path in videos:
         try:
-            video = locate_video(net, path, every_s=every_s, max_frames=max_frames, top_k=top_k, levels=levels,
-                                 calibration=cal, hint=hint, hint_weight=hint_weight, hint_model=hint_model,
-                                 precision=precision, batch_size=batch_size)
+            video = locate_video(net, path, bound)
         except (ImageError, InputError) as err:
             Console(stderr=True, soft_wrap=True).print(f"[red]skipped[/] {terminal_text(err)}")
             continue
@@ -306,13 +266,12 @@ def _locate_case(net, ok: list, videos: list[Path], console: Console, *, as_json
     if not ok and not located:
         raise InputError("none of the photos or videos could be read")
     checks = {}
-    if claimed is not None:
+    if req.claim is not None:
         answers = ([("the joint answer", joint)] if joint is not None else [(r.name, r) for r in ok]) + \
                   [(f"{v.name} (whole clip)", v.clip) for v in located]
-        cells = net.candidate_cells()
         for what, answer in answers:
-            checks[what] = check_claim(answer, claimed[:2], cells, cal, model=net.model_name)
-            checks[what].label = claimed[2]
+            checks[what] = check_claim(answer, req.claim[:2], bound.cells, req.calibration, model=net.model_name)
+            checks[what].label = req.claim[2]
             if not as_json:
                 print_claim(checks[what], console, what)
     if as_json:
@@ -374,7 +333,7 @@ def embed(
         if not isinstance(net, GalleryModel):
             raise InputError(f"embed needs a GPS-gallery model (geoclip), not {model}")
         emb = net.embed_locations(points)
-    emb = emb.cpu().numpy().astype(np.float32)
+    emb = as_numpy(emb, np.float32)
     with safe_io.atomic_path(target) as tmp, open(tmp, "wb") as fh:  # a kill leaves the old file or none
         np.save(fh, emb)
     Console(stderr=True).print(f"{len(emb)} embeddings of dimension {emb.shape[1]} → {terminal_text(target)}")

@@ -11,8 +11,7 @@ from rich.table import Table
 
 from geocore.data.text import readable, terminal_text
 from geocore.errors import InputError
-from geocore.eval.published import (THRESHOLDS_KM, canonical_dataset, dataset_from_name, datasets,
-                                    published_for)
+from geocore.eval.published import THRESHOLDS_KM, canonical_dataset, dataset_from_name, datasets, published_for
 
 
 @dataclass(frozen=True)
@@ -65,18 +64,19 @@ def print_papers(console: Console, pick: PapersPick | None, metrics: dict) -> No
         return
     run = _run_acc(metrics)
     rows = published_for(pick.dataset)
-    table = Table(title=f"published figures on {pick.dataset} (picked from {terminal_text(pick.how)}); "
-                        "Δ = this run − paper, in points", box=box.SIMPLE_HEAVY, padding=(0, 1), pad_edge=False)
+    console.print(f"published figures on {pick.dataset} (picked from {terminal_text(pick.how)}; "
+                  "--papers-dataset chooses another)", soft_wrap=True)
+    table = Table(title="accuracy (%); Δ = this run − paper, in points", box=box.SIMPLE_HEAVY, padding=(0, 1),
+                  pad_edge=False)
     table.add_column("system", no_wrap=True)
     for r in THRESHOLDS_KM:
         table.add_column(f"{r} km", justify="right", no_wrap=True)
-        table.add_column("Δ", justify="right", no_wrap=True)
-    table.add_row(f"this run (n = {int(metrics['n']):,})", *(c for a in run for c in (f"{a:.1f}", "")))
+    table.add_row(f"this run (n = {int(metrics['n']):,})", *(f"{a:.1f}" for a in run), end_section=True)
     for i, p in enumerate(rows, 1):
-        cells = (c for mine, a in zip(run, p.acc) for c in (f"{a:g}", f"{mine - a:+.1f}"))
-        table.add_row(f"{terminal_text(p.system)} [{i}]", *cells)
+        table.add_row(f"{terminal_text(p.system)} [{i}]", *(f"{a:g}" for a in p.acc))
+        table.add_row("  Δ", *(f"{mine - a:+.1f}" for mine, a in zip(run, p.acc)), style="dim")
     console.print(table)
     for i, p in enumerate(rows, 1):
         mark = "" if p.checked else " — not checked against the paper here"
         console.print(f"[{i}] {readable(p.system)} ({p.venue}): {readable(p.source)}{mark}", markup=False,
-                      highlight=False)
+                      highlight=False, soft_wrap=True)

@@ -8,8 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from geocore.cli.evaluate import ACCELERATOR_OPT, DEVICES_OPT, NODES_OPT, STRATEGY_OPT
-from geocore.cli.precision import PRECISION_OPT, check_precision
+from geocore.cli.options import (ACCELERATOR_OPT, DEVICE_OPT, DEVICES_OPT, NODES_OPT, PRECISION_OPT, PRETRAINED_OPT,
+                                 STRATEGY_OPT, WORKERS_OPT, warn_random_backbone)
+from geocore.cli.precision import check_precision
 from geocore.data.text import terminal_text
 from geocore.weights.preflight import check_default_weights
 
@@ -19,24 +20,25 @@ refs_app = typer.Typer(help="Reference photos: your geotagged photos, searched f
 
 @refs_app.command("build")
 def build(
-    source: Path = typer.Argument(..., help="A CSV (IMG_ID, LAT, LON, optional columns) with --images, or a folder "
-                                  "of photos whose GPS comes from their EXIF."),
+    source: Path = typer.Argument(..., help="A CSV (IMG_ID, LAT, LON, optional columns) with --images, a folder "
+                                  "of photos whose GPS comes from their EXIF, or local WebDataset shards (a .tar, or "
+                                  "a pattern such as 'shards-{000..009}.tar'; IMG_ID is each sample's key)."),
     output: Path = typer.Option(..., "--output", help="The reference set to write (a folder)."),
     model: str = typer.Option("geoclip", "--model", help="The model whose image tower embeds the photos (the one "
                               "you will locate with)."),
-    pretrained: str = typer.Option(None, "--pretrained", help="Weights tag or checkpoint path."),
+    pretrained: str = PRETRAINED_OPT,
     images: Path = typer.Option(None, "--images", help="Folder holding the CSV's photos."),
     thumbnails: bool = typer.Option(False, "--thumbnails", help="Also keep a small thumbnail of each photo (off by "
                                     "default: the set then holds no picture of anyone's photo)."),
     resume: bool = typer.Option(False, "--resume", help="Carry on a killed build of the same source and model."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
-    device: str = typer.Option(None, "--device", help="One device: cpu, cuda or cuda:N (or use --accelerator)."),
+    device: str = DEVICE_OPT,
     accelerator: str = ACCELERATOR_OPT,
     devices: int = DEVICES_OPT,
     num_nodes: int = NODES_OPT,
     strategy: str = STRATEGY_OPT,
     precision: str = PRECISION_OPT,
-    workers: int = typer.Option(0, "--workers", min=0, help="Data-loading worker processes (per device)."),
+    workers: int = WORKERS_OPT,
 ) -> None:
     """Embed geotagged photos with a model's own image tower into a reference set (resumable, many devices)."""
     check_default_weights(model, pretrained)  # before torch loads
@@ -46,8 +48,7 @@ def build(
 
     console = Console(stderr=True, soft_wrap=True)
     net = load_model_for_user(model, pretrained)
-    if net.random_backbone:
-        console.print(f"[bold red]note:[/] {terminal_text(model)} has a RANDOM backbone: these embeddings mean nothing")
+    warn_random_backbone(net, model, console, "these embeddings mean nothing")
     built = build_reference_set(net, source, output=output, images=images, thumbnails=thumbnails, resume=resume,
                                 batch_size=batch_size, device=device, accelerator=accelerator, devices=devices,
                                 num_nodes=num_nodes, strategy=strategy, precision=precision, num_workers=workers)

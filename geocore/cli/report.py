@@ -8,8 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from geocore.cli.cases import CLAIM_OPT, REFS_K_OPT, REFS_OPT, REFS_WEIGHT_OPT, SAME_PLACE_OPT, case_inputs
-from geocore.cli.locate import check_hint_options, parse_levels
+from geocore.cli.cases import CLAIM_OPT, REFS_K_OPT, REFS_OPT, REFS_WEIGHT_OPT, SAME_PLACE_OPT
+from geocore.cli.options import MODEL_OPT, PRETRAINED_OPT, warn_random_backbone
 from geocore.data.safe_io import check_output
 from geocore.data.text import terminal_text
 from geocore.errors import InputError
@@ -32,9 +32,8 @@ def _command(images: list[Path], explain: bool, **options) -> str:
 def report(
     images: list[Path] = typer.Argument(..., help="Photos, folders of photos, or video clips (MP4, MOV, WebM, MKV)."),
     output: Path = typer.Option(..., "--output", "-o", help="The report to write, e.g. case.html."),
-    model: str = typer.Option("geoclip", "--model", help="Registered model name (see `geocore models`)."),
-    pretrained: str = typer.Option(None, "--pretrained",
-                                   help="Weights tag or checkpoint path (default: the model's own)."),
+    model: str = MODEL_OPT,
+    pretrained: str = PRETRAINED_OPT,
     hint: str = typer.Option(None, "--hint", help="A text hint about the place, e.g. 'a beach in the tropics'."),
     hint_weight: float = typer.Option(None, "--hint-weight", help="How much the hint counts (default: locate's)."),
     calibration: Path = typer.Option(None, "--calibration", help="Calibration file (JSON) for the search regions."),
@@ -57,41 +56,37 @@ def report(
 
     One HTML file that opens offline and makes no request (images inline; no scripts, fonts or tiles)."""
     check_default_weights(model, pretrained)  # before torch loads: a missing-weights error in a blink
+    from geocore.cases.analyse import analyse_case
     from geocore.cli.cases import split_videos
     from geocore.locate import expand_paths
     from geocore.models.registry import load_model_for_user
-    from geocore.report import build_report, write_html
-    from geocore.uncertainty.calibration import Calibration
+    from geocore.report import report_from_case, write_html
+    from geocore.request import LocateRequest
 
     # the user's mistakes first, before any model is loaded
     check_output(output, REPORT_SUFFIXES, create=True)
-    levels = parse_levels(regions)
-    check_hint_options(hint, hint_weight)
-    cal = Calibration.load(calibration) if calibration is not None else None
-    if levels is None:  # as `geocore locate` chooses them
-        levels = (0.5, 0.9) if cal is None or set(cal.levels) >= {0.5, 0.9} else (cal.levels[0], cal.levels[-1])
-    claimed, ref_set = case_inputs(claim, refs, refs_k, refs_weight)
+    request = LocateRequest.build(
+        top_k=top_k, regions=regions, calibration=calibration, hint=hint, hint_weight=hint_weight, refs=refs,
+        refs_k=refs_k, refs_weight=refs_weight, same_place=same_place, claim=claim, every_s=every_s,
+        max_frames=max_frames, full=True, regions_needed=True, model_name=model)
     paths = expand_paths(images)  # folders: their images; files as given, video clips among them
     stills, clips = split_videos(paths)
 
     net = load_model_for_user(model, pretrained)
     console = Console(stderr=True, soft_wrap=True)
-    if net.random_backbone:
-        console.print(f"[bold red]note:[/] {terminal_text(model)} has a RANDOM backbone: these predictions mean "
-                      "nothing")
+    warn_random_backbone(net, model, console)
+    bound = request.bind(net)  # the calibration's fit, the hint scored: once, before any photo is read
     weights_file = Path(pretrained) if pretrained and Path(pretrained).is_file() else None
     command = _command(paths, explain, output=output, model=model, pretrained=pretrained, hint=hint,
                        hint_weight=hint_weight, calibration=calibration, top_k=top_k,
-                       regions=",".join(f"{v:g}" for v in levels), refs=refs, refs_k=refs_k,
+                       regions=",".join(f"{v:g}" for v in request.levels), refs=refs, refs_k=refs_k,
                        refs_weight=refs_weight, same_place=same_place, claim=claim,
                        every_s=every_s if clips and every_s != 1.0 else None,
                        max_frames=max_frames if clips and max_frames != 300 else None)
     console.print(f"analysing {len(stills)} photo(s)" + (f" and {len(clips)} video(s)" if clips else "")
                   + f" with {terminal_text(model)} …")
-    rep = build_report(net, [(str(p), p) for p in paths], hint=hint, hint_weight=hint_weight, calibration=cal,
-                       top_k=top_k, levels=levels, weights_file=weights_file, explain=explain, command=command,
-                       refs=ref_set, refs_k=refs_k, refs_weight=refs_weight, same_place=same_place,
-                       claim=claimed, every_s=every_s, max_frames=max_frames)
+    case = analyse_case(net, [(str(p), p) for p in paths], bound)  # each photo read once, located once
+    rep = report_from_case(case, weights_file=weights_file, explain=explain, command=command)
     write_html(rep.html, output)
     for case in [*rep.cases, *rep.videos]:
         if not case.ok:

@@ -67,12 +67,12 @@ def _score_results(path: Path, calibration: Path | None, as_json: bool, pick=Non
     from geocore.cli.papers import papers_json, print_papers
     from geocore.metrics import compute_metrics
     from geocore.cli.tables import metrics_table, uncertainty_report
-    from geocore.eval.results import read_results
+    from geocore.eval.results import ok_rows, read_results
     from geocore.eval.coverage import calibration_fit, has_uncertainty, uncertainty_tables
     from geocore.uncertainty.calibration import Calibration
 
     frame = read_results(path)
-    ok = frame[frame["status"] == "ok"]
+    ok = ok_rows(frame)
     metrics = compute_metrics(ok[["PRED_LAT", "PRED_LON"]].to_numpy(float), ok[["LAT", "LON"]].to_numpy(float))
     cal = Calibration.load(calibration) if calibration is not None else None
     tables = uncertainty_tables(frame, cal) if has_uncertainty(frame) else {}

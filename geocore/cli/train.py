@@ -13,6 +13,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from geocore.cli.options import DEVICES_OPT, NODES_OPT
 from geocore.data.text import terminal_text
 from geocore.errors import InputError
 
@@ -24,8 +25,6 @@ OUT_OPT = typer.Option(..., "--output-dir", help="Where the checkpoint, logs and
 EPOCHS_OPT = typer.Option(None, "--epochs", min=1, help="Default 10.")
 LR_OPT = typer.Option(None, "--lr", min=0.0, help="Default: GeoCLIP 3e-5, cell models 1e-4.")
 VAL_OPT = typer.Option(None, "--val-fraction", min=0.0, max=0.9, help="Held out for validation (default 0.05).")
-DEVICES_OPT = typer.Option(None, "--devices", min=1, help="GPUs per node (more than one: DDP; default 1).")
-NODES_OPT = typer.Option(None, "--num-nodes", min=1, help="Machines (start the command on each; default 1).")
 SEED_OPT = typer.Option(None, "--seed")
 WORKERS_OPT = typer.Option(None, "--workers", min=0, help="Data-loading worker processes (default 4).")
 RESUME_OPT = typer.Option(False, "--resume", help="Continue from OUTPUT_DIR/lightning/last.ckpt.")
@@ -57,7 +56,17 @@ def _done(model: str, ckpt: Path) -> None:
 
 @train_app.command("geoclip")
 def geoclip(
-    csv: Path = CSV_OPT, images: Path = IMAGES_OPT, output_dir: Path = OUT_OPT, epochs: int = EPOCHS_OPT,
+    csv: Path | None = typer.Option(None, "--csv", help="Training CSV: IMG_FILE (or IMG_ID), LAT, LON (or use "
+                                    "--shards)."),
+    images: Path | None = typer.Option(None, "--images", help="Folder holding the images (IMG_FILE is relative "
+                                       "to it)."),
+    shards: str | None = typer.Option(None, "--shards", help="WebDataset shards instead of --csv/--images, streamed "
+                                      "(e.g. 'osv5m-train-{000000..000489}.tar'; globs, ::-joined lists and "
+                                      "pipe:/http URLs too): each sample a .jpg/.png/.webp and a .json with "
+                                      "latitude/longitude (or lat/lon)."),
+    val_shards: str | None = typer.Option(None, "--val-shards", help="Validation shards (default: "
+                                          "--val-fraction of the --shards held out, whole shards)."),
+    output_dir: Path = OUT_OPT, epochs: int = EPOCHS_OPT,
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Per device (default 512)."),
     lr: float = LR_OPT,
     queue_size: int = typer.Option(None, "--queue-size", min=0, help="Past GPS kept as extra negatives (default 4096)."),
@@ -69,12 +78,13 @@ def geoclip(
     from_scratch: bool = SCRATCH_OPT, seed: int = SEED_OPT, workers: int = WORKERS_OPT, resume: bool = RESUME_OPT,
     model: str = typer.Option(None, "--model", hidden=True),  # geoclip-tiny: random tiny backbone (tests)
 ) -> None:
-    """Fine-tune GeoCLIP on a CSV of geotagged images (frozen CLIP, trainable heads, GPS queue)."""
+    """Fine-tune GeoCLIP on a CSV of geotagged images or WebDataset shards (frozen CLIP, trainable heads, GPS queue)."""
     from geocore.train.run import train_geoclip  # torch/lightning load only when training
 
     options = given(epochs=epochs, batch_size=batch_size, lr=lr, queue_size=queue_size, val_fraction=val_fraction,
                     devices=devices, num_nodes=num_nodes, cache_features=cache_features, pretrained=pretrained,
-                    from_scratch=from_scratch, model=model, seed=seed, num_workers=workers, resume=resume)
+                    from_scratch=from_scratch, model=model, seed=seed, num_workers=workers, resume=resume,
+                    shards=shards, val_shards=val_shards)
     _done(model or "geoclip", train_geoclip(csv, images, output_dir=output_dir, **options))
 
 

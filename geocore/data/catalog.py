@@ -2,7 +2,7 @@
 
 Each :class:`DatasetEntry` says what the dataset is, where its files come from upstream (the public URLs the
 papers' and their successors' READMEs link), how large they are, their licence and citation, and how the files
-become the one layout every geocore command reads (:mod:`geocore.data.store`)::
+become the one layout every geocore command reads (:mod:`geocore.data.fetched`)::
 
     <data dir>/<name>/<name>.csv   IMG_ID,LAT,LON[,AUTHOR,S3_Label,S16_Label,S365_Label]  (read_benchmark_csv)
     <data dir>/<name>/images/      one file per IMG_ID
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from geocore.errors import InputError
 
 Role = Literal["table", "side", "archive", "split"]
 PartName = Literal["metadata", "images"]
@@ -222,8 +224,6 @@ CATALOG: dict[str, DatasetEntry] = {e.name: e for e in (
 
 def get_entry(name: str) -> DatasetEntry:
     """The catalog row `name`; InputError naming the known ones otherwise."""
-    from geocore.errors import InputError
-
     entry = CATALOG.get(str(name).strip().lower())
     if entry is None:
         raise InputError(f"unknown dataset {name!r}; known: {', '.join(CATALOG)} (see `geocore data list`)")

@@ -101,6 +101,68 @@ def read_benchmark_csv(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+SETS_EXPECTED = "a photo-sets CSV with a header SET_ID,IMG_ID,LAT,LON (one position per set)"
+
+
+def read_sets_csv(path: str | Path) -> pd.DataFrame:
+    """Read and validate a CSV of labelled photo sets: ``SET_ID, IMG_ID, LAT, LON``, one row per photo, the photos
+    of a set sharing one true position (given on each of its rows). Header names are matched ignoring case and
+    spaces; ``IMG_FILE`` may stand for ``IMG_ID``.
+
+    Returns a frame with string ``SET_ID`` and ``IMG_ID``, float ``LAT``/``LON`` and ``line`` (the CSV line), in
+    file order. InputError in one line naming the file, the 1-based CSV line(s) and the field: an empty SET_ID or
+    IMG_ID, a bad coordinate, a set given two positions, an image listed twice in one set, a missing column."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist (expected {SETS_EXPECTED})")
+    frame = read_csv_limited(path, SETS_EXPECTED, dtype={"SET_ID": str, "IMG_ID": str, "IMG_FILE": str},
+                             keep_default_na=False, na_values=[""])
+    canonical = {k: k for k in ("SET_ID", "IMG_ID", "IMG_FILE", "LAT", "LON")}
+    frame = frame.rename(columns=lambda c: canonical.get(str(c).strip().upper(), c))
+    twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if twice:
+        raise InputError(f"{path}: column(s) {', '.join(twice)} appear more than once in the header "
+                         "(names are matched ignoring case and spaces); expected one each")
+    id_col = "IMG_ID" if "IMG_ID" in frame.columns else "IMG_FILE" if "IMG_FILE" in frame.columns else None
+    missing = [c for c in ("SET_ID", "LAT", "LON") if c not in frame.columns] + ([] if id_col else ["IMG_ID"])
+    if missing:
+        raise InputError(f"{path} lacks column(s) {', '.join(missing)}: found {column_list(frame.columns)}; "
+                         f"expected {SETS_EXPECTED}")
+    if frame.empty:
+        raise InputError(f"{path} has a header but no rows (expected one row per photo: SET_ID,IMG_ID,LAT,LON)")
+    problems = []
+    for col, name in (("SET_ID", "SET_ID"), (id_col, id_col)):
+        frame[name] = frame[col].fillna("").astype(str).str.strip()
+        empty = frame.index[frame[name] == ""]
+        if len(empty):
+            problems.append(f"line(s) {_line_list([int(i) + 2 for i in empty])}: field {name} is empty")
+        long = frame.index[frame[name].str.len() > _MAX_NAME]
+        if len(long):
+            problems.append(f"line(s) {_line_list([int(i) + 2 for i in long])}: field {name} is longer than "
+                            f"{_MAX_NAME} characters")
+    problems += [p for p in (_check_coord(frame, "LAT", 90), _check_coord(frame, "LON", 180)) if p]
+    if problems:
+        raise InputError(f"{path}: " + "; ".join(problems))
+    frame["IMG_ID"] = frame[id_col]
+    frame["line"] = frame.index.to_numpy() + 2  # +1 for 1-based, +1 for the header line
+    first = frame.groupby("SET_ID", sort=False)[["LAT", "LON", "line"]].transform("first")
+    moved = frame.index[(frame["LAT"] != first["LAT"]) | (frame["LON"] != first["LON"])]
+    if len(moved):
+        i = moved[0]
+        field = "LAT" if frame.at[i, "LAT"] != first.at[i, "LAT"] else "LON"
+        raise InputError(f"{path}: line(s) {_line_list([int(j) + 2 for j in moved])}: field {field}: set "
+                         f"{shorten(frame.at[i, 'SET_ID'])} is at {first.at[i, 'LAT']:g}, {first.at[i, 'LON']:g} on "
+                         f"line {int(first.at[i, 'line'])} and {frame.at[i, 'LAT']:g}, {frame.at[i, 'LON']:g} on line "
+                         f"{int(i) + 2} (expected one true position per set, the same on each of its rows)")
+    dup = frame.index[frame.duplicated(["SET_ID", "IMG_ID"], keep="first")]
+    if len(dup):
+        i = dup[0]
+        raise InputError(f"{path}: line(s) {_line_list([int(j) + 2 for j in dup])}: field {id_col}: "
+                         f"{shorten(frame.at[i, 'IMG_ID'])} is listed twice in set {shorten(frame.at[i, 'SET_ID'])} "
+                         "(expected each photo once per set)")
+    return frame[["SET_ID", "IMG_ID", "LAT", "LON", "line"]].reset_index(drop=True)
+
+
 def _is_file(path: Path) -> bool:
     """Path.is_file, with names the file system refuses (too long, a NUL byte) counted as missing files."""
     try:

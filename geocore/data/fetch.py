@@ -7,7 +7,7 @@ In order, for the parts asked (``metadata``, ``images``):
    from the source is named before anything is downloaded.
 2. **Disk.** The bytes still to download plus the unpacked size are checked against the free space of the data
    dir (`shutil.disk_usage`); too little refuses before a byte is written.
-3. **Marker.** The parts about to be fetched leave the completion marker first (:mod:`geocore.data.store`).
+3. **Marker.** The parts about to be fetched leave the completion marker first (:mod:`geocore.data.fetched`).
 4. **Each file** is downloaded (resuming a ``.part``; a local mirror's file is read in place) and its SHA-256
    checked against the source's published one, else against the one recorded in ``checksums.json`` by the first
    download (recorded there when there is none yet). A mismatch refuses the file and removes the download.
@@ -15,7 +15,8 @@ In order, for the parts asked (``metadata``, ``images``):
    **Images**: archives are unpacked member by member (:mod:`geocore.data.archives`) into a temporary folder
    beside the target; at least one image the table lists must be among them (else the archive's layout is not
    the catalog's); the folder is then renamed into place.
-6. The marker is written last with the parts now complete; finished downloads are removed unless kept.
+6. The marker is written last with the parts now complete; the downloads are removed then (unless kept), not
+   before: a run that fails later resumes without downloading again.
 """
 
 from __future__ import annotations
@@ -29,10 +30,9 @@ from pathlib import Path
 from geocore.data.archives import ExtractReport, extract
 from geocore.data.catalog import DatasetEntry, PartName, RemoteFile
 from geocore.data.convert import convert_table, table_ids
-from geocore.data.download import (Location, MissingFile, Progress, copy_local, download, locate_file,
-                                   no_progress, probe)
+from geocore.data.fetched import DatasetDir, data_home
 from geocore.data.safe_io import file_sha256
-from geocore.data.store import DatasetDir, data_home
+from geocore.data.transfer import Location, MissingFile, Progress, copy_local, download, locate_file, no_progress, probe
 from geocore.errors import InputError
 
 MAX_PIECES = 1000
@@ -117,6 +117,8 @@ def check_disk(where: DatasetDir, plan: Sequence[PlannedFile]) -> int:
 
 
 def _gb(n: int) -> str:
+    if n < 1e6:
+        return f"{n / 1e3:,.0f} kB"
     return f"{n / 1e9:,.1f} GB" if n >= 1e8 else f"{n / 1e6:,.1f} MB"
 
 
@@ -161,8 +163,23 @@ def _fetch_metadata(entry: DatasetEntry, where: DatasetDir, plan: Sequence[Plann
     return info
 
 
+def _remove_stale_folders(folder: Path) -> None:
+    """Remove the temporary image folders that killed fetches left behind (their process is gone)."""
+    for stale in [*folder.glob(".images.tmp-*"), *folder.glob(".images.old-*")]:
+        pid = stale.name.rsplit("-", 1)[-1]
+        try:
+            alive = pid.isdigit() and int(pid) != os.getpid() and (os.kill(int(pid), 0) is None)
+        except ProcessLookupError:
+            alive = False
+        except OSError:  # exists, not ours to signal
+            alive = True
+        if not alive:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 def _fetch_images(where: DatasetDir, plan: Sequence[PlannedFile], sums: dict[str, str], progress: Progress,
-                  on_corrupt: str, keep: bool, has_table: bool) -> dict:
+                  on_corrupt: str, has_table: bool, done: list[Path]) -> dict:
+    _remove_stale_folders(where.folder)
     tmp = where.folder / f".images.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -170,18 +187,15 @@ def _fetch_images(where: DatasetDir, plan: Sequence[PlannedFile], sums: dict[str
     try:
         archives = [p for p in plan if p.file.role == "archive"]
         pieces = [p for p in plan if p.file.role == "split"]
-        for item in archives:  # one at a time: the download is removed once unpacked
+        for item in archives:  # downloads are kept until the part is whole: a failed run resumes without them
             path, downloaded = _get(where, sums, item, progress)
             extract([path], tmp, on_corrupt=on_corrupt, label=item.name, report=report)
-            if downloaded and not keep:
-                path.unlink(missing_ok=True)
+            done.extend([path] if downloaded else [])
         if pieces:
             got = [_get(where, sums, item, progress) for item in pieces]
             extract([p for p, _ in got], tmp, on_corrupt=on_corrupt, label=f"{pieces[0].name}…{pieces[-1].name}",
                     report=report)
-            for path, downloaded in got:
-                if downloaded and not keep:
-                    path.unlink(missing_ok=True)
+            done.extend(path for path, downloaded in got if downloaded)
         info: dict = {"files": [p.name for p in plan], "unpacked": report.files, "skipped": report.skipped}
         if has_table:
             ids = table_ids(where.csv)
@@ -234,8 +248,7 @@ def fetch_dataset(entry: DatasetEntry, *, root: str | os.PathLike | None = None,
                     f"{n:,} ({why})" for why, n in complete["metadata"]["dropped"].items()))
         else:
             has_table = "metadata" in complete and where.csv.is_file()
-            complete["images"] = _fetch_images(where, plans[part], sums, progress, on_corrupt, keep_downloads,
-                                               has_table)
+            complete["images"] = _fetch_images(where, plans[part], sums, progress, on_corrupt, has_table, finished)
             result.notes.extend(f"skipped: {s}" for s in complete["images"]["skipped"])
         where.write_marker(complete)
     if not keep_downloads:

@@ -14,6 +14,7 @@ import math
 import struct
 import warnings
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -382,25 +383,14 @@ def _gps_coord(value: object, ref: object, positive: str, negative: str, limit: 
     return -degrees if ref.strip("\x00 ").upper() == negative else degrees
 
 
-def read_exif_gps(source: ImageSource, *, name: str | None = None) -> tuple[float, float] | None:
-    """The photo's EXIF GPS position as signed decimal ``(lat, lon)``, or None.
-
-    None when the GPS IFD is absent, malformed, out of range or the (0, 0) placeholder some
-    cameras write without a fix. Bad EXIF never raises; only input that cannot be opened as an
-    image (missing, empty, not an image, beyond PIL's own pixel limit) raises ImageError.
-    """
-    label = _source_name(source, name)
-    img = _open(source, label, max_pixels=None)  # header only: size does not matter here
+def _gps_of(exif: Image.Exif) -> tuple[float, float] | None:
+    """Signed decimal (lat, lon) from an EXIF block, or None (absent, malformed, out of range, or (0, 0))."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # PIL's "Corrupt EXIF data" notes
-            gps = img.getexif().get_ifd(_GPS_IFD)
-            lat = _gps_coord(gps.get(2), gps.get(1), "N", "S", 90.0)
-            lon = _gps_coord(gps.get(4), gps.get(3), "E", "W", 180.0)
+        gps = exif.get_ifd(_GPS_IFD)
+        lat = _gps_coord(gps.get(2), gps.get(1), "N", "S", 90.0)
+        lon = _gps_coord(gps.get(4), gps.get(3), "E", "W", 180.0)
     except Exception:  # any EXIF parsing trouble means "no usable GPS"
         return None
-    finally:
-        img.close()
     if lat is None or lon is None or (lat == 0.0 and lon == 0.0):
         return None
     return lat, lon
@@ -425,6 +415,44 @@ def _exif_text(value: object) -> str | None:
     return text[:200] or None  # EXIF strings are short; a malformed one must not flood a report
 
 
+def _info_of(exif: Image.Exif) -> dict[str, str | None]:
+    out: dict[str, str | None] = dict.fromkeys(_EXIF_TEXT_TAGS)
+    for key, (ifd, tag) in _EXIF_TEXT_TAGS.items():
+        try:
+            out[key] = _exif_text((exif.get_ifd(ifd) if ifd is not None else exif).get(tag))
+        except Exception:  # one malformed IFD leaves the other fields readable
+            out[key] = None
+    return out
+
+
+def read_exif(source: ImageSource, *, name: str | None = None) -> tuple[tuple[float, float] | None,
+                                                                          dict[str, str | None]]:
+    """The photo's EXIF GPS position and capture/camera text (`read_exif_gps`, `read_exif_info`), from one read
+    of its header. Bad EXIF never raises; only input that cannot be opened as an image raises ImageError."""
+    label = _source_name(source, name)
+    img = _open(source, label, max_pixels=None)  # header only: size does not matter here
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # PIL's "Corrupt EXIF data" notes
+            try:
+                exif = img.getexif()
+            except Exception:  # any EXIF parsing trouble: no GPS, no fields
+                return None, dict.fromkeys(_EXIF_TEXT_TAGS)
+            return _gps_of(exif), _info_of(exif)
+    finally:
+        img.close()
+
+
+def read_exif_gps(source: ImageSource, *, name: str | None = None) -> tuple[float, float] | None:
+    """The photo's EXIF GPS position as signed decimal ``(lat, lon)``, or None.
+
+    None when the GPS IFD is absent, malformed, out of range or the (0, 0) placeholder some
+    cameras write without a fix. Bad EXIF never raises; only input that cannot be opened as an
+    image (missing, empty, not an image, beyond PIL's own pixel limit) raises ImageError.
+    """
+    return read_exif(source, name=name)[0]
+
+
 def read_exif_info(source: ImageSource, *, name: str | None = None) -> dict[str, str | None]:
     """The photo's EXIF capture time and camera as text: keys `datetime_original` (DateTimeOriginal,
     "YYYY:MM:DD HH:MM:SS"), `offset_time_original` (its UTC offset, e.g. "+02:00"), `datetime` (the file's
@@ -432,20 +460,50 @@ def read_exif_info(source: ImageSource, *, name: str | None = None) -> dict[str,
 
     Like `read_exif_gps`, bad EXIF never raises; only input that cannot be opened as an image raises ImageError.
     """
+    return read_exif(source, name=name)[1]
+
+
+@dataclass
+class Photo:
+    """A photo read once: its name, bytes, SHA-256, decoded pixels and EXIF, carried through `locate`, Grad-CAM,
+    the case report and the app. `error` says why it could not be used (then the later fields are empty)."""
+
+    name: str
+    data: bytes | None = field(default=None, repr=False)
+    sha256: str | None = None
+    image: Image.Image | None = field(default=None, repr=False)
+    exif_gps: tuple[float, float] | None = None
+    exif: dict = field(default_factory=dict)  # `read_exif_info`'s fields
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def n_bytes(self) -> int | None:
+        return None if self.data is None else len(self.data)
+
+    def described(self) -> "Photo":
+        """This photo without its bytes and pixels (name, SHA-256, EXIF, error): what a result keeps of a photo
+        it does not own, so a thousand located photos do not hold a thousand decoded images."""
+        return Photo(self.name, None, self.sha256, None, self.exif_gps, dict(self.exif), self.error)
+
+
+def read_photo(source: ImageSource | Photo, *, name: str | None = None, max_side: int | None = 2048) -> Photo:
+    """Read a photo once: its bytes (hashed), decoded (`load_image`) and its EXIF read from the same bytes.
+    Never raises for a bad photo: the `Photo` carries the error. A `Photo` is returned as it is."""
+    if isinstance(source, Photo):
+        return source
     label = _source_name(source, name)
-    img = _open(source, label, max_pixels=None)  # header only
-    out: dict[str, str | None] = dict.fromkeys(_EXIF_TEXT_TAGS)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # PIL's "Corrupt EXIF data" notes
-            exif = img.getexif()
-            for key, (ifd, tag) in _EXIF_TEXT_TAGS.items():
-                try:
-                    out[key] = _exif_text((exif.get_ifd(ifd) if ifd is not None else exif).get(tag))
-                except Exception:  # one malformed IFD leaves the other fields readable
-                    out[key] = None
-    except Exception:  # any EXIF parsing trouble leaves the fields None
-        pass
-    finally:
-        img.close()
-    return out
+        data = source_bytes(source, name=label)
+    except ImageError as err:
+        return Photo(label, error=str(err))
+    photo = Photo(label, data, image_bytes_digest(data))
+    try:
+        photo.image = load_image(data, name=label, max_side=max_side)
+        photo.exif_gps, photo.exif = read_exif(data, name=label)
+    except ImageError as err:
+        photo.error = str(err)
+    return photo

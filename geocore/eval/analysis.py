@@ -25,6 +25,7 @@ import pandas as pd
 from geocore.geo.countries import country_of
 from geocore.metrics import LEVEL_NAMES, THRESHOLDS_KM, GeoMetrics, metrics_from_errors
 from geocore.present import SEA
+from geocore.eval.results import ok_mask, ok_rows
 
 FAILED = "failed"  # the band of an image with no prediction
 
@@ -74,7 +75,7 @@ def annotate_results(results: pd.DataFrame) -> pd.DataFrame:
     """
     df = results.reset_index(drop=True).copy()
     df["IMG_ID"] = df["IMG_ID"].astype(str)
-    ok = (df["status"].astype(str).eq("ok") & df["error_km"].notna()).to_numpy()
+    ok = ok_mask(df).to_numpy()
     df["ok"] = ok
     true = country_of(df[["LAT", "LON"]].to_numpy(np.float64))
     df["country"] = true["country"].replace("", SEA).to_numpy()
@@ -185,7 +186,7 @@ def accuracy_by_region(results: pd.DataFrame, radius_km: float = 2500.0, by: str
     """
     if by not in ("continent", "country"):
         raise ValueError(f"by must be 'continent' or 'country', got {by!r}")
-    ok = results[results["status"].astype(str).eq("ok") & results["error_km"].notna()]
+    ok = ok_rows(results)
     where = country_of(ok[["LAT", "LON"]].to_numpy(np.float64))
     region = where["continent" if by == "continent" else "iso_a3"].replace("", SEA).to_numpy()
     hit = (ok["error_km"].to_numpy(np.float64) <= radius_km).astype(float)

@@ -17,6 +17,7 @@ from geocore.data.text import readable
 from geocore.errors import InputError
 from geocore.eval.results import located_table, locate_columns
 from geocore.models.base import GeoLocator
+from geocore.request import BoundRequest, LocateRequest
 from geocore.runtime.parts import parts_dir
 from geocore.runtime.predict_loop import BatchPredictor, LoopOptions, loader_for, predict_to_parts
 
@@ -45,22 +46,26 @@ class LocatedTable:
 
 
 def locate_to_table(model: GeoLocator, paths: Sequence[Path], output: Path, opts: LoopOptions,
-                    **locate_kwargs: Any) -> LocatedTable | None:
+                    request: LocateRequest | BoundRequest | None = None, **options: Any) -> LocatedTable | None:
     """Locate many photos on the predict loop and write one table to `output` (.csv or .parquet): the rows
     `geocore.locate.locate` + `located_table` give for the same photos, in the same order.
 
-    `locate_kwargs` are `geocore.locate.locate`'s (top_k, refine, regions, calibration, hint, hint_weight,
-    tencrop); they are checked before the loop starts. Returns the table and the skipped photos' messages on
-    rank 0, None on the others."""
+    `request` (or `LocateRequest.build`'s options) is checked before the loop starts and bound once per process
+    (the hint scored once, not per batch). Returns the table and the skipped photos' messages on rank 0, None on
+    the others."""
     from geocore.locate import locate
 
     output = Path(output)
     if output.suffix.lower() not in TABLE_SUFFIXES:
         raise InputError(f"--output {output}: expected a .csv or .parquet table")
-    locate(model, [], **locate_kwargs)  # every option checked once, before any process starts
+    request = request if request is not None else LocateRequest.build(**options)
+    bound: list[BoundRequest] = [request if isinstance(request, BoundRequest) else request.bind(model)]
+    request = bound[0].request  # checked and bound once, before any process starts
 
     def rows(net: GeoLocator, batch: list[tuple[int, str, Path]]) -> dict[str, pd.DataFrame]:
-        results = locate(net, [(name, path) for _, name, path in batch], batch_size=len(batch), **locate_kwargs)
+        if bound[0].model is not net:  # a copy of the model in this process
+            bound[0] = request.bind(net)
+        results = locate(net, [(name, path) for _, name, path in batch], _rebatched(bound[0], len(batch)))
         ok = [(pos, res) for (pos, _, _), res in zip(batch, results) if res.ok]
         table = located_table([res for _, res in ok])
         table.insert(0, "_pos", [pos for pos, res in ok for _ in range(len(res.table))])
@@ -89,3 +94,10 @@ def locate_to_table(model: GeoLocator, paths: Sequence[Path], output: Path, opts
     output.parent.mkdir(parents=True, exist_ok=True)
     module = BatchPredictor(model, rows, opts.precision)
     return predict_to_parts(module, loader_for(_Photos(paths), opts, list), output, opts, merge)
+
+
+def _rebatched(bound: BoundRequest, batch_size: int) -> BoundRequest:
+    """The same bound request (hint scores, cells) for batches of another size: one batch, one forward pass."""
+    from dataclasses import replace
+
+    return replace(bound, request=bound.request.with_(batch_size=max(1, batch_size)))

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from geocore.errors import InputError
+from geocore.eval.results import area_column, ok_rows
 from geocore.uncertainty.calibration import DEFAULT_LEVELS, Calibration, fit_calibration, validate_levels
 from geocore.uncertainty.conditional import DEFAULT_BIN_SCORE
 from geocore.geo.candidates import CandidateCells
@@ -32,10 +33,6 @@ MASS_GRID: tuple[float, ...] = (0.0, 0.01, 0.02, *(round(0.05 * k, 2) for k in r
 NAMED_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
 AREA_GRID_KM2: tuple[float, ...] = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
 UNCERTAINTY_COLUMNS = ("truth_mass", "truth_area_km2", "area_curve_km2", "localizability", "entropy", "candidates")
-
-
-def area_column(level: float) -> str:
-    return f"area_{round(100 * level)}_km2"
 
 
 def uncertainty_columns(probs, cells: CandidateCells, truth_latlon) -> dict[str, object]:
@@ -61,7 +58,7 @@ def _ok(results: pd.DataFrame, what: str) -> pd.DataFrame:
         missing = [c for c in UNCERTAINTY_COLUMNS if c not in results.columns]
         raise InputError(f"results: {what} needs the columns {', '.join(missing)}, which `geocore evaluate` writes "
                          "(re-run evaluate with this version of geocore)")
-    ok = results[(results["status"] == "ok") & results["truth_mass"].notna()]
+    ok = ok_rows(results, "truth_mass")
     if ok.empty:
         raise InputError(f"results: no image with status ok to {what}")
     return ok

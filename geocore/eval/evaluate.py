@@ -16,11 +16,11 @@ from geocore.data.text import readable
 from geocore.errors import InputError
 from geocore.metrics import GeoMetrics, compute_metrics
 from geocore.runtime.predict_loop import BatchPredictor, loader_for, loop_options, predict_to_parts
-from geocore.eval.results import collect_rows, merge_parts, parts_dir
+from geocore.eval.results import collect_rows, merge_parts, ok_rows, parts_dir
 from geocore.eval.coverage import uncertainty_columns
 from geocore.geo.candidates import CandidateCells
 from geocore.geo.distance import haversine_km
-from geocore.locate import input_transform, predict_batch, use_references
+from geocore.locate import predict_batch, use_references
 from geocore.models.base import GeoLocator
 from geocore.models.precision import current_precision
 from geocore.models.views import batch_inputs
@@ -157,7 +157,7 @@ def evaluate(
             p.unlink(missing_ok=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    dataset = BenchmarkDataset(dataset_csv, image_dir, transform=input_transform(model, tencrop))
+    dataset = BenchmarkDataset(dataset_csv, image_dir, transform=model.input_transform(tencrop))
     done = collect_rows(output) if resume else pd.DataFrame(columns=["IMG_ID"])
     todo = dataset.subset(exclude_ids=set(done["IMG_ID"]))  # the same on every rank: read before any rank writes
     truth = dataset.frame.set_index("IMG_ID")
@@ -185,7 +185,7 @@ def evaluate(
                                on_batch=on_batch, merge_on_failure=True)
     if results is None:  # not rank 0
         return None
-    ok = results[results["status"] == "ok"]
+    ok = ok_rows(results)
     metrics = compute_metrics(ok[["PRED_LAT", "PRED_LON"]].to_numpy(float), ok[["LAT", "LON"]].to_numpy(float))
     return EvaluationReport(
         metrics=metrics,

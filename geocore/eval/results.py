@@ -241,12 +241,28 @@ def _number_lists(values: list, finite: bool) -> tuple[list[list[float]], np.nda
 EXTRA_LOCATE_COLUMNS = ("calibrated", "exif_lat", "exif_lon", "exif_error_km")
 
 
+def area_column(level: float) -> str:
+    """The column of the `level` search region's area, in results files and locate tables: "area_50_km2"."""
+    return f"area_{round(100 * level)}_km2"
+
+
+def ok_rows(results: pd.DataFrame, column: str = "error_km") -> pd.DataFrame:
+    """The rows of a results frame whose image was used: status "ok" and `column` (the error) present."""
+    return results[ok_mask(results, column)]
+
+
+def ok_mask(results: pd.DataFrame, column: str = "error_km") -> pd.Series:
+    """Per row of a results frame: status "ok" and `column` present (`ok_rows`)."""
+    return results["status"].astype(str).eq("ok") & results[column].notna()
+
+
 def located_table(results: Sequence[LocateResult]) -> pd.DataFrame:
     """The table `geocore locate --output FILE.csv|.parquet` writes: one row per top-k answer of each located photo
-    (`image`, then region areas, `calibrated` and EXIF GPS when there are any, then the top-k table's columns)."""
+    (`image`, then the regions' areas `area_50_km2`, … as in results files, `calibrated` and EXIF GPS when there are
+    any, then the top-k table's columns)."""
     rows = []
     for res in results:
-        extra = {f"region_{round(100 * r.level)}_km2": r.area_km2 for r in res.regions}
+        extra = {area_column(r.level): r.area_km2 for r in res.regions}
         if res.regions:
             extra["calibrated"] = res.calibrated
         if res.exif_gps:
@@ -258,7 +274,7 @@ def located_table(results: Sequence[LocateResult]) -> pd.DataFrame:
 
 def locate_columns(df: pd.DataFrame) -> pd.DataFrame:
     """`df`'s columns in `located_table`'s order, whichever photo brought them (EXIF may come with a later one)."""
-    front = [c for c in df.columns if str(c).startswith("region_")] + [c for c in EXTRA_LOCATE_COLUMNS if c in df]
+    front = [c for c in df.columns if str(c).startswith("area_")] + [c for c in EXTRA_LOCATE_COLUMNS if c in df]
     rest = [c for c in df.columns if c != "image" and c not in front]
     return df[(["image"] if "image" in df else []) + front + rest]
 

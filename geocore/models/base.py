@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from geocore.errors import InputError
 from geocore.models.prediction import Prediction
 
 if TYPE_CHECKING:
@@ -64,6 +65,14 @@ class GeoLocator(nn.Module):
         """The Grad-CAM spec explaining `target` (default: the top-1) for a (1, 3, H, W) input."""
         raise NotImplementedError
 
+    def input_transform(self, tencrop: bool = False) -> Callable[[Image.Image], Any]:
+        """PIL photo → what `predict` takes: the model's `preprocess` (cell models: their inputs, ten crops with
+        `tencrop`)."""
+        if tencrop:
+            raise InputError(f"--tencrop: ten-crop averaging is defined for the cell models (translocator, "
+                             f"geodecoder), not {self.model_name}")
+        return self.preprocess
+
     def candidate_cells(self) -> CandidateCells:
         """The area each candidate of `predict` stands for (search regions, calibration): by default the
         candidates' spherical Voronoi cells (`geocore.geo.candidates.GalleryCells`)."""
@@ -90,12 +99,6 @@ class GeoLocator(nn.Module):
         for b in self.buffers():
             return b.device
         return torch.device("cpu")
-
-    @torch.no_grad()
-    def locate(self, images: list[Image.Image], top_k: int = 5, *, full: bool = False) -> Prediction:
-        """Preprocess PIL images and predict, in one batch."""
-        pixels = torch.stack([self.preprocess(im) for im in images]).to(self.device)
-        return self.predict(pixels, top_k, full=full)
 
 
 class GalleryModel(GeoLocator):

@@ -24,9 +24,11 @@ from torch import nn
 from geocore.errors import InputError
 from geocore.geo.cells import CellPartition, cell_hierarchy, load_partitions
 from geocore.models.base import GeoLocator, GradCamSpec
-from geocore.models.layers.hierarchy import COMBINE_MODES, combine_probs
+from geocore.models.layers.hierarchy import COMBINE_MODES, LEVELS, combine_probs
+from geocore.models.layers.vit import average_views, flatten_views
 from geocore.models.prediction import Prediction
-from geocore.models.views import CellInputs, batch_inputs
+from geocore.models.views import CellInputs
+from geocore.tensors import as_numpy
 from geocore.weights.checkpoint import load_checkpoint, save_checkpoint
 from geocore.weights.resolve import parse_pretrained
 
@@ -110,10 +112,17 @@ class CellClassifier(GeoLocator):
         return None
 
     @torch.no_grad()
-    def locate(self, images: list[Any], top_k: int = 5, *, full: bool = False, tencrop: bool = False) -> Prediction:
-        """Prepare PIL photos (`prepare`) and predict, in one batch."""
-        pixels, extra = batch_inputs([self.prepare(im, tencrop) for im in images], self.device)
-        return self.predict(pixels, top_k, full=full, **extra)
+    def predict(self, pixels: torch.Tensor, top_k: int = 5, *, full: bool = False) -> Prediction:
+        """Top-k fine-cell centroids for (B, 3, H, W) normalised pixels, or (B, V, 3, H, W) views of each photo
+        (ten-crop, `prepare(image, tencrop=True)`): `forward` gives the level logits of each view, averaged."""
+        x, views = flatten_views(pixels)
+        return self.views_prediction(self(x), views, top_k, full)
+
+    def views_prediction(self, out: Mapping[str, torch.Tensor], views: int, top_k: int, full: bool) -> Prediction:
+        """`probs_to_prediction` of per-view level logits `out` (B·V rows, `flatten_views`), the views' logits
+        averaged first, as both papers' authors do."""
+        probs = tuple(average_views(out[k].float(), views).softmax(-1) for k in LEVELS)
+        return self.probs_to_prediction(probs, top_k, full)  # type: ignore[arg-type]
 
     def probs_to_prediction(self, probs: Probs, top_k: int, full: bool) -> Prediction:
         """Combine level probabilities per `self.combine` and rank the fine-cell centroids."""
@@ -132,7 +141,7 @@ class CellClassifier(GeoLocator):
         self._require_cells()
         key = (self.cell_ids.data_ptr(), self.cell_ids._version)  # rebuilt only when the cells change
         if self._cells_cache is None or self._cells_cache[0] != key:
-            self._cells_cache = (key, S2Cells(self.cell_ids.cpu().numpy().view(np.uint64)))
+            self._cells_cache = (key, S2Cells(as_numpy(self.cell_ids).view(np.uint64)))
         return self._cells_cache[1]
 
     def _require_cells(self) -> None:

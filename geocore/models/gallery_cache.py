@@ -26,13 +26,14 @@ from geocore.data.safe_io import atomic_path
 from geocore.geo.projection import equal_earth
 from geocore.models.retrieval import use_half
 from geocore.weights.paths import cache_dir
+from geocore.tensors import as_numpy
 
 CACHE_VERSION = b"geocore-gallery-embeddings-v1"
 CHUNK = 262_144  # rows embedded, written or checked at a time
 
 
 def _tensor_bytes(t: torch.Tensor) -> bytes:
-    return t.detach().to("cpu").contiguous().numpy().tobytes()
+    return as_numpy(t).tobytes()  # C order, whatever the tensor's strides
 
 
 def cache_key(encoder: nn.Module, gallery: torch.Tensor, tag: str = "") -> str:
@@ -144,7 +145,7 @@ class GalleryEmbeddingCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.save(f, emb.detach().to("cpu").numpy())
+                np.save(f, as_numpy(emb))
         except OSError as err:
             warnings.warn(f"could not write gallery embedding cache {path} ({err}); keeping it in memory only",
                           stacklevel=3)
@@ -163,7 +164,7 @@ class GalleryEmbeddingCache:
                 out = None
                 for start in tqdm(range(0, m, CHUNK), desc=f"embedding {m:,} gallery points", unit="chunk",
                                   disable=m <= 4 * CHUNK):
-                    block = compute(gallery[start : start + CHUNK]).detach().to("cpu", torch.float16).numpy()
+                    block = as_numpy(compute(gallery[start : start + CHUNK]).half())  # float16 before it leaves
                     if out is None:
                         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(m, block.shape[1]))
                     out[start : start + block.shape[0]] = block

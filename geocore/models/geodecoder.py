@@ -39,9 +39,8 @@ from torch import nn
 from geocore.models.cell_classifier import CellClassifier, Probs, build_cell_model
 from geocore.models.layers.decoder import SceneHierarchyDecoder
 from geocore.models.layers.hierarchy import LEVELS, weighted_loss
-from geocore.models.layers.vit import average_views, tokens_to_map
-from geocore.models.prediction import Prediction
-from geocore.models.registry import WeightsInfo, register_model
+from geocore.models.layers.vit import tokens_to_map
+from geocore.models.registry import register_model, train_your_own
 from geocore.models.vit_backbone import create_vit, vit_features, vit_grid, vit_preprocess
 
 
@@ -128,26 +127,13 @@ class GeoDecoder(CellClassifier):
         out = self(pixels)
         return tuple(out[k].float().softmax(-1) for k in LEVELS)  # type: ignore[return-value]
 
-    @torch.no_grad()
-    def predict(self, pixels: torch.Tensor, top_k: int = 5, *, full: bool = False) -> Prediction:
-        """Top-k fine-cell centroids for (B, 3, H, W) normalised pixels, or (B, V, 3, H, W) views of each photo
-        (ten-crop, `prepare(image, tencrop=True)`: each view selects its own scene; the views' logits are
-        averaged, as the authors' code does)."""
-        views = int(pixels.shape[1]) if pixels.dim() == 5 else 1
-        out = self(pixels.flatten(0, 1) if pixels.dim() == 5 else pixels)
-        probs = tuple(average_views(out[k].float(), views).softmax(-1) for k in LEVELS)
-        return self.probs_to_prediction(probs, top_k, full)  # type: ignore[arg-type]
-
-
-def geodecoder_weights_info() -> WeightsInfo:
-    return WeightsInfo(False, "no public GeoDecoder weights exist; train one with `geocore train geodecoder`",
-                       "geocore train geodecoder")
+    # predict: `CellClassifier.predict` (with ten crops each view selects its own scene; the logits are averaged)
 
 
 @register_model(
     "geodecoder",
     description="GeoDecoder (CVPR 2023): ViT + scene × hierarchy query decoder, S2 geo-cell classification",
-    weights_info=geodecoder_weights_info,
+    weights_info=train_your_own("GeoDecoder", "geodecoder"),
 )
 def geodecoder(pretrained: str | None = None, partitions: Sequence[str | Path] | None = None,
                num_cells: Sequence[int] | None = None, scene_classes: int | None = None,

@@ -13,6 +13,7 @@ import torch
 
 from geocore.geo.coords import destination_point
 from geocore.models.prediction import Prediction
+from geocore.tensors import as_numpy
 
 RING_KM: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 BEARINGS = 16
@@ -38,7 +39,7 @@ def refine(model, embeddings: torch.Tensor, coarse: Prediction, top_k: int | Non
     """
     top_k = top_k or coarse.coords.shape[1]
     B, K, _ = coarse.coords.shape
-    centres = coarse.coords.double().cpu().numpy().reshape(B * K, 2)
+    centres = as_numpy(coarse.coords, np.float64).reshape(B * K, 2)
     pts = torch.as_tensor(local_grid(centres, rings_km, bearings), dtype=torch.float32)
     pts = pts.reshape(B, -1, 2)  # (B, P, 2): each image's own local gallery
     loc = model.embed_locations(pts.reshape(-1, 2)).reshape(B, pts.shape[1], -1).to(embeddings.device)  # (B, P, 512)

@@ -34,6 +34,12 @@ class WeightsInfo:
     how_to_get: str = ""  # the command that gets them, when missing
 
 
+def train_your_own(title: str, name: str) -> Callable[[], WeightsInfo]:
+    """The `weights_info` of a model no one has published weights for: train one with `geocore train NAME`."""
+    command = f"geocore train {name}"
+    return lambda: WeightsInfo(False, f"no public {title} weights exist; train one with `{command}`", command)
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str

@@ -32,7 +32,7 @@ from PIL import Image
 from geocore.errors import InputError
 from geocore.models.layers.seg_palette import ade20k_palette, render_segmentation
 from geocore.weights.resolve import parse_pretrained
-from geocore.tensors import on_cpu
+from geocore.tensors import as_numpy, on_cpu
 
 DEFAULT_SEGMENTER = "segformer-b0-ade"
 SEG_SHORT_SIDE = 256  # shorter side of a photo's stored label map (SegFormer's logits are 128x128 anyway)
@@ -135,7 +135,7 @@ class Segmenter:
         if self.num_classes > 256:
             raise InputError(f"segmenter has {self.num_classes} classes; uint8 label maps hold at most 256")
         low = self.logits(pixel_values)
-        return [upsample_argmax(low[k:k + 1], tuple(int(v) for v in size))[0].to(torch.uint8).cpu().numpy()
+        return [as_numpy(upsample_argmax(low[k:k + 1], tuple(int(v) for v in size))[0].to(torch.uint8))
                 for k, size in enumerate(sizes)]
 
     def photo_input(self, image: Image.Image) -> torch.Tensor:
@@ -146,7 +146,7 @@ class Segmenter:
         """(H, W) int64 class ids 0..classes-1 of a PIL image, at the image's size."""
         if not isinstance(image, Image.Image):
             raise InputError(f"segment: expected a PIL image, got {type(image).__name__}")
-        return self.labels(self.photo_input(image)[None], (image.height, image.width))[0].cpu().numpy().astype(np.int64)
+        return as_numpy(self.labels(self.photo_input(image)[None], (image.height, image.width))[0], np.int64)
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         """The legacy hook: (B, 3, H, W) network inputs → (B, 3, H, W) colour maps in [0, 1] of those inputs

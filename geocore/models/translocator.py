@@ -40,9 +40,9 @@ from geocore.models.layers.fusion import AttentiveFusion, CLSFusion
 from geocore.models.layers.heads import classifier_head
 from geocore.models.layers.hierarchy import LEVELS, weighted_loss
 from geocore.models.layers.seg_palette import render_segmentation
-from geocore.models.layers.vit import average_views, tokens_to_map
+from geocore.models.layers.vit import flatten_views, tokens_to_map
 from geocore.models.prediction import Prediction
-from geocore.models.registry import WeightsInfo, register_model
+from geocore.models.registry import register_model, train_your_own
 from geocore.models.segmenter import DEFAULT_SEGMENTER, SEG_SHORT_SIDE, Segmenter, load_segmenter
 from geocore.models.views import CellInputs, SegmentInputs, crop_map, views_from_tensor
 from geocore.models.precision import compute_autocast
@@ -67,13 +67,6 @@ def _loss(cfg: Mapping[str, Any], out: Mapping[str, torch.Tensor], coarse: torch
     a, b, g = (float(cfg[k]) for k in ("alpha", "beta", "gamma"))
     weights = {"coarse": 1.0 - a - b, "middle": a, "fine": b, "scene": g}
     return weighted_loss(out, {"coarse": coarse, "middle": middle, "fine": fine, "scene": scene}, weights)
-
-
-def _views(pixels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(B, 3, H, W) → itself, 1; (B, V, 3, H, W) views → (B·V, 3, H, W), V."""
-    if pixels.dim() == 5:
-        return pixels.flatten(0, 1), int(pixels.shape[1])
-    return pixels, 1
 
 
 class TransLocator(CellClassifier):
@@ -274,16 +267,14 @@ class TransLocator(CellClassifier):
         / (B, V, 3, H, W)), already cut like the pixels; else the whole photos (`seg_photo`, `seg_views`,
         `seg_size`, from `prepare`) segmented by the attached `Segmenter` and cut like each view; else the
         attached segmenter run on `pixels` themselves."""
-        x, views = _views(pixels)
+        x, views = flatten_views(pixels)
         if seg is None and seg_photo is not None:
             seg = self.segment_views(seg_photo, seg_views, seg_size, x.shape[-1])  # (B, V, n, n)
             if pixels.dim() == 4:
                 seg = seg[:, 0]
         if seg is not None and pixels.dim() == 5:
             seg = seg.flatten(0, 1)
-        out = self(x, self._seg_for(x, seg))
-        probs = tuple(average_views(out[k].float(), views).softmax(-1) for k in LEVELS)
-        return self.probs_to_prediction(probs, top_k, full)  # type: ignore[arg-type]
+        return self.views_prediction(self(x, self._seg_for(x, seg)), views, top_k, full)
 
 
 class ViTMT(CellClassifier):
@@ -329,23 +320,11 @@ class ViTMT(CellClassifier):
         grid, prefix = vit_grid(self.backbone)
         return self.backbone.blocks[-1].norm1, lambda t: tokens_to_map(t, grid, prefix)
 
-    @torch.no_grad()
-    def predict(self, pixels: torch.Tensor, top_k: int = 5, *, full: bool = False) -> Prediction:
-        x, views = _views(pixels)
-        out = self(x)
-        probs = tuple(average_views(out[k].float(), views).softmax(-1) for k in LEVELS)
-        return self.probs_to_prediction(probs, top_k, full)  # type: ignore[arg-type]
-
-
-def translocator_weights_info() -> WeightsInfo:
-    return WeightsInfo(False, "no public TransLocator weights exist; train one with `geocore train translocator`",
-                       "geocore train translocator")
-
 
 @register_model(
     "translocator",
     description="TransLocator (ECCV 2022): RGB + segmentation dual-branch ViT-B/16, S2 geo-cell classification",
-    weights_info=translocator_weights_info,
+    weights_info=train_your_own("TransLocator", "translocator"),
     user_defaults={"segmenter": DEFAULT_SEGMENTER},
 )
 def translocator(pretrained: str | None = None, partitions: Sequence[str | Path] | None = None,

@@ -24,11 +24,12 @@ from torch.utils.data import Dataset
 
 from geocore.data.images import image_bytes_digest, load_image, source_bytes
 from geocore.data.safe_io import write_text_atomic
+from geocore.data.shards import ShardMember
 from geocore.errors import ImageError, InputError
 from geocore.models.base import GeoLocator
-from geocore.models.cell_classifier import CellClassifier
 from geocore.refs.embed import model_fingerprint, reference_embeddings
 from geocore.refs.inputs import read_source
+from geocore.tensors import as_numpy
 from geocore.refs.store import (INDEX_ABOVE, ReferenceSet, chance_similarity, new_manifest, save_reference_set,
                                 write_manifest)
 
@@ -58,7 +59,7 @@ class _Photos(Dataset):
     def __getitem__(self, i: int) -> tuple:
         pos, name, path = self.items[i]
         try:
-            data = source_bytes(path, name=name)
+            data = path.read(name) if isinstance(path, ShardMember) else source_bytes(path, name=name)
             image = load_image(data, name=name)
         except ImageError as err:
             return pos, None, None, None, str(err)
@@ -67,13 +68,11 @@ class _Photos(Dataset):
 
 
 def photo_transform(model: GeoLocator):
-    """PIL photo → what the model's image tower takes (a cell model's input transform, else `preprocess`)."""
-    return model.input_transform(False) if isinstance(model, CellClassifier) else model.preprocess
+    """PIL photo → what the model's image tower takes (`GeoLocator.input_transform`)."""
+    return model.input_transform(False)
 
 
 def _rows(net: GeoLocator, batch: list[tuple]) -> dict[str, pd.DataFrame]:
-    import torch
-
     from geocore.models.views import batch_inputs
 
     ok = [b for b in batch if b[4] is None]
@@ -82,7 +81,7 @@ def _rows(net: GeoLocator, batch: list[tuple]) -> dict[str, pd.DataFrame]:
     part = None
     if ok:
         pixels, _ = batch_inputs([b[2] for b in ok], net.device)
-        emb = reference_embeddings(net, pixels).to("cpu", torch.float16).numpy()
+        emb = as_numpy(reference_embeddings(net, pixels).half())
         part = pd.DataFrame({"_pos": [b[0] for b in ok], "SHA256": [b[1] for b in ok],
                              "emb": [row.tobytes() for row in emb], "thumb": [b[3] or b"" for b in ok]})
     return {"part": part, "failed": failed}
@@ -125,8 +124,9 @@ def build_reference_set(
     index_above: int = INDEX_ABOVE,
     on_batch: Any = None,
 ) -> ReferenceSet | None:
-    """Embed the geotagged photos of `source` (a CSV IMG_ID,LAT,LON[,…] with the `images` folder, or a folder of
-    photos with EXIF GPS) with `model` and write the reference set to `output` (a folder).
+    """Embed the geotagged photos of `source` (a CSV IMG_ID,LAT,LON[,…] with the `images` folder, a folder of
+    photos with EXIF GPS, or local WebDataset shards: a `.tar` or a pattern such as `shards-{000..009}.tar`, IMG_ID
+    the sample key) with `model` and write the reference set to `output` (a folder).
 
     thumbnails: also keep a small JPEG of each photo, re-drawn from pixels (off by default: a reference set then
     holds no picture of anyone's photos). resume: carry on a killed build of the same source with the same model.

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from geocore.errors import InputError
 from geocore.models.base import GalleryModel, GeoLocator
+from geocore.tensors import as_numpy
 
 SAMPLE = 4096  # values of each weight tensor hashed (strided): cheap, and any fine-tuning step changes them
 
@@ -58,5 +60,5 @@ def model_fingerprint(model: GeoLocator) -> str:
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // SAMPLE)
         h.update(f"{name}|{tuple(p.shape)}|{p.dtype}".encode())
-        h.update(flat[::step][:SAMPLE].float().cpu().contiguous().numpy().tobytes())
+        h.update(as_numpy(flat[::step][:SAMPLE], np.float32).tobytes())
     return h.hexdigest()[:16]

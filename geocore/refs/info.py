@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from geocore.geo.countries import describe
+from geocore.present import region_label
 from geocore.refs.store import ReferenceSet
 
 
@@ -14,7 +15,7 @@ def reference_info(refs: ReferenceSet) -> dict:
     where = describe(refs.latlon) if len(refs) else pd.DataFrame({"country": [], "continent": []})
 
     def counts(col: str) -> pd.DataFrame:
-        c = where[col].fillna("(at sea)").value_counts()
+        c = where[col].map(region_label).value_counts()  # at sea: `SEA`
         return pd.DataFrame({col: c.index, "references": c.to_numpy()})
 
     return {"path": None if refs.path is None else str(refs.path), "count": len(refs), "model": m["model"],

@@ -1,5 +1,6 @@
-"""What a reference set is built from: a CSV (IMG_ID, LAT, LON, optional columns) with its images folder, or a
-folder of photos whose GPS comes from EXIF. Bad rows are listed, not fatal: each becomes a (name, reason) row of
+"""What a reference set is built from: a CSV (IMG_ID, LAT, LON, optional columns) with its images folder, a
+folder of photos whose GPS comes from EXIF, or WebDataset shards (`geocore.data.shards`: a `.tar` file or a pattern
+of them; IMG_ID is each sample's key, each photo is read by its byte offset in the shard, never unpacked). Bad rows are listed, not fatal: each becomes a (name, reason) row of
 `skipped`; a file that is not a CSV or a folder, or a CSV without the columns, is a one-line InputError."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from geocore.data.images import read_exif_gps
+from geocore.data.shards import ShardMember, expand_shards, looks_like_shards, scan_shard
 from geocore.data.roots import resolve_inside
 from geocore.errors import ImageError, InputError
 from geocore.geo.tables import read_csv, to_numbers
@@ -37,7 +39,12 @@ def _skips(names, reasons) -> pd.DataFrame:
 
 
 def read_source(source: str | Path, images: str | Path | None = None) -> Source:
-    """A CSV (with `images`, default: the CSV's folder) or a folder of photos with EXIF GPS (see the module)."""
+    """A CSV (with `images`, default: the CSV's folder), a folder of photos with EXIF GPS, or shards (see the
+    module)."""
+    if looks_like_shards(source):
+        if images is not None:
+            raise InputError(f"{source}: shards hold their photos; images= is for a CSV source")
+        return _from_shards(str(source))
     source = Path(source)
     if source.is_dir():
         if images is not None:
@@ -107,3 +114,26 @@ def _from_exif(folder: Path) -> Source:
         raise InputError(f"{folder}: no files in the folder")
     items = pd.DataFrame(rows, columns=["IMG_ID", "LAT", "LON", "path"])
     return Source(items, _skips(names, reasons), f"{folder} (GPS from EXIF)")
+
+
+def _from_shards(pattern: str) -> Source:
+    """Every sample of local, uncompressed shards: IMG_ID its key, LAT/LON from its metadata, `path` a
+    `ShardMember` (the image's byte offset). Samples without an image or a position, and keys found more than once,
+    are skipped with the reason; a missing or damaged shard is an InputError naming it."""
+    rows, names, reasons = [], [], []
+    urls = expand_shards(pattern)
+    for url in urls:
+        scan = scan_shard(url, locate=True)
+        for key, (lat, lon), reason, member in zip(scan.keys, scan.latlon.tolist(), scan.reasons, scan.members or []):
+            if reason or member is None:
+                names.append(key), reasons.append(f"{key} in {url}: {reason or 'no image'}")
+            else:
+                rows.append((key, float(lat), float(lon), ShardMember(url, *member)))
+    items = pd.DataFrame(rows, columns=["IMG_ID", "LAT", "LON", "path"])
+    counts = items["IMG_ID"].map(items["IMG_ID"].value_counts())
+    twice = (counts > 1).to_numpy()
+    for key, n in zip(items["IMG_ID"][twice], counts[twice]):
+        names.append(key), reasons.append(f"{key}: the key appears {n} times in the shards (which GPS is right "
+                                          "is unknown)")
+    items = items[~twice].reset_index(drop=True)
+    return Source(items, _skips(names, reasons), f"{pattern} ({len(urls)} shard{'s' if len(urls) != 1 else ''})")

@@ -16,6 +16,7 @@ from geocore.models.base import GeoLocator
 from geocore.refs.build import photo_transform, thumbnail_jpeg
 from geocore.refs.embed import reference_embeddings
 from geocore.refs.store import ReferenceSet, chance_similarity, new_manifest
+from geocore.tensors import as_numpy
 
 MAX_IN_MEMORY = 2_000  # photos: beyond this, build the set once with `geocore refs build`
 
@@ -51,8 +52,8 @@ def reference_set_from_photos(model: GeoLocator, photos: Sequence[tuple[str, byt
                          + (f" ({skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
     model = model.eval()
     with torch.no_grad():
-        emb = torch.cat([reference_embeddings(model, torch.stack(pixels[s:s + batch_size]).to(model.device))
-                         for s in range(0, len(pixels), batch_size)]).to("cpu", torch.float16).numpy()
+        emb = as_numpy(torch.cat([reference_embeddings(model, torch.stack(pixels[s:s + batch_size]).to(model.device))
+                                  for s in range(0, len(pixels), batch_size)]).half())
     latlon = np.asarray(gps, np.float64)
     table = pd.DataFrame({"IMG_ID": names, "LAT": latlon[:, 0], "LON": latlon[:, 1], "SHA256": shas})
     manifest = new_manifest(model, emb.shape[1], f"{len(names)} photos held in memory")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -26,6 +27,7 @@ from geocore.data.safe_io import atomic_path
 from geocore.errors import InputError
 from geocore.models.geoclip import GeoCLIP
 from geocore.train.data import open_training_csv, split_ids, train_transform_for, training_gallery
+from geocore.tensors import as_numpy
 
 FEATURES_VERSION = 1
 
@@ -36,7 +38,7 @@ def backbone_fingerprint(model: GeoCLIP) -> str:
     visual = model.clip.visual
     for t in (getattr(visual, "proj", None), getattr(getattr(visual, "conv1", None), "weight", None)):
         if isinstance(t, torch.Tensor):
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+            h.update(as_numpy(t, np.float32).tobytes())
     return h.hexdigest()
 
 

@@ -127,6 +127,7 @@ def fit(module: L.LightningModule, datamodule: L.LightningDataModule, cfg: RunCo
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # frozen backbones
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*IterableDataset. has .__len__. defined.*")  # shards: planned
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if cfg.resume and last.is_file() else None)
     if trainer.is_global_zero:
         save()

@@ -8,6 +8,7 @@ your scheduler, e.g. `srun`) are the same call. Writes into `output_dir`:
   lightning/last.ckpt   Lightning's checkpoint, to resume (`resume=True`)
   logs/.../metrics.csv  losses and validation accuracy per step and epoch
   features.pt           the backbone feature cache (`cache_features=True`)
+  shards-index.npz      the shards' sample counts and positions (`shards=`: WebDataset shards, streamed)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from geocore.train.data import GeoImageDataModule, open_training_csv, train_tran
 from geocore.train.features import FeatureDataModule
 from geocore.train.fit import RunConfig, fit, run_precision, start_run, with_overrides
 from geocore.train.geoclip_module import GeoCLIPModule
+from geocore.train.shard_data import SHUFFLE_BUFFER, ShardDataModule, index_training_shards
 from geocore.weights.resolve import parse_pretrained
 
 CHECKPOINT_NAME = "geoclip.safetensors"
@@ -74,27 +76,60 @@ class GeoCLIPTrainConfig(RunConfig):
     from_scratch: bool = False
     model: str = "geoclip"
     model_kwargs: dict[str, Any] | None = None
+    shards: str | None = None  # WebDataset shards instead of a CSV and folder (`geocore.train.shard_data`)
+    val_shards: str | None = None  # validation shards (default: round(val_fraction × shards) held out)
+    shuffle_buffer: int = SHUFFLE_BUFFER  # samples each shard stream shuffles among
 
 
-def fit_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path,
+def _check_sources(cfg: GeoCLIPTrainConfig, csv: str | Path | None, images: str | Path | None) -> None:
+    """A CSV with its image folder, or shards: one of the two, whole."""
+    if cfg.shards:
+        if csv is not None or images is not None:
+            raise InputError("--shards reads images and positions from the shards; leave out --csv and --images "
+                             "(or leave out --shards)")
+        if cfg.cache_features:
+            raise InputError("--cache-features needs --csv and --images; with --shards the frozen backbone runs "
+                             "on each batch")
+    else:
+        if csv is None or images is None:
+            raise InputError("give --csv and --images (a CSV of IMG_FILE,LAT,LON and its image folder), "
+                             "or --shards (WebDataset shards)")
+        if cfg.val_shards:
+            raise InputError("--val-shards goes with --shards; with --csv a --val-fraction of the rows is held out")
+
+
+def fit_geoclip(csv: str | Path | None, images: str | Path | None, *, output_dir: str | Path,
                 config: GeoCLIPTrainConfig | None = None, callbacks: list[Callback] | None = None,
                 **overrides: Any) -> FitResult:
     """`train_geoclip`, returning the trained module and trainer too (for notebooks and tests)."""
     cfg = with_overrides(config or GeoCLIPTrainConfig(), overrides)
+    _check_sources(cfg, csv, images)
     out = start_run(cfg, output_dir)
-    dataset = open_training_csv(csv, images)  # bad paths fail before the backbone loads
+    if cfg.shards:  # bad or damaged shards fail before the backbone loads
+        split = index_training_shards(cfg.shards, cfg.val_shards, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                                      cache_dir=out, progress=cfg.progress)
+    else:
+        dataset = open_training_csv(csv, images)  # bad paths fail before the backbone loads
     net = build_geoclip(cfg.model, cfg.pretrained, from_scratch=cfg.from_scratch, seed=cfg.seed,
                         **(cfg.model_kwargs or {}))
-    common = dict(batch_size=cfg.batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                  num_workers=cfg.num_workers, dataset=dataset)
-    if cfg.cache_features:
-        dm: GeoImageDataModule | FeatureDataModule = FeatureDataModule(
+    if cfg.shards:
+        dm: GeoImageDataModule | FeatureDataModule | ShardDataModule = ShardDataModule(
+            split, train_transform=train_transform_for(net.preprocess), val_transform=net.preprocess,
+            batch_size=cfg.batch_size, num_workers=cfg.num_workers, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer)
+        has_val, n_train = dm.has_val, dm.n_train
+        callbacks = [*(callbacks or []), *dm.callbacks()]
+    elif cfg.cache_features:
+        common = dict(batch_size=cfg.batch_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                      num_workers=cfg.num_workers, dataset=dataset)
+        dm = FeatureDataModule(
             net, csv, images, out / "features.pt", views=cfg.feature_views,
             bf16=run_precision(cfg).startswith("bf16"), progress=cfg.progress, **common)
         has_val, n_train = bool(dm.val_ids), len(dm.train_ids)
     else:
         dm = GeoImageDataModule(csv, images, val_transform=net.preprocess,
-                                train_transform=train_transform_for(net.preprocess), **common)
+                                train_transform=train_transform_for(net.preprocess), batch_size=cfg.batch_size,
+                                val_fraction=cfg.val_fraction, seed=cfg.seed, num_workers=cfg.num_workers,
+                                dataset=dataset)
         has_val, n_train = dm.val_set is not None, len(dm.train_set)
     if dm.n_missing:
         rank_zero_info(f"{dm.n_missing} image(s) listed in {csv} are missing from {images}: skipped")
@@ -111,9 +146,10 @@ def fit_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path,
     return FitResult(final, module, trainer)
 
 
-def train_geoclip(csv: str | Path, images: str | Path, *, output_dir: str | Path,
+def train_geoclip(csv: str | Path | None, images: str | Path | None, *, output_dir: str | Path,
                   config: GeoCLIPTrainConfig | None = None, **overrides: Any) -> Path:
-    """Train GeoCLIP on a CSV + image folder and return the loadable checkpoint's path.
+    """Train GeoCLIP on a CSV + image folder (or on WebDataset shards: `shards=`, csv and images None) and return
+    the loadable checkpoint's path.
 
     Defaults follow the paper: frozen CLIP backbone, AdamW lr 3e-5 and weight decay 1e-6, learning
     rate × 0.87 each epoch (`schedule="cosine"` anneals per step instead), batch 512, a queue of 4096

@@ -15,7 +15,11 @@ coverage lies between the two levels' guarantees). A level outside the fitted ra
 extrapolated: below it no guarantee is known, above it the only safe mass would be 1.0 (everything).
 
 A calibration belongs to one model on one candidate set (gallery or partition, and the areas given to
-them): it records the model name and the candidates' `fingerprint`, and refuses others.
+them): it records the model name and the candidates' `fingerprint`, and refuses others. It also records what kind
+of answer it was fitted on (`photos_per_set`): single photos, (1, 1), or the joint answers of labelled photo sets
+(`geocore.cases.set_calibration`; the smallest and largest set). The guarantee holds for answers of that kind:
+`note_for(n)` says, for an answer joining n photos, when it was fitted on another (a single-photo calibration on
+a joint answer covered 82–90 % at the 90 % level on stand-ins with look-alikes: bench/RESULTS.md, "Cases").
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ DEFAULT_LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
 _FIELDS = ("model", "fingerprint", "n", "levels", "masses", "created", "version")
 MAX_LEVELS = 10  # each level is a region to draw and write: 100 levels made a 55 MB GeoJSON in 88 s
 MAX_CALIBRATION_BYTES = 1 << 20  # a calibration of MAX_LEVELS levels is under 1 KB
+SINGLE_PHOTOS = (1, 1)  # `photos_per_set` of a calibration fitted on single photos (and of files without the field)
+SINGLE_ON_JOINT = ("calibrated on single photos: coverage of a joint answer may be lower; fit one on photo sets "
+                   "(geocore calibrate --sets)")
 _EXPECTED = "a calibration file (JSON written by `geocore calibrate`)"
 _MAX_DIGITS = sys.get_int_max_str_digits() or 4300  # Python's own limit for int("…")
 
@@ -60,9 +67,21 @@ def _parse_int(digits: str) -> int | _HugeInteger:
     return int(digits) if len(digits) <= _MAX_DIGITS else _HugeInteger(digits)
 
 
-def validate_levels(levels, source: str = "levels") -> tuple[float, ...]:
+class Levels(tuple):
+    """Coverage levels already checked by `validate_levels` (sorted, unique, in (0, 1)): passed on as they are."""
+
+
+def validate_levels(levels, source: str = "levels") -> Levels:
     """Coverage levels as sorted unique floats in (0, 1), at most MAX_LEVELS; accepts "0.5,0.9", a number or a
-    sequence. InputError naming `source` (the option or field) for anything else, an empty item included."""
+    sequence. InputError naming `source` (the option or field) for anything else, an empty item included.
+    Levels this returned are not parsed again (a request's levels are checked once, at the boundary)."""
+    if isinstance(levels, Levels):
+        return levels
+    return parse_levels(levels, source)
+
+
+def parse_levels(levels, source: str = "levels") -> Levels:
+    """The parsing and checks of `validate_levels`, every time."""
     items = levels.split(",") if isinstance(levels, str) else np.atleast_1d(np.asarray(levels, dtype=object)).tolist()
     out = []
     for item in items:
@@ -78,7 +97,7 @@ def validate_levels(levels, source: str = "levels") -> tuple[float, ...]:
         raise InputError(f"{source}: no levels given; expected fractions such as 0.5,0.9")
     if len(set(out)) > MAX_LEVELS:
         raise InputError(f"{source}: {len(set(out))} levels; at most {MAX_LEVELS} (each is a region to compute)")
-    return tuple(sorted(set(out)))
+    return Levels(sorted(set(out)))
 
 
 def _version() -> str:
@@ -104,6 +123,35 @@ class Calibration:
     truth_masses: tuple[float, ...] = ()  # each calibration photo's score (exact claim p-values); () when too many
     photo_bins: tuple[int, ...] = ()  # each calibration photo's bin (Mondrian), parallel to truth_masses
     refs: str = ""  # the fingerprint of the reference set the photos were located with ("" : none)
+    photos_per_set: tuple[int, int] = SINGLE_PHOTOS  # fitted on answers of this many photos (min, max); (1, 1): single
+
+    @property
+    def on_sets(self) -> bool:
+        """Fitted on the joint answers of photo sets (not on single photos)."""
+        return tuple(self.photos_per_set) != SINGLE_PHOTOS
+
+    @property
+    def kind(self) -> str:
+        """What it was fitted on, in words: "single photos", "sets of 3 photos", "sets of 2–5 photos"."""
+        lo, hi = self.photos_per_set
+        if not self.on_sets:
+            return "single photos"
+        return f"sets of {lo} photos" if lo == hi else f"sets of {lo}–{hi} photos"
+
+    def note_for(self, n_photos: int) -> str:
+        """"" when this calibration was fitted on answers like one joining `n_photos` photos (1: a single photo);
+        else the sentence to show beside its regions (they are still drawn, at this calibration's masses)."""
+        lo, hi = self.photos_per_set
+        n = int(n_photos)
+        if lo <= n <= hi:
+            return ""
+        if not self.on_sets:
+            return SINGLE_ON_JOINT
+        if n == 1:
+            return (f"calibrated on photo sets ({self.kind}): coverage of a single photo's regions may differ; fit "
+                    "one on single photos (geocore calibrate --results)")
+        return (f"calibrated on {self.kind}, and this answer joins {n}: coverage may differ; fit one on sets of "
+                "this size (geocore calibrate --sets)")
 
     def check_references(self, fingerprint: str) -> None:
         """InputError unless this calibration was fitted with the reference set `fingerprint` ("" : none):
@@ -147,7 +195,9 @@ class Calibration:
 
     def mass_for(self, level: float) -> float:
         """The mass to use for nominal `level` (exact at fitted levels, interpolated between them)."""
-        (p,) = validate_levels([level], "level")
+        p = float(level)
+        if not 0.0 < p < 1.0:  # also rejects NaN
+            raise InputError(f"level {level!r} is outside (0, 1); expected a fraction such as 0.9")
         lo, hi = self.levels[0], self.levels[-1]
         if p < lo - 1e-12 or p > hi + 1e-12:
             raise InputError(f"level {p:g} is outside the calibrated levels {lo:g}..{hi:g} of the calibration "
@@ -165,7 +215,8 @@ class Calibration:
 
     def to_dict(self) -> dict:
         out = {"format": FORMAT, **asdict(self), "levels": list(self.levels), "masses": list(self.masses),
-               "method": self.method, "localizability": list(self.localizability)}
+               "method": self.method, "localizability": list(self.localizability),
+               "photos_per_set": list(self.photos_per_set)}
         out["bins"] = self.bins.to_dict() if self.bins is not None else None
         return out
 
@@ -231,7 +282,7 @@ def _parse(data: dict, source: str) -> dict:
     if out["n"] < 1:
         raise InputError(f"{source}: field 'n': expected a positive integer (calibration images), got {out['n']}")
     levels, masses = _numbers(data, source, "levels"), _numbers(data, source, "masses")
-    if tuple(levels) != validate_levels(levels, f"{source}: field 'levels'"):
+    if tuple(levels) != tuple(parse_levels(levels, f"{source}: field 'levels'")):
         raise InputError(f"{source}: field 'levels': expected increasing levels without repeats, got {shorten(levels)}")
     if len(masses) != len(levels):
         raise InputError(f"{source}: field 'masses': expected one mass per level ({len(levels)}), got {len(masses)}")
@@ -263,7 +314,18 @@ def _parse(data: dict, source: str) -> dict:
         if len(q) != 101 or any(b < a for a, b in zip(q, q[1:])):
             raise InputError(f"{source}: field 'localizability': expected 101 non-decreasing quantiles")
         out["localizability"] = tuple(q)
+    if data.get("photos_per_set") is not None:  # files written before set calibrations: single photos
+        out["photos_per_set"] = _photos_per_set(data["photos_per_set"], source)
     return out
+
+
+def _photos_per_set(value, source: str) -> tuple[int, int]:
+    ok = (isinstance(value, list) and len(value) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in value) and 1 <= value[0] <= value[1])
+    if not ok:
+        raise InputError(f"{source}: field 'photos_per_set': expected [smallest, largest] photos per set, two "
+                         f"integers with 1 ≤ smallest ≤ largest, got {shorten(value)}")
+    return int(value[0]), int(value[1])
 
 
 def conformal_mass(scores: np.ndarray, level: float) -> float:
@@ -275,13 +337,15 @@ def conformal_mass(scores: np.ndarray, level: float) -> float:
 
 def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprint,
                     created: str | None = None, bin_score=None, localizability=None,
-                    n_bins: int = DEFAULT_BINS, bin_score_name: str = DEFAULT_BIN_SCORE, refs: str = "") -> Calibration:
+                    n_bins: int = DEFAULT_BINS, bin_score_name: str = DEFAULT_BIN_SCORE, refs: str = "",
+                    photos_per_set: tuple[int, int] = SINGLE_PHOTOS) -> Calibration:
     """Calibrate masses on held-out truth masses (N,) (see `regions.truth_mass`).
 
     `fingerprint`: the candidates' fingerprint, or the `CandidateCells` themselves. With `bin_score` (N,) (the
     photos' `bin_score_name`, entropy by default) the calibration is Mondrian: masses per bin of it
     (`geocore.uncertainty.conditional`); `localizability` (N,) (raw log10 km² of the 90 % region) is kept as
-    quantiles for the fit check.
+    quantiles for the fit check. `photos_per_set`: (smallest, largest) set when the scores are those of the joint
+    answers of photo sets (`geocore.cases.set_calibration`); (1, 1) for single photos.
     """
     scores = as_numpy(truth_mass, np.float64).ravel()
     if scores.size == 0:
@@ -299,7 +363,8 @@ def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprin
                        created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        version=_version(), bins=bins,
                        localizability=() if localizability is None else score_quantiles(localizability),
-                       refs=str(refs or ""), **_kept_scores(scores, bins, bin_score))
+                       refs=str(refs or ""), photos_per_set=_photos_per_set([int(v) for v in photos_per_set], "photos_per_set"),
+                       **_kept_scores(scores, bins, bin_score))
 
 
 MAX_KEPT_SCORES = 50_000  # each photo's score kept for exact p-values while the file stays well under 1 MiB

@@ -42,8 +42,10 @@ class SearchRegion:
     level: nominal coverage asked for; mass: the probability threshold used (= level, or the calibrated
     mass); held_mass: probability the region actually holds (> mass); indices: candidates, densest first;
     area_km2: exact sum of their areas; outside_calibration: the image's raw localizability lies beyond the
-    1st–99th percentile its calibration saw (coverage may not hold). geometry, n_areas and countries are
-    computed on first use.
+    1st–99th percentile its calibration saw (coverage may not hold); calibration_kind: what its calibration was
+    fitted on ("single photos", "sets of 2–5 photos"; "" when not calibrated); calibration_note: "" when that
+    matches the answer (a single photo, or a joint answer of as many photos as the sets), else the sentence to show
+    (`Calibration.note_for`). geometry, n_areas and countries are computed on first use.
     """
 
     level: float
@@ -54,6 +56,8 @@ class SearchRegion:
     held_mass: float
     cells: CandidateCells = field(repr=False)
     outside_calibration: bool = False
+    calibration_kind: str = ""
+    calibration_note: str = ""
 
     @cached_property
     def geometry(self) -> BaseGeometry:
@@ -88,6 +92,7 @@ class SearchRegion:
                 "area_km2": self.area_km2, "n_areas": self.n_areas, "countries": self.countries,
                 "country_names": self.country_names, "held_mass": self.held_mass,
                 "n_candidates": int(self.indices.size),
+                "calibration_kind": self.calibration_kind or None, "calibration_note": self.calibration_note or None,
             },
         }
 
@@ -201,17 +206,21 @@ def region_areas(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibration
 
 
 def search_regions(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibration: Calibration | None = None,
-                   model: str | None = None) -> list[SearchRegion] | list[list[SearchRegion]]:
+                   model: str | None = None, n_photos: int = 1) -> list[SearchRegion] | list[list[SearchRegion]]:
     """HPD search regions: for probs (M,) a list over levels; for (B, M) a list per image of lists over levels.
 
     With `calibration`, the mass used for level p is the calibrated mass `calibration.mass_for(p)` (per image for a
     Mondrian one); the calibration must have been fitted on these candidates (and on `model`, when given). Its
-    fit check (`outside_calibration`) reads each image's raw 90 % area off the same sort.
+    fit check (`outside_calibration`) reads each image's raw 90 % area off the same sort. `n_photos`: how many photos
+    each answer joins (1: single photos; a joint answer's n), against what the calibration was fitted on
+    (`calibration_note`).
     """
     p, single = prob_matrix(probs, len(cells))
     levels = validate_levels(levels)
     q = _masses(levels, calibration, cells, model, p)
     log_area = np.log(cells.areas_km2).astype(np.float32)
+    kind = calibration.kind if calibration is not None else ""
+    note = calibration.note_for(n_photos) if calibration is not None else ""
     out: list[list[SearchRegion]] = []
     for start, block in _blocks(p):
         s = _Sorted(block, cells, log_area)
@@ -225,7 +234,8 @@ def search_regions(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibrati
             out.append([SearchRegion(level=float(lv), mass=float(qq), calibrated=calibration is not None,
                                      indices=s.order[r, : e + 1].copy(), area_km2=float(s.area[r, e]),
                                      held_mass=float(s.mass[r, e]), cells=cells,
-                                     outside_calibration=bool(outside[r]))
+                                     outside_calibration=bool(outside[r]), calibration_kind=kind,
+                                     calibration_note=note)
                         for lv, qq, e in zip(levels, qb[r], ends[r])])
     return out[0] if single else out
 

@@ -31,7 +31,6 @@ import pytest
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "app"))  # the app's `ui` package, for the region layer's class and colour
 from ui.search_regions import REGION_CLASS, REGION_STYLES  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"

@@ -24,6 +24,13 @@ def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int] | None = None,
     return x.reshape(x.shape[0], grid[0], grid[1], x.shape[2]).permute(0, 3, 1, 2)
 
 
+def flatten_views(pixels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(B, 3, H, W) → itself, 1; (B, V, 3, H, W) views → (B·V, 3, H, W), V (undone by `average_views`)."""
+    if pixels.dim() == 5:
+        return pixels.flatten(0, 1), int(pixels.shape[1])
+    return pixels, 1
+
+
 def average_views(logits: torch.Tensor, views: int) -> torch.Tensor:
     """(B·V, n) logits of V views per image, image-major (as `flatten(0, 1)` of (B, V, ...) inputs) → (B, n)
     mean logits: both papers' authors average the ten crops' logits before the softmax (train and test)."""

@@ -68,7 +68,7 @@ def locate_file(name: str, upstream_url: str, mirror: str | None) -> Location:
 class _KeepMethod(urllib.request.HTTPRedirectHandler):
     """Redirects keep the request's method (urllib turns a redirected HEAD into a GET, i.e. a whole download)."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - urllib's hook
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None:
             new.method = req.get_method()
@@ -95,8 +95,8 @@ def _network_error(loc: Location, err: BaseException) -> InputError:
     """One line for a failed request: missing file, other HTTP status, or a host that cannot be reached."""
     if isinstance(err, urllib.error.HTTPError):
         if err.code in (404, 410):
-            return MissingFile(f"{loc.name} is missing from {loc.url} (HTTP {err.code}); nothing of the dataset is "
-                              "marked complete")
+            return MissingFile(f"{loc.name} is missing from {loc.url} (HTTP {err.code}); check the source or the "
+                              "mirror (`geocore data list` shows where each file comes from)")
         return InputError(f"{loc.url} answered HTTP {err.code} ({readable(err.reason)}) for {loc.name}")
     host = urllib.parse.urlsplit(loc.url or "").netloc or "the server"
     reason = getattr(err, "reason", err)
@@ -113,8 +113,8 @@ def probe(loc: Location) -> int | None:
     host cannot be reached."""
     if loc.path is not None:
         if not loc.path.is_file():
-            raise MissingFile(f"{loc.name} is missing from {loc.path.parent} (no such file); nothing of the "
-                             "dataset is marked complete")
+            raise MissingFile(f"{loc.name} is missing from {loc.path.parent} (no such file); a mirror folder "
+                             "holds the files under the names `geocore data list --json` shows")
         return loc.path.stat().st_size
     try:
         with _request(str(loc.url), "HEAD") as resp:
@@ -170,7 +170,7 @@ def download(loc: Location, dest: Path, *, size: int | None = None, progress: Pr
                     out.write(block)
                     advance(len(block))
         except (*_NET_ERRORS, OSError) as err:
-            if isinstance(err, OSError) and not isinstance(err, (*_NET_ERRORS,)) and err.errno is not None:
+            if not isinstance(err, _NET_ERRORS):  # the disk, not the network (full, read-only, no permission)
                 raise InputError(f"cannot write {part} ({err.strerror}); the download is kept to resume") from None
             raise InputError(f"the download of {loc.name} was cut short ({readable(err) or type(err).__name__}); "
                              "run the same command again to resume it") from None

@@ -122,22 +122,25 @@ def resolve_benchmark(dataset: str | os.PathLike, images: str | os.PathLike | No
     """
     path = Path(dataset)
     if path.exists() or not is_catalog_name(dataset):
-        if images is None:
+        if images is not None:  # a CSV path, checked by its reader
+            return path, Path(images)
+        if path.exists():
             raise InputError(f"--dataset {dataset} is a CSV file: give --images FOLDER too (or a dataset name "
                              f"from `geocore data list`)")
-        return path, Path(images)
+        raise InputError(f"--dataset {dataset}: no such file, and no dataset of that name (known: "
+                         f"{', '.join(CATALOG)}; see `geocore data list`)")
     entry: DatasetEntry = get_entry(str(dataset))
     where = DatasetDir(data_home(data_dir), entry.name)
     done = where.complete_parts()
     fetch = f"geocore data fetch {entry.name}" + ("" if data_dir is None else f" --to {where.root}")
     if "metadata" not in done or not where.csv.is_file():
-        raise InputError(f"{entry.name} is not fetched completely in {where.root} (no complete ground-truth "
-                         f"table): run `{fetch}` again")
+        raise InputError(f"{entry.name} is not fetched, or not completely, in {where.root} (no complete "
+                         f"ground-truth table): run `{fetch}`")
     if images is not None:
         return where.csv, Path(images)
     if "images" not in entry.parts:
         raise InputError(f"{entry.name} has no image archive to fetch ({entry.notes}): give --images FOLDER")
     if "images" not in done or not where.images.is_dir():
-        raise InputError(f"{entry.name}'s images are not fetched completely in {where.root}: run "
-                         f"`{fetch} --part images` again")
+        raise InputError(f"{entry.name}'s images are not fetched, or not completely, in {where.root}: run "
+                         f"`{fetch} --part images`")
     return where.csv, where.images
