@@ -11,6 +11,11 @@ m(x) = normalize(g(x) + Σ_j g(y_j)) (g: the real location encoder); σ differs 
   joint's 90 % region raw and with a calibration fitted on single photos; against the best single photo (the
   least noisy one) of the set.
 - conflict: in half of the sets one photo is of a random other place; the flag's precision and recall.
+- set calibration: joint answers (the library's t = 1/√n) of sets of 2, 3 and 5 photos, with and without shared
+  look-alikes; coverage at 50/80/90/95 % and median 90 % area under no calibration (raw mass), calibrations fitted
+  on single photos (marginal, and Mondrian on the entropy as `geocore calibrate --results` fits by default), one
+  fitted on held-out sets of the same size and look-alikes (`geocore calibrate --sets`: Mondrian on the joint's
+  entropy) and one fitted on those sets of all three sizes pooled (as a SETS.csv of mixed sizes gives).
 - claims: single photos; true claims (the truth) and false ones 10/100/1000 km away: conformal p-values with
   the calibration's raw scores, and decisions from the calibration file's masses alone.
 - video: geoclip-tiny on a synthetic clip, frames/s end to end against `locate` on the same frames saved as
@@ -37,7 +42,7 @@ from geocore.geo.coords import destination_point
 from geocore.geo.distance import haversine_km
 from geocore.geo.gallery import default_gallery
 from geocore.uncertainty import fit_calibration, gallery_cells
-from geocore.uncertainty.regions import areas_at_masses, truth_mass
+from geocore.uncertainty.regions import areas_at_masses, bin_scores, prob_matrix, truth_mass
 
 from bench.bench_calibration import _heads
 
@@ -47,6 +52,8 @@ SIGMAS = (2.0, 6.0)
 CONFUSERS = (0, 2)
 ALPHAS = (0.1, 0.05)
 CLAIM_KM = (10.0, 100.0, 1000.0)
+SET_LEVELS = (0.5, 0.8, 0.9, 0.95)
+WITHIN = 0.02  # issue #19: calibrated coverage of joint regions within 2 points of nominal
 
 
 class StandIns:
@@ -178,6 +185,100 @@ def run_joint(s: StandIns, cases: int, n_area: int) -> list[str]:
                     "elsewhere in half of the sets; t = n^-0.5; calibrated 90 % regions):", ""] + conflict
 
 
+def _scored(s: StandIns, p: torch.Tensor, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(truth mass, entropy) of answers (b, M), as the search regions compute them at use."""
+    q, _ = prob_matrix(p, len(s.cells))
+    return truth_mass(q, s.cells, truth), bin_scores(q, s.cells, "entropy")
+
+
+def set_answers(s: StandIns, k: int, count: int, n_keep: int) -> dict:
+    """Joint answers (t = 1/√n, as `joint_locate`) of `count` scenes sharing k look-alikes, for each set size n in
+    SIZES: the first n of the scene's max(SIZES) photos (nested sets: each size's answers are exchangeable among
+    themselves, at a third of the cost). Per size: truth mass and entropy of each joint answer, and the joint
+    distributions of the first `n_keep` (for region areas)."""
+    rows = s.rng.choice(len(s.truth), count)
+    big = max(SIZES)
+    sig = s.rng.uniform(*SIGMAS, (count, big))
+    conf = s.rng.choice(len(s.cand), (count, k)) if k else None
+    out: dict = {n: {"mass": [], "entropy": [], "keep": []} for n in SIZES}
+    for start in range(0, count, 100):
+        sl = slice(start, min(count, start + 100))
+        b = sl.stop - sl.start
+        lp = s.log_probs(np.repeat(rows[sl], big), sig[sl].ravel(),
+                         None if conf is None else np.repeat(conf[sl], big, axis=0)).reshape(b, big, -1)
+        for n in SIZES:
+            joint = combine(lp[:, :n]).exp()
+            mass, ent = _scored(s, joint, s.truth[rows[sl]])
+            out[n]["mass"].append(mass)
+            out[n]["entropy"].append(ent)
+            if start < n_keep:
+                out[n]["keep"].append(joint[: n_keep - start])
+    return {n: {"mass": np.concatenate(o["mass"]), "entropy": np.concatenate(o["entropy"]),
+                "keep": torch.cat(o["keep"]) if o["keep"] else None} for n, o in out.items()}
+
+
+def photo_calibrations(s: StandIns, k: int, n: int = 4000) -> dict:
+    """Calibrations fitted on n single photos with k look-alikes: marginal and Mondrian (entropy, the default)."""
+    rows = s.rng.choice(len(s.truth), n)
+    conf = s.rng.choice(len(s.cand), (n, k)) if k else None
+    mass, ent = [], []
+    for sl in (slice(a, min(n, a + 200)) for a in range(0, n, 200)):
+        p = s.log_probs(rows[sl], s.rng.uniform(*SIGMAS, sl.stop - sl.start), None if conf is None else conf[sl]).exp()
+        m, e = _scored(s, p, s.truth[rows[sl]])
+        mass.append(m)
+        ent.append(e)
+    mass, ent = np.concatenate(mass), np.concatenate(ent)
+    opts = dict(model="stand-in", fingerprint=s.cells)
+    return {"single photos, marginal": fit_calibration(mass, SET_LEVELS, **opts),
+            "single photos, Mondrian": fit_calibration(mass, SET_LEVELS, bin_score=ent, **opts)}
+
+
+def _masses(cal, entropy: np.ndarray) -> np.ndarray:
+    """(B, L) the masses each joint answer's regions take at SET_LEVELS (None: raw mass)."""
+    if cal is None:
+        return np.broadcast_to(np.asarray(SET_LEVELS), (entropy.size, len(SET_LEVELS)))
+    m = cal.masses_for(SET_LEVELS, entropy if cal.bins is not None else None)
+    return np.broadcast_to(m, (entropy.size, len(SET_LEVELS)))
+
+
+def run_set_calibration(s: StandIns, n_cal: int, n_test: int, n_area: int) -> tuple[list[str], dict]:
+    """Coverage of joint regions (sets of SIZES photos, CONFUSERS look-alikes) under each calibration."""
+    head = ("| photos | look-alikes | calibration | " + " | ".join(f"{100 * p:g} %" for p in SET_LEVELS)
+            + " | within 2 points? | median 90 % area km² |")
+    lines = [head, "|---|---|---|" + "---|" * len(SET_LEVELS) + "---|---|"]
+    summary: dict = {}
+    j90 = SET_LEVELS.index(0.9)
+    for k in CONFUSERS:
+        photo_cals = photo_calibrations(s, k)
+        cal_sets = set_answers(s, k, n_cal, 0)
+        tests = set_answers(s, k, n_test, n_area)
+        pooled = {key: np.concatenate([cal_sets[n][key] for n in SIZES]) for key in ("mass", "entropy")}
+        mixed = fit_calibration(pooled["mass"], SET_LEVELS, model="stand-in", fingerprint=s.cells,
+                                bin_score=pooled["entropy"], photos_per_set=(min(SIZES), max(SIZES)))
+        for n in SIZES:
+            test = tests[n]
+            own = fit_calibration(cal_sets[n]["mass"], SET_LEVELS, model="stand-in", fingerprint=s.cells,
+                                  bin_score=cal_sets[n]["entropy"], photos_per_set=(n, n))
+            cals = {"none (raw mass)": None, **photo_cals, f"sets of {n} (held out)": own,
+                    f"sets of {min(SIZES)}–{max(SIZES)} pooled": mixed}
+            masses = {name: _masses(c, test["entropy"]) for name, c in cals.items()}
+            keep = test["keep"].shape[0]
+            areas = areas_at_masses(test["keep"], s.cells, np.stack([m[:keep, j90] for m in masses.values()], 1))
+            for (name, m), area in zip(masses.items(), areas.T):
+                cov = (test["mass"][:, None] <= m).mean(0)
+                miss = [f"{100 * p:g} %: {100 * (c - p):+.1f}" for p, c in zip(SET_LEVELS, cov) if abs(c - p) > WITHIN]
+                verdict = "yes" if not miss else "no (" + ", ".join(miss) + ")"
+                lines.append(f"| {n} | {k} | {name} | " + " | ".join(f"{c:.1%}" for c in cov)
+                             + f" | {verdict} | {np.median(area):,.0f} |")
+                summary[(n, k, name)] = (cov, float(np.median(area)))
+    se = ", ".join(f"{100 * p:g} %: ±{100 * np.sqrt(p * (1 - p) / n_test):.1f}" for p in SET_LEVELS)
+    note = (f"Calibration: {n_cal:,} held-out sets per size (the pooled one: all {len(SIZES) * n_cal:,}), 4,000 single "
+            f"photos; {n_test:,} test sets per row (one standard error of a coverage: {se} points; the calibration "
+            f"draw adds as much again); areas over the first {n_area} test sets. Sets are nested (the sets of 2 and 3 "
+            f"are the first photos of the sets of 5), so rows of one look-alike setting share their scenes.")
+    return [note, ""] + lines, summary
+
+
 def run_claims(s: StandIns, cal_scores: np.ndarray, cal, n: int) -> list[str]:
     rows = s.rng.choice(len(s.truth), n)
     sig = s.rng.uniform(*SIGMAS, n)
@@ -288,12 +389,20 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--clip-seconds", type=float, default=20)
     parser.add_argument("--long-minutes", type=float, default=60)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["joint", "claims", "video"])
+    parser.add_argument("--set-cal", type=int, default=2500, help="held-out calibration sets per size")
+    parser.add_argument("--set-test", type=int, default=2500, help="test sets per size")
+    parser.add_argument("--set-area", type=int, default=200, help="test sets whose region areas are measured")
+    parser.add_argument("--quick", action="store_true", help="a few minutes: fewer truths, sets, claims, a short clip")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["joint", "claims", "sets", "video"])
     args = parser.parse_args(argv)
+    if args.quick:
+        args.truths, args.cases, args.area_cases, args.claims = 2000, 100, 20, 500
+        args.clip_seconds, args.long_minutes = 5.0, 2.0
+        args.set_cal, args.set_test, args.set_area = 800, 800, 60
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     lines = []
-    if set(args.skip) != {"joint", "claims"}:
+    if not {"joint", "claims", "sets"} <= set(args.skip):
         s = StandIns(args.truths, seed=0)
         lines += [f"Candidates: {len(s.cells):,} gallery points; {args.truths:,} held-out truths; σ uniform in "
                   f"{SIGMAS}; calibrations fitted on 4,000 single photos with the same look-alikes (their truths "
@@ -306,6 +415,12 @@ def main(argv: list[str] | None = None) -> list[str]:
             if "claims" not in args.skip:
                 lines += ["Claims (single photos, no look-alikes; calibration: the 4,000 photos above):", ""]
                 lines += run_claims(s, cal_scores, cal, args.claims) + [""]
+            if "sets" not in args.skip:
+                t1 = time.perf_counter()
+                lines += ["Joint regions by calibration (t = 1/√n; coverage at each level, the levels missed by more "
+                          "than 2 points, median 90 % area):", ""]
+                lines += run_set_calibration(s, args.set_cal, args.set_test, args.set_area)[0]
+                lines += ["", f"(set calibration: {time.perf_counter() - t1:.0f} s)", ""]
     if "video" not in args.skip:
         lines += run_video(args.clip_seconds, args.long_minutes)
     lines += ["", f"Total: {time.perf_counter() - t0:.0f} s on {args.threads} thread(s)."]

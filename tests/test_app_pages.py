@@ -1455,6 +1455,30 @@ def test_locate_joint_answer_with_narrowing_and_conflicts_and_a_claim(one_thread
     assert check.verdict.split(":", 1)[1] in verdicts[0] and "Cairo" in verdicts[0]
 
 
+def test_locate_joint_answer_says_which_kind_of_answers_its_calibration_was_fitted_on(one_thread):
+    """Issue #19: a calibration fitted on single photos, used on the joint answer, is said above it (once: not on
+    the photos); one fitted on photo sets is not, but is said on each single photo."""
+    import json
+
+    from geocore.uncertainty.calibration import SINGLE_ON_JOINT, fit_calibration
+
+    files = [(f"p{i}.jpg", _jpeg(20 + i)) for i in range(2)]
+    fingerprint = _tiny_cities().candidate_cells().fingerprint
+    at = _run("locate", {"_test_uploads": files,
+                         "_test_calibration": ("cal.json", _calibration_json(TEST_MODEL, fingerprint))})
+    at.checkbox(key="same_place").check().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert sum(SINGLE_ON_JOINT[1:] in t for t in _texts(at.warning)) == 1
+    sets = fit_calibration(np.linspace(0.05, 0.99, 40), levels=(0.5, 0.8, 0.9), model=TEST_MODEL,
+                           fingerprint=fingerprint, photos_per_set=(2, 4))
+    at.session_state["_test_calibration"] = ("sets.json", json.dumps(sets.to_dict()).encode())
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any(SINGLE_ON_JOINT[1:] in t for t in _texts(at.warning))
+    assert sum("alibrated on photo sets (sets of 2–4 photos)" in t for t in _texts(at.warning)) == len(files)
+    assert any("photo sets (sets of 2–4 photos" in t for t in _texts(at.sidebar.success))
+
+
 def test_locate_claim_verdict_per_photo_and_an_ambiguous_name_is_one_line():
     from geocore.cases.claims import check_claim
 

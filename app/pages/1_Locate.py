@@ -132,8 +132,8 @@ if model is not None:
                     answers = iter(located)
                     failures = dict(failed)
                     case = cached["case"] = Case(bound, photos, results, clips=[
-                        ClipAnswer(i, n, image_bytes_digest(b), len(b), *((None, failures[n]) if n in failures
-                                                                            else (next(answers), None)))
+                        ClipAnswer(i, n, image_bytes_digest(b), len(b), error=failures.get(n),
+                                   result=None if n in failures else next(answers))
                         for i, (n, b) in enumerate(clips, start=1)])
             results = case.results if case is not None else None
             videos = ([c.result for c in case.clips if c.ok], [(c.name, c.error) for c in case.clips if not c.ok]) \

@@ -97,7 +97,8 @@ def calibration_upload(key: str, where=None) -> UploadedCalibration:
     except InputError as err:
         show_error(err, where=where)
         return UploadedCalibration(None, digest, str(err))
-    where.success(f"Calibrated on {cal.n:,} photos of {md_text(cal.model)}.")
+    what = "photos" if not cal.on_sets else f"photo sets ({cal.kind}: for joint answers)"
+    where.success(f"Calibrated on {cal.n:,} {what} of {md_text(cal.model)}.")
     return UploadedCalibration(cal, digest)
 
 

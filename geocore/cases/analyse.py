@@ -24,19 +24,26 @@ from geocore.request import BoundRequest, LocateRequest
 
 
 @dataclass
-class ClipAnswer:
-    """One video clip of a case: its file's identity and its located clip, or why it could not be read."""
+class CaseInput:
+    """One input of a case as a file: its place in the case, its name, the file's SHA-256 and size, and why it could
+    not be used (`error`; None when it was)."""
 
     index: int
     name: str
     sha256: str | None = None
     n_bytes: int | None = None
-    result: VideoResult | None = None
     error: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass
+class ClipAnswer(CaseInput):
+    """One video clip of a case: its file's identity and its located clip, or why it could not be read."""
+
+    result: VideoResult | None = None
 
 
 @dataclass

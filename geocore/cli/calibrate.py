@@ -132,6 +132,10 @@ def _calibrate_sets(sets: Path, images: Path | None, model: str, pretrained: str
                          if cal.bins.merged else ""))
     console.print("Coverage holds for joint answers (geocore locate --same-place --calibration) of sets like these: "
                   "same model, same gallery or cells, as many photos, similar scenes.")
+    if lo != hi:
+        console.print("[bold yellow]note:[/] the sets hold different numbers of photos: coverage holds on average over "
+                      "this mix of sizes, not for each size (on stand-ins a pooled calibration missed some sizes by over "
+                      "4 points); for a guarantee per size, fit one on sets of that size")
 
 
 def register(app: typer.Typer) -> None:

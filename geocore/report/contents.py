@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geocore.cases.analyse import Case, ClipAnswer
+from geocore.cases.analyse import Case, CaseInput, ClipAnswer
 from geocore.cases.claims import ClaimCheck, check_claim
 from geocore.cases.joint import JointResult
 from geocore.data.images import Photo
@@ -22,13 +22,9 @@ _HASH_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 @dataclass
-class PhotoCase:
+class PhotoCase(CaseInput):
     """Everything the report shows about one photo (thumbnails and maps as data: URIs)."""
 
-    index: int
-    name: str
-    sha256: str | None = None
-    n_bytes: int | None = None
     result: LocateResult | None = None
     regions: list = field(default_factory=list)  # SearchRegion per level, ascending
     exif: dict = field(default_factory=dict)
@@ -42,11 +38,6 @@ class PhotoCase:
     region_note: str | None = None  # why the regions' polygons (maps, separate areas, countries) are missing
     ref_thumbs: list = field(default_factory=list)  # per reference neighbour: a data: URI, or None
     claim: ClaimCheck | None = None  # the claimed location checked against this photo's answer
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass
@@ -64,23 +55,13 @@ class JointCase:
 
 
 @dataclass
-class VideoCase:
+class VideoCase(ClipAnswer):
     """Everything the report shows about one video clip: the located clip, its frames' thumbnails (data: URIs,
     one per kept frame), each segment's joint answer and the clip's."""
 
-    index: int
-    name: str
-    sha256: str | None = None
-    n_bytes: int | None = None
-    result: Any = None  # geocore.cases.clip.VideoResult
     thumbs: list = field(default_factory=list)
     segments: list = field(default_factory=list)  # JointCase per segment (no maps)
     clip: JointCase | None = None  # the joint of the segments, with the track maps and the claim
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 @dataclass
