@@ -46,6 +46,33 @@ def _check_coord(frame: pd.DataFrame, field: str, limit: float) -> str | None:
     return f"line(s) {_line_list(lines)}: field {field} must be a number in [-{limit:g}, {limit:g}] (got {got})"
 
 
+def _too_long(frame: pd.DataFrame, col: str, expected: str = "") -> list[str]:
+    """The problem of `col`'s values longer than a file name can be (none: [])."""
+    long = frame.index[frame[col].fillna("").astype(str).str.len() > _MAX_NAME]
+    return [f"line(s) {_line_list([int(i) + 2 for i in long])}: field {col} is longer than {_MAX_NAME} characters"
+            f"{expected}"] if len(long) else []
+
+
+def _raise_problems(frame: pd.DataFrame, path: Path, problems: list[str]) -> None:
+    """Checks LAT and LON (made numbers in place) and raises one InputError naming every problem found."""
+    problems = problems + [p for p in (_check_coord(frame, "LAT", 90), _check_coord(frame, "LON", 180)) if p]
+    if problems:
+        raise InputError(f"{path}: " + "; ".join(problems))
+
+
+def _canonical_header(frame: pd.DataFrame, path: Path, names) -> tuple[pd.DataFrame, str | None]:
+    """The frame with its header names matched case- and space-insensitively to `names` (e.g. "lat", " LON"), and
+    its ID column (IMG_ID, else IMG_FILE, else None); InputError for a name given twice."""
+    canonical = {k.upper(): k for k in names}
+    frame = frame.rename(columns=lambda c: canonical.get(str(c).strip().upper(), c))
+    twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if twice:
+        raise InputError(f"{path}: column(s) {', '.join(twice)} appear more than once in the header "
+                         "(names are matched ignoring case and spaces); expected one each")
+    id_col = "IMG_ID" if "IMG_ID" in frame.columns else "IMG_FILE" if "IMG_FILE" in frame.columns else None
+    return frame, id_col
+
+
 def read_benchmark_csv(path: str | Path) -> pd.DataFrame:
     """Read and validate a benchmark CSV.
 
@@ -60,14 +87,7 @@ def read_benchmark_csv(path: str | Path) -> pd.DataFrame:
     id_cols = {"IMG_ID": str, "IMG_FILE": str, "AUTHOR": str}
     frame = read_csv_limited(path, "a benchmark CSV with a header IMG_ID (or IMG_FILE),LAT,LON", dtype=id_cols,
                              keep_default_na=False, na_values=[""])
-    # Header names are matched case- and space-insensitively (e.g. "lat", " LON").
-    canonical = {k.upper(): k for k in _CANONICAL}
-    frame = frame.rename(columns=lambda c: canonical.get(str(c).strip().upper(), c))
-    twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
-    if twice:
-        raise InputError(f"{path}: column(s) {', '.join(twice)} appear more than once in the header "
-                         "(names are matched ignoring case and spaces); expected one each")
-    id_col = "IMG_ID" if "IMG_ID" in frame.columns else "IMG_FILE" if "IMG_FILE" in frame.columns else None
+    frame, id_col = _canonical_header(frame, path, _CANONICAL)
     missing = [c for c in ("LAT", "LON") if c not in frame.columns] + ([] if id_col else ["IMG_ID or IMG_FILE"])
     if missing:
         raise InputError(
@@ -83,13 +103,8 @@ def read_benchmark_csv(path: str | Path) -> pd.DataFrame:
         problems.append(f"line(s) {_line_list([int(i) + 2 for i in empty])}: field {id_col} is empty")
     for col in dict.fromkeys((id_col, "IMG_FILE")):
         if col in frame.columns:
-            long = frame.index[frame[col].fillna("").astype(str).str.len() > _MAX_NAME]
-            if len(long):
-                problems.append(f"line(s) {_line_list([int(i) + 2 for i in long])}: field {col} is longer than "
-                                f"{_MAX_NAME} characters (expected an image file name)")
-    problems += [p for p in (_check_coord(frame, "LAT", 90), _check_coord(frame, "LON", 180)) if p]
-    if problems:
-        raise InputError(f"{path}: " + "; ".join(problems))
+            problems += _too_long(frame, col, " (expected an image file name)")
+    _raise_problems(frame, path, problems)
     dup = frame["IMG_ID"].duplicated(keep=False)
     if dup.any():
         groups: dict[str, list[int]] = {}
@@ -117,13 +132,7 @@ def read_sets_csv(path: str | Path) -> pd.DataFrame:
         raise InputError(f"{path} does not exist (expected {SETS_EXPECTED})")
     frame = read_csv_limited(path, SETS_EXPECTED, dtype={"SET_ID": str, "IMG_ID": str, "IMG_FILE": str},
                              keep_default_na=False, na_values=[""])
-    canonical = {k: k for k in ("SET_ID", "IMG_ID", "IMG_FILE", "LAT", "LON")}
-    frame = frame.rename(columns=lambda c: canonical.get(str(c).strip().upper(), c))
-    twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
-    if twice:
-        raise InputError(f"{path}: column(s) {', '.join(twice)} appear more than once in the header "
-                         "(names are matched ignoring case and spaces); expected one each")
-    id_col = "IMG_ID" if "IMG_ID" in frame.columns else "IMG_FILE" if "IMG_FILE" in frame.columns else None
+    frame, id_col = _canonical_header(frame, path, ("SET_ID", "IMG_ID", "IMG_FILE", "LAT", "LON"))
     missing = [c for c in ("SET_ID", "LAT", "LON") if c not in frame.columns] + ([] if id_col else ["IMG_ID"])
     if missing:
         raise InputError(f"{path} lacks column(s) {', '.join(missing)}: found {column_list(frame.columns)}; "
@@ -136,13 +145,8 @@ def read_sets_csv(path: str | Path) -> pd.DataFrame:
         empty = frame.index[frame[name] == ""]
         if len(empty):
             problems.append(f"line(s) {_line_list([int(i) + 2 for i in empty])}: field {name} is empty")
-        long = frame.index[frame[name].str.len() > _MAX_NAME]
-        if len(long):
-            problems.append(f"line(s) {_line_list([int(i) + 2 for i in long])}: field {name} is longer than "
-                            f"{_MAX_NAME} characters")
-    problems += [p for p in (_check_coord(frame, "LAT", 90), _check_coord(frame, "LON", 180)) if p]
-    if problems:
-        raise InputError(f"{path}: " + "; ".join(problems))
+        problems += _too_long(frame, name)
+    _raise_problems(frame, path, problems)
     frame["IMG_ID"] = frame[id_col]
     frame["line"] = frame.index.to_numpy() + 2  # +1 for 1-based, +1 for the header line
     first = frame.groupby("SET_ID", sort=False)[["LAT", "LON", "line"]].transform("first")
