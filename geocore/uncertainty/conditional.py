@@ -15,7 +15,9 @@ entropy of its distribution. Bins are cut at quantiles of the calibration photos
 default: 10 bins of the entropy, chosen by `bench/bench_conditional.py`). Finite-sample rule: every bin holds
 at least `min_bin_count(levels)` photos (enough for the highest level to get a mass below 1.0, and at least
 `MIN_BIN`): with fewer photos, fewer bins are cut, and a bin left short by tied scores is merged with its
-smaller neighbour; how many bins were given up is recorded (`merged`) and reported.
+smaller neighbour; so is a bin whose lowest level would need no mass (most of its truths lie in their photo's
+densest candidate, which every region holds: its coverage cannot come down to the level); how many bins were given
+up is recorded (`merged`) and reported.
 
 Fit check: the calibration stores the quantiles of the scores it saw. A photo outside its 1st–99th
 percentile, or a set of photos whose scores differ from it (two-sample Kolmogorov–Smirnov), is one the
@@ -55,15 +57,20 @@ def conformal_masses(scores: np.ndarray, levels: Sequence[float]) -> np.ndarray:
     return np.maximum.accumulate(out)
 
 
+def _merge_at(edges: list[float], counts: list[int], i: int) -> tuple[list[float], list[int], int]:
+    """Bin `i` merged into its smaller neighbour (needs two bins or more)."""
+    j = i - 1 if i == len(counts) - 1 or (i > 0 and counts[i - 1] <= counts[i + 1]) else i + 1
+    lo = min(i, j)
+    counts[lo : lo + 2] = [counts[i] + counts[j]]
+    del edges[lo]  # the edge between bins lo and lo + 1
+    return edges, counts, 1
+
+
 def _merge_small(edges: list[float], counts: list[int], need: int) -> tuple[list[float], list[int], int]:
     """Merge each bin under `need` photos into its smaller neighbour until none is left (or one bin remains)."""
     merged = 0
     while len(counts) > 1 and min(counts) < need:
-        i = int(np.argmin(counts))
-        j = i - 1 if i == len(counts) - 1 or (i > 0 and counts[i - 1] <= counts[i + 1]) else i + 1
-        lo = min(i, j)
-        counts[lo : lo + 2] = [counts[i] + counts[j]]
-        del edges[lo]  # the edge between bins lo and lo + 1
+        edges, counts, _ = _merge_at(edges, counts, int(np.argmin(counts)))
         merged += 1
     return edges, counts, merged
 
@@ -149,10 +156,18 @@ def fit_bins(truth_mass, score, levels: Sequence[float], *, score_name: str = DE
     proto = Bins(score_name, tuple(edges), (1,) * (len(edges) + 1), ((0.0,),) * (len(edges) + 1))
     counts = np.bincount(proto.bin_of(s), minlength=len(edges) + 1).tolist()
     edges, counts, _ = _merge_small(edges, counts, need)  # ties can still leave a bin short
+    while True:
+        proto = Bins(score_name, tuple(edges), tuple(counts), ((0.0,),) * len(counts))
+        which = proto.bin_of(s)
+        masses = tuple(tuple(conformal_masses(tm[which == b], levels).tolist()) for b in range(len(counts)))
+        # A bin whose lowest level needs no mass at all holds so many truths in its photos' densest candidate (a
+        # score of 0, tied) that every region there covers more than that level: no region can be smaller than
+        # one candidate. Such a bin joins its smaller neighbour, whose photos bring the quantile back to a level.
+        tied = [b for b, m in enumerate(masses) if m[0] <= 0.0]
+        if not tied or len(counts) < 2:
+            break
+        edges, counts, _ = _merge_at(edges, counts, tied[0])
     merged = n_bins - len(counts)
-    proto = Bins(score_name, tuple(edges), tuple(counts), ((0.0,),) * len(counts))
-    which = proto.bin_of(s)
-    masses = tuple(tuple(conformal_masses(tm[which == b], levels).tolist()) for b in range(len(counts)))
     return Bins(score_name, tuple(edges), tuple(int(c) for c in counts), masses, merged)
 
 
