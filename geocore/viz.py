@@ -12,7 +12,7 @@ draws on `ax` when given one (for grids of maps), else on a new figure, and retu
 - `plot_choropleth`, `plot_accuracy_choropleth`: a value per country or per continent as colours.
 - `plot_error_histogram`: the distribution of top-1 errors (log km) with the accuracy radii marked.
 - `plot_abstention`, `plot_recall_vs_area`: what search regions and localizability buy (an abstention curve,
-  recall against the area searched), from `geocore.eval.coverage.uncertainty_tables`.
+  recall against the area searched), from `geocore.eval.coverage.coverage_tables`.
 """
 
 from __future__ import annotations

@@ -516,7 +516,7 @@ def test_failures_metrics_filters_and_comparison(tmp_path, monkeypatch):
 def _uncertain_results(path: Path, n: int = 24, seed: int = 0) -> pd.DataFrame:
     """Results with the search-region columns: each photo's probabilities over a 1500 km grid gallery, peaked
     near (not always at) the truth, some sharp and some spread out."""
-    from geocore.eval.coverage import uncertainty_columns
+    from geocore.eval.coverage import coverage_columns
     from geocore.geo.gallery import grid_gallery
     from geocore.geo.candidates import gallery_cells
 
@@ -536,7 +536,7 @@ def _uncertain_results(path: Path, n: int = 24, seed: int = 0) -> pd.DataFrame:
         "PRED_LAT": top[:, 0], "PRED_LON": top[:, 1], "error_km": haversine_km(truth, top),
         "topk_lat": [[v] for v in top[:, 0]], "topk_lon": [[v] for v in top[:, 1]],
         "topk_prob": [[float(p)] for p in probs.max(1)], "model": "m", "status": "ok",
-        **uncertainty_columns(probs, gallery_cells(gallery), truth),
+        **coverage_columns(probs, gallery_cells(gallery), truth),
     })
     df.to_parquet(path, index=False)
     return df
@@ -550,12 +550,12 @@ def test_failures_how_sure_coverage_abstention_and_localizability_filter(tmp_pat
     import json
 
     from geocore.eval.analysis import most_localizable
-    from geocore.eval.coverage import calibrate_results, uncertainty_tables
+    from geocore.eval.coverage import calibrate_results, coverage_tables
 
     df = _uncertain_results(tmp_path / "u.parquet")
     _share(monkeypatch, tmp_path)
     at = _run("failures")
-    tables = uncertainty_tables(df)
+    tables = coverage_tables(df)
     shown = _coverage_shown(at)
     assert [_numbers(r)[0] for r in shown["region"]] == [50, 80, 90, 95]
     assert list(shown["coverage (%)"]) == list((100 * tables["coverage"]["coverage"]).round(1))
@@ -575,12 +575,12 @@ def test_failures_how_sure_coverage_abstention_and_localizability_filter(tmp_pat
     assert len(worst) == 12 and set(worst["IMG_ID"]) == kept
     assert worst["localizability"].max() <= df.loc[~df["IMG_ID"].isin(kept), "localizability"].min() + 0.01
 
-    # a calibration fitted on this run: masses and coverage as uncertainty_tables computes them with it
+    # a calibration fitted on this run: masses and coverage as coverage_tables computes them with it
     cal = calibrate_results(df, levels=(0.5, 0.8, 0.9, 0.95))
     at.session_state["_test_calibration"] = ("cal.json", json.dumps(cal.to_dict()).encode())
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    calibrated = uncertainty_tables(df, cal)["coverage"]
+    calibrated = coverage_tables(df, cal)["coverage"]
     shown = _coverage_shown(at)
     assert list(shown["mass used"]) == list(calibrated["mass"].round(3))
     assert list(shown["coverage (%)"]) == list((100 * calibrated["coverage"]).round(1))
@@ -588,7 +588,7 @@ def test_failures_how_sure_coverage_abstention_and_localizability_filter(tmp_pat
     assert any("24" in t for t in _texts(at.success))  # calibrated on 24 photos
     # coverage per localizability tercile beside the overall figure, as the library computes it
     by_bin = next(d.value for d in at.dataframe if "photos" in d.value.columns)
-    expected = uncertainty_tables(df, cal)["coverage_by_localizability"]
+    expected = coverage_tables(df, cal)["coverage_by_localizability"]
     assert list(by_bin["photos"]) == list(expected["photos"]) and list(by_bin["n"]) == [24, 8, 8, 8]
     assert list(by_bin["90 %"]) == list((100 * expected["90 %"]).round(1))
     assert not any("Coverage may not hold" in t for t in _texts(at.warning))  # the calibration's own photos

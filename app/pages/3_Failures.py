@@ -22,7 +22,7 @@ from geocore.eval.analysis import (
 )
 from geocore.present import SEA, km, pct
 from geocore.eval.results import MAX_PARQUET_BYTES, read_results
-from geocore.eval.coverage import calibration_fit, has_uncertainty, uncertainty_tables
+from geocore.eval.coverage import calibration_fit, has_coverage_columns, coverage_tables
 from ui.deck import hex_rgba, world_deck
 from ui.folders import NOT_SHARED, data_roots, files_in, folder_input, shared_file
 from ui.maps import prediction_map, show_map
@@ -92,7 +92,7 @@ def metrics_table(*frames: tuple[pd.DataFrame, str]) -> None:
 
 
 def coverage_display(coverage: pd.DataFrame) -> pd.DataFrame:
-    """`uncertainty_tables(...)["coverage"]` as analysts read it: level, mass used, coverage (%), areas (km²)."""
+    """`coverage_tables(...)["coverage"]` as analysts read it: level, mass used, coverage (%), areas (km²)."""
     return pd.DataFrame({
         "region": [pct(v) for v in coverage["nominal"]],
         "mass used": coverage["mass"].round(3),
@@ -106,7 +106,7 @@ def how_sure(df: pd.DataFrame) -> None:
     """Search regions judged on the whole file: coverage per level (calibrated with an uploaded calibration),
     accuracy against the share answered (most localizable first), recall against the area searched."""
     st.subheader("How sure was the model")
-    if not has_uncertainty(df):
+    if not has_coverage_columns(df):
         st.caption("This results file has no search-region columns (truth mass, region areas, localizability): "
                    "re-run `geocore evaluate` with this version of geocore to see how sure the model was.")
         return
@@ -115,14 +115,14 @@ def how_sure(df: pd.DataFrame) -> None:
         up = calibration_upload("f_cal_up", where=st.container())
     calibration = up.calibration
     try:
-        tables = uncertainty_tables(df, calibration)
+        tables = coverage_tables(df, calibration)
     except GeocoreError as err:
         if calibration is None:
             show_error(err)
             return
         show_error(err, where=right, prefix="Calibration not used: ")
         calibration = None
-        tables = uncertainty_tables(df)
+        tables = coverage_tables(df)
     n = int(tables["abstention"]["n"].max())  # the photos judged: status ok, with a truth mass
     with left:
         show_table(coverage_display(tables["coverage"]))
@@ -313,7 +313,7 @@ if picked is not None:
     with st.sidebar:
         st.header("Filters")
         keep_share = 100
-        if has_uncertainty(df):
+        if has_coverage_columns(df):
             keep_share = st.slider("Most localizable photos kept (%)", 5, 100, 100, 5, key="f_loc",
                                    help="Rank photos by the area of their 90 % search region (smallest first) and "
                                         "keep this share: what the model would answer if it abstained on the rest.")

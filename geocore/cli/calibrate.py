@@ -48,9 +48,9 @@ def calibrate(
     if given or tencrop:
         raise InputError(f"{(given or ['--tencrop'])[0]} goes with --sets; --results already holds the model's "
                          "answers (set such options on `geocore evaluate`)")
-    from geocore.cli.tables import uncertainty_report
+    from geocore.cli.tables import coverage_report
     from geocore.eval.results import read_results
-    from geocore.eval.coverage import calibrate_results, uncertainty_tables
+    from geocore.eval.coverage import calibrate_results, coverage_tables
     from geocore.uncertainty.calibration import validate_levels
 
     check_output(output, (".json",), create=True)
@@ -59,7 +59,7 @@ def calibrate(
     cal = calibrate_results(frame, chosen, mondrian=not marginal)
     cal.save(output)
     console = Console()
-    for table in uncertainty_report(uncertainty_tables(frame, None, chosen), calibrated=False)[:1]:
+    for table in coverage_report(coverage_tables(frame, None, chosen), calibrated=False)[:1]:
         console.print(table)
     console.print(f"calibrated on {cal.n} images of {terminal_text(cal.model)}: masses "
                   + ", ".join(f"{100 * p:g} % → {q:.3f}" for p, q in zip(cal.levels, cal.masses))

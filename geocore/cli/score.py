@@ -66,16 +66,16 @@ def calibration_note(cal, fit) -> str:
 def _score_results(path: Path, calibration: Path | None, as_json: bool, pick=None) -> None:
     from geocore.cli.papers import papers_json, print_papers
     from geocore.metrics import compute_metrics
-    from geocore.cli.tables import metrics_table, uncertainty_report
+    from geocore.cli.tables import metrics_table, coverage_report
     from geocore.eval.results import ok_rows, read_results
-    from geocore.eval.coverage import calibration_fit, has_uncertainty, uncertainty_tables
+    from geocore.eval.coverage import calibration_fit, has_coverage_columns, coverage_tables
     from geocore.uncertainty.calibration import Calibration
 
     frame = read_results(path)
     ok = ok_rows(frame)
     metrics = compute_metrics(ok[["PRED_LAT", "PRED_LON"]].to_numpy(float), ok[["LAT", "LON"]].to_numpy(float))
     cal = Calibration.load(calibration) if calibration is not None else None
-    tables = uncertainty_tables(frame, cal) if has_uncertainty(frame) else {}
+    tables = coverage_tables(frame, cal) if has_coverage_columns(frame) else {}
     if as_json:
         typer.echo(json.dumps({**metrics.to_dict(), **{k: v.to_dict("records") for k, v in tables.items()},
                                **papers_json(pick, metrics.to_dict())}))
@@ -85,7 +85,7 @@ def _score_results(path: Path, calibration: Path | None, as_json: bool, pick=Non
     print_papers(console, pick, metrics.to_dict())
     if not tables:
         console.print("(no search-region columns in this file: re-run `geocore evaluate` to get coverage tables)")
-    for table in uncertainty_report(tables, calibrated=cal is not None) if tables else []:
+    for table in coverage_report(tables, calibrated=cal is not None) if tables else []:
         console.print(table)
     if cal is not None and tables:
         console.print(calibration_note(cal, calibration_fit(frame, cal)))

@@ -40,8 +40,8 @@ def frame_table(frame, title: str, formats: dict[str, str] | None = None) -> Tab
     return table
 
 
-def uncertainty_report(tables: dict, calibrated: bool) -> list[Table]:
-    """Rich tables of `geocore.eval.coverage.uncertainty_tables`: coverage, abstention, recall vs area."""
+def coverage_report(tables: dict, calibrated: bool) -> list[Table]:
+    """Rich tables of `geocore.eval.coverage.coverage_tables`: coverage, abstention, recall vs area."""
     cov = tables["coverage"].rename(columns={"median_area_km2": "median km²", "mean_area_km2": "mean km²"})
     acc = {f"acc_{r}km": f"{r} km" for r in THRESHOLDS_KM}
     abst = tables["abstention"].rename(columns={**acc, "fraction": "answered", "median_km": "median km"})

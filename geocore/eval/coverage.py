@@ -35,8 +35,8 @@ AREA_GRID_KM2: tuple[float, ...] = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8)
 UNCERTAINTY_COLUMNS = ("truth_mass", "truth_area_km2", "area_curve_km2", "localizability", "entropy", "candidates")
 
 
-def uncertainty_columns(probs, cells: CandidateCells, truth_latlon) -> dict[str, object]:
-    """The per-image uncertainty columns for a batch: probs (B, M) over `cells`, truth (B, 2)."""
+def coverage_columns(probs, cells: CandidateCells, truth_latlon) -> dict[str, object]:
+    """The per-image coverage columns for a batch: probs (B, M) over `cells`, truth (B, 2)."""
     mass, area = truth_stats(probs, cells, truth_latlon)
     curve = areas_at_masses(probs, cells, MASS_GRID)  # (B, G)
     out: dict[str, object] = {"truth_mass": mass, "truth_area_km2": area,
@@ -49,12 +49,12 @@ def uncertainty_columns(probs, cells: CandidateCells, truth_latlon) -> dict[str,
     return out
 
 
-def has_uncertainty(results: pd.DataFrame) -> bool:
+def has_coverage_columns(results: pd.DataFrame) -> bool:
     return all(c in results.columns for c in UNCERTAINTY_COLUMNS)
 
 
 def _ok(results: pd.DataFrame, what: str) -> pd.DataFrame:
-    if not has_uncertainty(results):
+    if not has_coverage_columns(results):
         missing = [c for c in UNCERTAINTY_COLUMNS if c not in results.columns]
         raise InputError(f"results: {what} needs the columns {', '.join(missing)}, which `geocore evaluate` writes "
                          "(re-run evaluate with this version of geocore)")
@@ -123,7 +123,7 @@ def areas_from_curve(results: pd.DataFrame, masses) -> np.ndarray:
     return np.exp((1 - t) * at(lo) + t * at(hi))
 
 
-def uncertainty_tables(results: pd.DataFrame, calibration: Calibration | None = None,
+def coverage_tables(results: pd.DataFrame, calibration: Calibration | None = None,
                        levels=NAMED_LEVELS) -> dict[str, pd.DataFrame]:
     """`coverage` (per level: nominal, mass, coverage, median/mean area; calibrated when given), `abstention`
     (accuracy when answering only the most localizable x %), `recall_vs_area`."""

@@ -17,7 +17,7 @@ from geocore.errors import InputError
 from geocore.metrics import GeoMetrics, compute_metrics
 from geocore.runtime.predict_loop import BatchPredictor, loader_for, loop_options, predict_to_parts
 from geocore.eval.results import collect_rows, merge_parts, ok_rows, parts_dir
-from geocore.eval.coverage import uncertainty_columns
+from geocore.eval.coverage import coverage_columns
 from geocore.geo.candidates import CandidateCells
 from geocore.geo.distance import haversine_km
 from geocore.locate import predict_batch, use_references
@@ -44,7 +44,7 @@ class EvaluationReport:
 
 def _batch_rows(batch: dict, pred, model_name: str, cells: CandidateCells) -> list[dict]:
     true = torch.stack([torch.as_tensor(batch["lat"]), torch.as_tensor(batch["lon"])], dim=1).double()
-    extra = uncertainty_columns(pred.probs_full, cells, true.numpy())
+    extra = coverage_columns(pred.probs_full, cells, true.numpy())
     top1 = on_cpu(pred.top1, torch.float64)
     errors = haversine_km(top1, true).numpy()
     coords, probs = as_numpy(pred.coords), as_numpy(pred.probs, np.float32)

@@ -65,7 +65,7 @@ def _results(folder: Path) -> None:
     """A small synthetic results file for the Failures page (truths over land, noisy predictions), with the
     search-region columns of probabilities over a 250 km grid gallery: sharp for the close predictions, spread
     out for the far ones (an honest model)."""
-    from geocore.eval.coverage import uncertainty_columns
+    from geocore.eval.coverage import coverage_columns
     from geocore.geo.distance import haversine_km
     from geocore.geo.gallery import grid_gallery
     from geocore.geo.candidates import gallery_cells
@@ -89,7 +89,7 @@ def _results(folder: Path) -> None:
         "PRED_LAT": pred[:, 0], "PRED_LON": pred[:, 1], "error_km": haversine_km(truth, pred),
         "topk_lat": [[v] for v in pred[:, 0]], "topk_lon": [[v] for v in pred[:, 1]], "topk_prob": [[1.0]] * 60,
         "model": "geoclip", "S3_Label": rng.integers(0, 3, 60), "status": "ok",
-        **uncertainty_columns(probs, gallery_cells(gallery), truth),
+        **coverage_columns(probs, gallery_cells(gallery), truth),
     }).to_parquet(folder / "demo_results.parquet", index=False)
 
 
