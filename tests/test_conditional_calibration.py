@@ -64,6 +64,27 @@ def test_small_bins_are_merged_and_counted():
     assert min_bin_count((0.5, 0.995)) == 199
 
 
+def test_a_bin_whose_truths_are_tied_in_the_densest_candidate_joins_its_neighbour():
+    """Easy photos (low score) whose truth lies in their answer's densest candidate 70 % of the time (truth mass 0,
+    tied): on their own, the 50 % mass is 0 and their regions cover 70 % whatever the mass. The rule merges them with
+    the next bin, whose mass is then above 0, and the merged photos are covered at the level again."""
+    rng = np.random.default_rng(5)
+    n = 4000
+    score = rng.random(n)
+    easy = score < 0.5
+    mass = np.where(easy & (rng.random(n) < 0.7), 0.0, rng.random(n))
+    bins = fit_bins(mass, score, LEVELS, n_bins=2)
+    assert bins.counts == (n,) and bins.merged == 1 and bins.masses[0][0] > 0.0  # alone, the easy bin's mass was 0
+    alone = conformal_masses(mass[easy], LEVELS)
+    assert alone[0] == 0.0 and np.mean(mass[easy] <= alone[0]) > 0.65  # what it would have covered at 50 %
+    test_score = rng.random(n)
+    test_mass = np.where((test_score < 0.5) & (rng.random(n) < 0.7), 0.0, rng.random(n))
+    m = np.asarray(bins.masses)[bins.bin_of(test_score)]
+    assert abs(np.mean(test_mass <= m[:, 0]) - 0.5) < 0.03  # 50 % regions hold 50 % of the truths again
+    untied = fit_bins(rng.random(n), score, LEVELS, n_bins=2)  # no ties: the two bins stay
+    assert untied.counts != (n,) and untied.merged == 0
+
+
 def test_bins_round_trip_and_refuse_bad_fields():
     rng = np.random.default_rng(3)
     bins = fit_bins(rng.random(300), rng.random(300), LEVELS)
