@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.bench_calibration import _heads
+from bench.timing import write_section
 from geocore.geo.coords import destination_point
 from geocore.geo.distance import haversine_km, nearest_km
 from geocore.geo.gallery import default_gallery
@@ -423,14 +424,6 @@ def section(n: int, quick: bool) -> list[str]:
     return lines
 
 
-def write_section(lines: list[str]) -> None:
-    text = OUT.read_text(encoding="utf-8") if OUT.exists() else "# Benchmark results\n"
-    block = "\n".join(lines) + "\n"
-    pattern = re.compile(r"^## Reference photos\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: block + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    OUT.write_text(text, encoding="utf-8")
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -452,4 +445,4 @@ if __name__ == "__main__":
     out = section(args.n if not args.quick else 100, args.quick)
     print("\n".join(out))
     if not args.no_write:
-        write_section(out)
+        write_section(out, "Reference photos")

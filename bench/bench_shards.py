@@ -18,7 +18,6 @@ import argparse
 import io
 import json
 import os
-import re
 import statistics
 import tempfile
 import time
@@ -29,9 +28,8 @@ import pandas as pd
 import torch
 from PIL import Image, ImageDraw
 
-from bench.timing import machine
+from bench.timing import machine, write_section
 
-OUT = Path(__file__).with_name("RESULTS.md")
 TITLE = "## Training from shards"
 FULL = "read + decode + augment + tiny forward"
 PER_SHARD = 64
@@ -272,14 +270,6 @@ def section(res: dict, reps: int) -> list[str]:
     return lines
 
 
-def write_section(lines: list[str]) -> None:
-    text = OUT.read_text(encoding="utf-8") if OUT.exists() else "# Benchmark results\n"
-    block = "\n".join(lines) + "\n"
-    pattern = re.compile(r"^## Training from shards.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: block + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    OUT.write_text(text, encoding="utf-8")
-
-
 def main(argv: list[str] | None = None) -> list[str]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -295,7 +285,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     lines = [lines[0], "", f"_measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}_", *lines[1:]]
     print("\n".join(lines))
     if not args.no_write:
-        write_section(lines)
+        write_section(lines, "Training from shards")
     return lines
 
 

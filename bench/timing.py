@@ -1,13 +1,16 @@
-"""Timing helpers for benchmarks: medians of repeated runs, with min–max, and the machine's description."""
+"""Timing helpers for benchmarks: medians of repeated runs, with min–max, the machine's description, and writing
+one section of RESULTS.md."""
 
 from __future__ import annotations
 
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -48,3 +51,15 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), {gpu}")
+
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def write_section(lines: list[str], heading: str, out: Path = RESULTS) -> None:
+    """Put `lines` (a section starting with `## heading`) into RESULTS.md in place of that section, or at the end."""
+    text = out.read_text(encoding="utf-8") if out.exists() else "# Benchmark results\n"
+    block = "\n".join(lines) + "\n"
+    pattern = re.compile(r"^## " + re.escape(heading) + r".*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: block + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
+    out.write_text(text, encoding="utf-8")
