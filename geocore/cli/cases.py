@@ -21,6 +21,9 @@ REFS_K_OPT = typer.Option(None, "--refs-k", min=1, help="How many nearest refere
 REFS_WEIGHT_OPT = typer.Option(None, "--refs-weight", min=0.0, help="W in p ∝ p_model · L^W (default 2, measured).")
 SAME_PLACE_OPT = typer.Option(False, "--same-place", help="The photos show one place: one joint answer (tempered "
                               "product), each photo's part, and photos that may not belong.")
+EVERY_S_OPT = typer.Option(1.0, "--every-s", min=0.05, help="Videos: sample a frame every N seconds (and at scene "
+                           "changes).")
+MAX_FRAMES_OPT = typer.Option(300, "--max-frames", min=1, help="Videos: at most this many frames a clip.")
 CLAIM_OPT = typer.Option(None, "--claim", help='A claimed location to check: "Kharkiv, Ukraine" (offline '
                          'gazetteer) or "49.99,36.23".')
 

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from geocore.cli.answers import print_topk, region_line
-from geocore.cli.cases import (CLAIM_OPT, REFS_K_OPT, REFS_OPT, REFS_WEIGHT_OPT, SAME_PLACE_OPT,
-                               case_record, print_claim, print_joint, print_video, split_videos)
+from geocore.cli.cases import (CLAIM_OPT, EVERY_S_OPT, MAX_FRAMES_OPT, REFS_K_OPT, REFS_OPT, REFS_WEIGHT_OPT,
+                               SAME_PLACE_OPT, case_record, print_claim, print_joint, print_video, split_videos)
 from geocore.cli.options import (ACCELERATOR_OPT, DEVICES_OPT, MODEL_OPT, NODES_OPT, PRECISION_OPT, PRETRAINED_OPT,
                                  STRATEGY_OPT, TOPK_OPT, warn_random_backbone)
 from geocore.cli.precision import check_precision, describe_precision
@@ -155,9 +155,8 @@ def locate(
     refs_weight: float = REFS_WEIGHT_OPT,
     same_place: bool = SAME_PLACE_OPT,
     claim: str = CLAIM_OPT,
-    every_s: float = typer.Option(1.0, "--every-s", min=0.05, help="Videos: sample a frame every N seconds (and at "
-                                  "scene changes)."),
-    max_frames: int = typer.Option(300, "--max-frames", min=1, help="Videos: at most this many frames a clip."),
+    every_s: float = EVERY_S_OPT,
+    max_frames: int = MAX_FRAMES_OPT,
     accelerator: str = ACCELERATOR_OPT,
     devices: int = DEVICES_OPT,
     num_nodes: int = NODES_OPT,

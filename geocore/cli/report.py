@@ -8,7 +8,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from geocore.cli.cases import CLAIM_OPT, REFS_K_OPT, REFS_OPT, REFS_WEIGHT_OPT, SAME_PLACE_OPT
+from geocore.cli.cases import (CLAIM_OPT, EVERY_S_OPT, MAX_FRAMES_OPT, REFS_K_OPT, REFS_OPT, REFS_WEIGHT_OPT,
+                               SAME_PLACE_OPT)
 from geocore.cli.options import MODEL_OPT, PRETRAINED_OPT, warn_random_backbone
 from geocore.data.safe_io import check_output
 from geocore.data.text import terminal_text
@@ -38,17 +39,16 @@ def report(
     hint_weight: float = typer.Option(None, "--hint-weight", help="How much the hint counts (default: locate's)."),
     calibration: Path = typer.Option(None, "--calibration", help="Calibration file (JSON) for the search regions."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="How many places to list per photo."),
-    regions: str = typer.Option(None, "--regions", help="Search-region levels, fractions (default 0.5,0.9, or the "
-                                "calibration's outer levels when it was not fitted at those)."),
+    regions: str = typer.Option(None, "--regions", help="Search-region levels, fractions (default: a calibration's "
+                                "levels, else 0.5,0.9; the rule `geocore locate` follows)."),
     explain: bool = typer.Option(True, "--gradcam/--no-gradcam", help="Grad-CAM of the top-1 (slow on CPU)."),
     refs: Path = REFS_OPT,
     refs_k: int = REFS_K_OPT,
     refs_weight: float = REFS_WEIGHT_OPT,
     same_place: bool = SAME_PLACE_OPT,
     claim: str = CLAIM_OPT,
-    every_s: float = typer.Option(1.0, "--every-s", min=0.05, help="Videos: sample a frame every N seconds (and at "
-                                  "scene changes)."),
-    max_frames: int = typer.Option(300, "--max-frames", min=1, help="Videos: at most this many frames a clip."),
+    every_s: float = EVERY_S_OPT,
+    max_frames: int = MAX_FRAMES_OPT,
 ) -> None:
     """A reproducible case report: photos, SHA-256s, EXIF, top-k, maps with search regions, Grad-CAM, provenance;
     with --refs similar reference photos, with --same-place a joint answer, with --claim a claim check; a video clip
