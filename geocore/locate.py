@@ -117,9 +117,7 @@ class _Refs:
 def use_references(refs: ReferenceSet, model: GeoLocator, k: int | None = None, weight: float | None = None) -> _Refs:
     """A reference set checked against `model`, with its fusion parameters (defaults: `FusionParams`)."""
     refs.check_model(model)
-    params = FusionParams(k=FusionParams.k if k is None else int(k),
-                          weight=FusionParams.weight if weight is None else float(weight))
-    return _Refs(refs, params.check())
+    return _Refs(refs, FusionParams.from_options(k, weight))
 
 
 def predict_batch(model: GeoLocator, pixels: torch.Tensor, top_k: int, *, extra: dict | None = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +115,7 @@ class LocateRequest:
             from geocore.refs import load_reference_set
 
             refs = load_reference_set(refs)
-        fusion = FusionParams(k=FusionParams.k if refs_k is None else int(refs_k),
-                              weight=FusionParams.weight if refs_weight is None else float(refs_weight)).check()
+        fusion = FusionParams.from_options(refs_k, refs_weight)
         if calibration is not None:
             calibration.check_references(refs.set_fingerprint if refs is not None else "")
         if not (isinstance(every_s, (int, float)) and math.isfinite(every_s) and every_s > 0) or int(max_frames) < 1:
@@ -133,11 +132,6 @@ class LocateRequest:
     def with_(self, **changes: Any) -> LocateRequest:
         """A copy with some fields changed (no new checks: for fields already checked, such as `full`)."""
         return replace(self, **changes)
-
-    @property
-    def is_case(self) -> bool:
-        """A case rather than single answers: photos of one place, or a claim to check."""
-        return self.same_place or self.claim is not None
 
     def bind(self, model: GeoLocator, hint_model: GalleryModel | None = None) -> BoundRequest:
         """The request for `model`: checks what needs the model (top-k against its candidates, the calibration's
@@ -177,7 +171,6 @@ class BoundRequest:
     precision: str  # the precision used: fp32 or bf16
     hint_model: GalleryModel | None = None
     hint_logp: torch.Tensor | None = None  # (M,) the hint's log-probabilities over the candidates, scored once
-    extras: dict = field(default_factory=dict)
 
     def with_levels(self, levels, *, full: bool | None = None) -> BoundRequest:
         """This bound request with other region levels (and `full`), keeping what was computed for the model."""

@@ -159,13 +159,13 @@ if model is not None:
                 if same_place:
                     case.joint = joint_answer(results, net, key, k=k, levels=levels, calibration=calibration,
                                               hint_model=hint_model, level=level, claim=claim)
-                release_free_memory()  # the maps' HTML and the photos' decoded pixels are garbage now
+                release_free_memory()  # the maps' HTML is garbage now (the pixels stay in the case, for its report)
 
                 st.subheader("Case report")
                 st.caption("One self-contained HTML file for the record: each photo (re-encoded, no metadata) with "
                            "its SHA-256, EXIF, top-k, maps with the search regions, Grad-CAM, and what produced the "
-                           "answers (model, weights, hint, precision, refinement, calibration). It shows the answers on "
-                           "this page, as they are. It opens offline.")
+                           "answers (model, weights, hint, precision, refinement, calibration). It shows the answers "
+                           "on this page, as they are. It opens offline.")
                 if st.button("Prepare case report (HTML)", key="report_prepare"):
                     from geocore.report import report_from_case
 

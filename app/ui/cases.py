@@ -68,14 +68,13 @@ def claim_controls(key: str = "claim") -> tuple[float, float, str] | None:
 
 def show_claim(answer, claim: tuple[float, float, str], net: GeoLocator, calibration, what: str) -> None:
     """The claim's verdict on `answer` (a LocateResult or JointResult) in one sentence, as text."""
-    from geocore.cases.claims import check_claim
+    from geocore.cases.claims import check_resolved_claim
 
     try:
-        check = check_claim(answer, claim[:2], net.candidate_cells(), calibration, model=net.model_name)
+        check = check_resolved_claim(answer, claim, net, calibration)
     except GeocoreError as err:
         show_error(err)
         return
-    check.label = claim[2]
     st.info(md_text(f"Claimed location, against {what}: {check.verdict}."), icon="⚖️")
 
 

@@ -5,7 +5,6 @@ notebooks build on, so a report shows the answers that were computed, not a seco
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,7 +13,7 @@ from typing import Any
 
 from geocore.cases.clip import VideoResult, locate_video
 from geocore.cases.joint import JointResult, joint_locate
-from geocore.data.images import ImageSource, Photo, read_photo, source_bytes
+from geocore.data.images import ImageSource, Photo, image_bytes_digest, read_photo, source_bytes
 from geocore.data.safe_io import file_sha256
 from geocore.data.video import VIDEO_SUFFIXES
 from geocore.errors import GeocoreError
@@ -80,7 +79,7 @@ def _clip_identity(source: ImageSource, name: str) -> tuple[str | None, int | No
         data = source_bytes(source, name=name)
     except GeocoreError:
         return None, None, source
-    return hashlib.sha256(data).hexdigest(), len(data), data
+    return image_bytes_digest(data), len(data), data
 
 
 def analyse_case(model: GeoLocator, inputs: Sequence[tuple[str, ImageSource] | Photo],

@@ -100,6 +100,16 @@ def p_value_bounds(score: float, calibration: Calibration) -> tuple[float, float
     return float(low), float(high)
 
 
+def check_resolved_claim(answer, claimed: tuple[float, float, str], model, calibration: Calibration | None = None,
+                         cells: CandidateCells | None = None) -> ClaimCheck:
+    """`check_claim` for a claim resolved to (lat, lon, label), labelled with it; `cells` defaults to the model's
+    candidates. What the CLI, the report and the app show."""
+    cells = cells if cells is not None else model.candidate_cells()
+    check = check_claim(answer, claimed[:2], cells, calibration, model=model.model_name)
+    check.label = claimed[2]
+    return check
+
+
 def _probs(answer) -> torch.Tensor:
     pred = getattr(answer, "prediction", answer)
     probs = getattr(pred, "probs_full", None)

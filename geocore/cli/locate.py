@@ -238,7 +238,7 @@ def print_answer(res, console: Console) -> None:
 
 def _locate_case(bound, ok: list, videos: list[Path], console: Console, *, as_json: bool) -> None:
     """The joint answer of photos of one place, each video clip, and the claim checked against each answer."""
-    from geocore.cases.claims import check_claim
+    from geocore.cases.claims import check_resolved_claim
     from geocore.cases.clip import locate_video
     from geocore.cases.joint import joint_locate
     from geocore.errors import ImageError
@@ -269,8 +269,7 @@ def _locate_case(bound, ok: list, videos: list[Path], console: Console, *, as_js
         answers = ([("the joint answer", joint)] if joint is not None else [(r.name, r) for r in ok]) + \
                   [(f"{v.name} (whole clip)", v.clip) for v in located]
         for what, answer in answers:
-            checks[what] = check_claim(answer, req.claim[:2], bound.cells, req.calibration, model=net.model_name)
-            checks[what].label = req.claim[2]
+            checks[what] = check_resolved_claim(answer, req.claim, net, req.calibration, bound.cells)
             if not as_json:
                 print_claim(checks[what], console, what)
     if as_json:

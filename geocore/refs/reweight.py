@@ -54,6 +54,11 @@ class FusionParams:
     tau: float = 0.05
     scale_km: float = 5.0
 
+    @classmethod
+    def from_options(cls, k: int | None = None, weight: float | None = None) -> "FusionParams":
+        """The fusion asked for (`--refs-k`, `--refs-weight`; None: the measured defaults), checked."""
+        return cls(k=cls.k if k is None else int(k), weight=cls.weight if weight is None else float(weight)).check()
+
     def check(self) -> "FusionParams":
         if not (isinstance(self.k, int) and 1 <= self.k <= 64):
             raise InputError(f"refs_k: expected a whole number of neighbours in 1..64, got {self.k}")

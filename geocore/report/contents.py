@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from geocore.cases.analyse import Case, CaseInput, ClipAnswer
-from geocore.cases.claims import ClaimCheck, check_claim
+from geocore.cases.claims import ClaimCheck, check_resolved_claim
 from geocore.cases.joint import JointResult
 from geocore.data.images import Photo
 from geocore.data.safe_io import file_sha256 as _hash_file
@@ -117,12 +117,8 @@ def _claim(answer, case: Case) -> ClaimCheck | None:
     """The case's claimed location against one answer (a photo's, the joint one, a clip's), labelled as resolved."""
     bound = case.request
     claimed = bound.request.claim
-    if claimed is None:
-        return None
-    cells = bound.cells if bound.cells is not None else case.model.candidate_cells()
-    check = check_claim(answer, claimed[:2], cells, bound.request.calibration, model=case.model.model_name)
-    check.label = claimed[2]
-    return check
+    return (None if claimed is None else
+            check_resolved_claim(answer, claimed, case.model, bound.request.calibration, bound.cells))
 
 
 def photo_case(index: int, photo: Photo, res: LocateResult, case: Case, *, explain: bool = True,
