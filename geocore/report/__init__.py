@@ -21,7 +21,6 @@ Photos are read in memory; nothing is written to disk except the report asked fo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 
 from geocore.cases.analyse import Case, analyse_case, is_video
@@ -38,10 +37,6 @@ __all__ = ["CSP", "Case", "CaseReport", "JointCase", "PhotoCase", "RANDOM_WARNIN
            "build_report", "file_sha256", "is_video", "render_report", "report_from_case", "weights_record",
            "world_map", "write_html", "write_report", "zoom_box", "zoom_map"]
 
-_REQUEST_OPTIONS = {f.name for f in fields(LocateRequest)} | {"regions", "calibration", "hint_weight", "refs_k",
-                                                               "refs_weight", "levels"}
-
-
 def report_from_case(case: Case, *, weights_file: str | Path | None = None, explain: bool = True,
                      command: str | None = None) -> CaseReport:
     """The report of answers already computed (`geocore.cases.analyse.analyse_case`, or what the app's page shows):
@@ -54,9 +49,6 @@ def report_from_case(case: Case, *, weights_file: str | Path | None = None, expl
 
 def _request(options: dict) -> LocateRequest:
     """The report's request from `build_report`'s keyword options (regions shown by default)."""
-    unknown = set(options) - _REQUEST_OPTIONS
-    if unknown:
-        raise TypeError(f"unknown report option(s): {', '.join(sorted(unknown))}")
     if "levels" in options:  # the report's older name of `regions`
         options["regions"] = options.pop("levels")
     return LocateRequest.build(regions_needed=True, full=True, **options)
