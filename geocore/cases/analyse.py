@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from geocore.cases.claims import ClaimCheck, check_resolved_claim
 from geocore.cases.clip import VideoResult, locate_video
 from geocore.cases.joint import JointResult, joint_locate
 from geocore.data.images import ImageSource, Photo, image_bytes_digest, read_photo, source_bytes
@@ -60,6 +61,13 @@ class Case:
     @property
     def model(self) -> GeoLocator:
         return self.request.model
+
+    def check_claim(self, answer) -> ClaimCheck | None:
+        """The request's claimed location against one answer (a photo's, the joint one, a clip's), labelled as
+        resolved; None when the request makes no claim."""
+        req = self.request.request
+        return (None if req.claim is None else
+                check_resolved_claim(answer, req.claim, self.model, req.calibration, self.request.cells))
 
 
 def is_video(name: str, source: Any) -> bool:

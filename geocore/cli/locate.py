@@ -198,7 +198,13 @@ def locate(
     bound = request.bind(net)  # the calibration's fit, the hint scored: once, before any photo is read
     if table_out:  # a table: many photos, on the predict loop
         return _locate_table(net, paths, output, loop, bound)
-    results = run_locate(net, [(str(p), p) for p in paths], bound)
+    if case:  # photos, the joint answer and clips in one pass (`analyse_case`, as `report` and the app)
+        from geocore.cases.analyse import analyse_case
+
+        analysed = analyse_case(net, [(str(p), p) for p in [*paths, *videos]], bound)
+        results = analysed.results
+    else:
+        results = run_locate(net, [(str(p), p) for p in paths], bound)
     ok = [res for res in results if res.ok]
     for res in results:
         if not res.ok:
@@ -209,7 +215,7 @@ def locate(
         _write(ok, output)
         console.print(f"{len(ok)} image(s) located, {len(results) - len(ok)} skipped → {terminal_text(output)}")
     if case:
-        return _locate_case(bound, ok, videos, console, as_json=as_json)
+        return _print_case(analysed, ok, console, as_json=as_json)
     if as_json:
         typer.echo(json.dumps([_image_record(res) for res in ok]))
     if not ok:
@@ -236,44 +242,33 @@ def print_answer(res, console: Console) -> None:
                       "(beyond its 1st–99th percentile): coverage may not hold here")
 
 
-def _locate_case(bound, ok: list, videos: list[Path], console: Console, *, as_json: bool) -> None:
+def _print_case(case, ok: list, console: Console, *, as_json: bool) -> None:
     """The joint answer of photos of one place, each video clip, and the claim checked against each answer."""
-    from geocore.cases.claims import check_resolved_claim
-    from geocore.cases.clip import locate_video
-    from geocore.cases.joint import joint_locate
-    from geocore.errors import ImageError
-
-    req, net = bound.request, bound.model
-    joint = None
-    if req.same_place:
-        if not ok:
-            raise InputError("none of the photos could be read")
-        joint = joint_locate(ok, net, levels=req.levels, calibration=req.calibration, top_k=req.top_k,
-                             hint_model=bound.hint_model)
-        if not as_json:
-            print_joint(joint, console, f"{len(ok)} photo(s) of one place: the joint answer")
+    req = case.request.request
+    if req.same_place and not ok:
+        raise InputError("none of the photos could be read")
+    if case.joint is not None and not as_json:
+        print_joint(case.joint, console, f"{len(ok)} photo(s) of one place: the joint answer")
     located = []
-    for path in videos:
-        try:
-            video = locate_video(net, path, bound)
-        except (ImageError, InputError) as err:
-            Console(stderr=True, soft_wrap=True).print(f"[red]skipped[/] {terminal_text(err)}")
+    for clip in case.clips:
+        if not clip.ok:
+            Console(stderr=True, soft_wrap=True).print(f"[red]skipped[/] {terminal_text(clip.error)}")
             continue
-        located.append(video)
+        located.append(clip.result)
         if not as_json:
-            print_video(video, console)
+            print_video(clip.result, console)
     if not ok and not located:
         raise InputError("none of the photos or videos could be read")
     checks = {}
     if req.claim is not None:
-        answers = ([("the joint answer", joint)] if joint is not None else [(r.name, r) for r in ok]) + \
+        answers = ([("the joint answer", case.joint)] if case.joint is not None else [(r.name, r) for r in ok]) + \
                   [(f"{v.name} (whole clip)", v.clip) for v in located]
         for what, answer in answers:
-            checks[what] = check_resolved_claim(answer, req.claim, net, req.calibration, bound.cells)
+            checks[what] = case.check_claim(answer)
             if not as_json:
                 print_claim(checks[what], console, what)
     if as_json:
-        typer.echo(json.dumps(case_record([_image_record(r) for r in ok], joint, located, checks)))
+        typer.echo(json.dumps(case_record([_image_record(r) for r in ok], case.joint, located, checks)))
 
 
 def text(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from geocore.cases.analyse import Case, CaseInput, ClipAnswer
-from geocore.cases.claims import ClaimCheck, check_resolved_claim
+from geocore.cases.claims import ClaimCheck
 from geocore.cases.joint import JointResult
 from geocore.data.images import Photo
 from geocore.data.safe_io import file_sha256 as _hash_file
@@ -113,14 +113,6 @@ def weights_record(model: GeoLocator, weights_file: str | Path | None = None) ->
     return out
 
 
-def _claim(answer, case: Case) -> ClaimCheck | None:
-    """The case's claimed location against one answer (a photo's, the joint one, a clip's), labelled as resolved."""
-    bound = case.request
-    claimed = bound.request.claim
-    return (None if claimed is None else
-            check_resolved_claim(answer, claimed, case.model, bound.request.calibration, bound.cells))
-
-
 def photo_case(index: int, photo: Photo, res: LocateResult, case: Case, *, explain: bool = True,
                claim: bool = True) -> PhotoCase:
     """One photo's section, from the photo as read and its answer as computed (nothing is located again)."""
@@ -137,7 +129,7 @@ def photo_case(index: int, photo: Photo, res: LocateResult, case: Case, *, expla
         out.inside = {r.level: res.exif_in_region(r.level) for r in out.regions}
     out.ref_thumbs = reference_thumbs(res.references)
     if claim:
-        out.claim = _claim(res, case)
+        out.claim = case.check_claim(res)
     out.world_map, out.zoom_map, out.region_note = maps(res, out.regions, out.claim)
     if explain and image is not None:
         out.gradcam, out.gradcam_note = gradcam_uri(case.model, image, res)
@@ -153,7 +145,7 @@ def joint_case(joint: JointResult, case: Case, *, claim: bool = True, with_maps:
         regions = [r for r in regions if any(abs(r.level - lv) < 1e-9 for lv in levels)]
     out = JointCase(result=joint, regions=regions, track=track)
     if claim:
-        out.claim = _claim(joint, case)
+        out.claim = case.check_claim(joint)
     if with_maps:
         out.world_map, out.zoom_map, out.region_note = maps(joint, out.regions, out.claim, track)
     else:
