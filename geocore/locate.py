@@ -44,7 +44,6 @@ class LocateResult:
     name: str
     prediction: Prediction | None = None  # batch of one, with `probs_full` when asked for
     table: pd.DataFrame | None = None
-    exif_gps: tuple[float, float] | None = None
     exif_error_km: float | None = None
     error: str | None = None
     regions: list[SearchRegion] = field(default_factory=list)  # one per level asked for, smallest level first
@@ -55,6 +54,11 @@ class LocateResult:
     references: pd.DataFrame | None = None  # with a reference set: the K nearest references (`reference_table`)
     refined: bool = False  # the answer was zoomed in (`--refine`)
     photo: Photo | None = None  # the photo as read, without its bytes and pixels (name, SHA-256, EXIF)
+
+    @property
+    def exif_gps(self) -> tuple[float, float] | None:
+        """The photo's EXIF GPS position (lat, lon), read with the photo; None when it has none."""
+        return None if self.photo is None else self.photo.exif_gps
 
     def region(self, level: float) -> SearchRegion | None:
         """The search region at `level` (e.g. 0.9), if it was computed."""
@@ -267,7 +271,6 @@ def _locate(bound: BoundRequest, sources: Iterable[tuple[str, ImageSource] | Pho
         if not photo.ok:
             res.error = photo.error
             continue
-        res.exif_gps = photo.exif_gps
         ready.append((res, bound.prepare(photo.image), photo.sha256))
         if len(ready) >= req.batch_size:
             flush()
