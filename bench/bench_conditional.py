@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -36,8 +35,8 @@ from scipy.stats import mannwhitneyu
 from bench.bench_calibration import _heads
 from geocore.geo.gallery import default_gallery
 from geocore.uncertainty import gallery_cells
-from geocore.uncertainty.conditional import (conformal_masses, fit_bins, outside_range, score_quantiles,
-                                             shift_test)
+from geocore.uncertainty.conditional import (BIN_SCORES, DEFAULT_BIN_SCORES, DEFAULT_BINS, DEFAULT_INNER_BINS,
+                                             conformal_masses, fit_bins, outside_range, score_quantiles, shift_test)
 from geocore.uncertainty.localizability import entropy
 from geocore.uncertainty.regions import areas_at_masses, truth_mass
 
@@ -79,11 +78,13 @@ def _photos(s: dict, sigma: np.ndarray, temperature: float | None = None) -> dic
         truth = s["held"][sl].double().numpy()
         p = logits.softmax(-1).numpy()
         curve = np.log10(areas_at_masses(p, cells, GRID))
-        out["mass"][sl], out["entropy"][sl], out["curve"][sl] = truth_mass(p, cells, truth), entropy(p, len(cells)), curve
+        out["mass"][sl], out["entropy"][sl] = truth_mass(p, cells, truth), entropy(p, len(cells))
+        out["curve"][sl] = curve
         out["log_area90"][sl], out["max_logit"][sl] = curve[:, at90], logits.max(-1).values.numpy()
         if temperature:
             pt = (logits / temperature).softmax(-1).numpy()
-            out["mass_T"][sl], out["curve_T"][sl] = truth_mass(pt, cells, truth), np.log10(areas_at_masses(pt, cells, GRID))
+            out["mass_T"][sl] = truth_mass(pt, cells, truth)
+            out["curve_T"][sl] = np.log10(areas_at_masses(pt, cells, GRID))
     out["sigma"][:] = sigma
     return out
 
@@ -96,10 +97,13 @@ def _area_at(curve: np.ndarray, masses: np.ndarray) -> np.ndarray:
     return 10 ** (curve[rows, i] * (1 - t) + curve[rows, i + 1] * t)
 
 
-def _bins_of(cal: dict, score: Callable[[dict], np.ndarray], n_bins: int, mass: str = "mass"):
-    """Mondrian masses per test photo from bins of `score` (geocore's own `fit_bins`)."""
-    bins = fit_bins(cal[mass], score(cal), LEVELS, n_bins=n_bins)
-    return lambda t: np.asarray(bins.masses)[bins.bin_of(score(t))]
+def _bins_of(cal: dict, scores: tuple[str, ...], n_bins: int, n_inner: int = 1, mass: str = "mass"):
+    """Mondrian masses per test photo from bins of `scores` (one, or two nested), by geocore's own `fit_bins`."""
+    pick = lambda d: d[scores[0]] if len(scores) == 1 else np.stack([d[k] for k in scores], axis=1)  # noqa: E731
+    label = scores[0] if scores[0] in BIN_SCORES else "entropy"  # a bench-only score borrows a product score's name
+    bins = fit_bins(cal[mass], pick(cal), LEVELS, score_name=label, n_bins=n_bins,
+                    inner_score=scores[1] if len(scores) > 1 else None, n_inner=n_inner)
+    return lambda t: np.asarray(bins.masses)[bins.bin_of(pick(t))]
 
 
 def _joint(cal: dict, a: str, na: int, b: str, nb: int):
@@ -119,12 +123,14 @@ def _methods(cal: dict, bands, tempered: bool) -> dict:
     """name → (function(test photos) → (B, L) masses, which mass the regions use)."""
     marginal = conformal_masses(cal["mass"], LEVELS)
     out = {"marginal": (lambda t: np.broadcast_to(marginal, (len(t["mass"]), len(LEVELS))), "mass")}
-    for score, ks in (("entropy", (3, 5, 10)), ("log_area90", (3, 10))):
-        for k in ks:
-            out[f"Mondrian {score} ×{k}"] = (_bins_of(cal, lambda d, sc=score: d[sc], k), "mass")
+    for score, k in (("entropy", 3), ("entropy", 10), ("log_area90", 10)):
+        out[f"Mondrian {score} ×{k}"] = (_bins_of(cal, (score,), k), "mass")
+    for k, j in ((10, 3), (5, 5), (10, 5)):
+        default = " (default)" if (k, j) == (DEFAULT_BINS, DEFAULT_INNER_BINS) else ""
+        out[f"Mondrian entropy ×{k} › log_area90 ×{j}{default}"] = (_bins_of(cal, DEFAULT_BIN_SCORES, k, j), "mass")
     if tempered:
-        out["Mondrian entropy ×10, tempered"] = (_bins_of(cal, lambda d: d["entropy"], 10, "mass_T"), "mass_T")
-    out["bench only: max logit ×10"] = (_bins_of(cal, lambda d: d["max_logit"], 10), "mass")
+        out["Mondrian entropy ×10, tempered"] = (_bins_of(cal, ("entropy",), 10, mass="mass_T"), "mass_T")
+    out["bench only: max logit ×10"] = (_bins_of(cal, ("max_logit",), 10), "mass")
     out["bench only: entropy ×10 × max logit ×3"] = (_joint(cal, "entropy", 10, "max_logit", 3), "mass")
     band = lambda d: np.searchsorted([hi for _, hi in bands[:-1]], d["sigma"], side="left")  # noqa: E731
     table = np.stack([conformal_masses(cal["mass"][band(cal) == k], LEVELS) for k in range(len(bands))])
@@ -237,8 +243,9 @@ def table(res: dict) -> list[str]:
             cells = [" / ".join(f"{100 * c:.1f}" for c in row["coverage"][g]) for g in groups]
             lines.append(f"| {method} | {row['area90']:,.0f} | {_worst(row['coverage'], ('entropy', 'log_area90')):.1f} "
                          f"| {_worst(row['coverage'], ('σ',)):.1f} | " + " | ".join(cells) + " |")
-        sd = rows["Mondrian entropy ×10"]["sd"]
-        lines += ["", "Split-to-split SD (points) of Mondrian entropy ×10's coverage: " + "; ".join(
+        default = next(m for m in rows if m.endswith("(default)"))
+        sd = rows[default]["sd"]
+        lines += ["", f"Split-to-split SD (points) of {default}'s coverage: " + "; ".join(
             f"{g} {' / '.join(f'{100 * x:.1f}' for x in v)}" for g, v in sd.items() if g.startswith(("σ", "all"))), ""]
     sep = res["separability"]
     lines += ["**Can the prediction tell σ = 6 from σ = 8?** AUC of each score (0.5 = not at all, 1 = perfectly): "

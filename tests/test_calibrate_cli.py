@@ -146,9 +146,12 @@ def test_mondrian_calibration_end_to_end(gauss_model, photos, tmp_path, capsys):
                  "--output", str(results), "--batch-size", "16"]) == 0
     cal_path, marginal_path = tmp_path / "cal.json", tmp_path / "marginal.json"
     assert main(["calibrate", "--results", str(results), "--output", str(cal_path)]) == 0
-    assert "Mondrian calibration: 1 bins of entropy" in capsys.readouterr().out  # 80 photos: one bin of ≥ 50
+    said = " ".join(capsys.readouterr().out.split())
+    # 80 photos: one bin of ≥ 50, too few to cut it by the raw area too
+    assert "Mondrian calibration: 1 bin(s) of entropy, too few photos to cut them by log_area90" in said
     cal = json.loads(cal_path.read_text())
-    assert cal["method"] == "mondrian" and cal["bins"]["counts"] == [80] and cal["bins"]["merged"] == 9
+    assert cal["method"] == "mondrian" and cal["bins"]["counts"] == [80] and cal["bins"]["merged"] == 9 + 2
+    assert cal["bins"]["inner_score"] == "log_area90" and cal["bins"]["inner_edges"] == [[]]
     assert len(cal["localizability"]) == 101 and cal["localizability"] == sorted(cal["localizability"])
     assert cal["bins"]["masses"] == [cal["masses"]]  # one bin: the marginal masses exactly
     assert main(["calibrate", "--results", str(results), "--output", str(marginal_path), "--marginal"]) == 0

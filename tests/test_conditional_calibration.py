@@ -92,10 +92,57 @@ def test_bins_round_trip_and_refuse_bad_fields():
     bad = bins.to_dict() | {"edges": bins.edges[::-1]}
     with pytest.raises(InputError, match=r"c.json: field 'bins'.edges: expected finite, increasing"):
         Bins.from_dict(bad, "c.json", len(LEVELS))
-    with pytest.raises(InputError, match="B × 4 masses"):
+    with pytest.raises(InputError, match="6 counts and 6 × 4 masses"):
         Bins.from_dict(bins.to_dict() | {"masses": [[0.1]]}, "c.json", len(LEVELS))
     with pytest.raises(InputError, match="score: expected one of"):
         Bins.from_dict(bins.to_dict() | {"score": "x"}, "c.json", len(LEVELS))
+
+
+def _four_groups(n: int, rng):
+    """Two scores, each halving the photos: a truth needs mass U(0, w) with w = 0.25, 0.5, 0.75 or 1 by
+    (first score, second score) — so each group's coverage of a mass q is min(1, q / w), exactly."""
+    a, b = rng.random(n) < 0.5, rng.random(n) < 0.5
+    width = 0.25 + 0.5 * a + 0.25 * b
+    return rng.random(n) * width, np.stack([a, b], axis=1).astype(float), width
+
+
+def test_nested_bins_hold_every_group_of_both_scores():
+    rng = np.random.default_rng(7)
+    mass, scores, width = _four_groups(40_000, rng)
+    flat = fit_bins(mass, scores[:, 0], LEVELS, n_bins=2)
+    nested = fit_bins(mass, scores, LEVELS, n_bins=2, inner_score="log_area90", n_inner=2)
+    assert nested.scores == ("entropy", "log_area90") and len(nested.counts) == 4 and sum(nested.counts) == mass.size
+    for bins, n_scores in ((flat, 1), (nested, 2)):
+        q = np.asarray(bins.masses)[bins.bin_of(scores[:, :n_scores])]  # (N, L): each photo's masses
+        for w in (0.25, 0.5, 0.75, 1.0):
+            group = np.isclose(width, w)
+            covered = np.minimum(1.0, q[group] / w).mean(axis=0)  # exact coverage of the group's masses
+            if bins is nested:
+                assert covered == pytest.approx(LEVELS, abs=0.012)
+            elif w == 0.25:  # one mass for both halves of the second score: the narrow half over-covered …
+                assert (covered[:2] > np.asarray(LEVELS[:2]) + 0.05).all()
+            elif w == 0.5:  # … and the wide half under-covered
+                assert (covered[:2] < np.asarray(LEVELS[:2]) - 0.05).all()
+    assert nested.bin_of([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [np.nan, np.nan]]).tolist() == [0, 1, 2, 3, 3]
+    assert "2 of entropy, each cut in up to 2 by log_area90" in nested.describe()
+    assert len(nested.labels()) == 4 and nested.labels()[1].startswith("entropy < 0.5; log_area90 ≥")
+
+
+def test_nested_bins_round_trip_cut_short_groups_and_refuse_bad_fields():
+    rng = np.random.default_rng(8)
+    mass, scores, _ = _four_groups(600, rng)
+    scores[:, 0] = np.where(np.arange(600) < 120, 0.0, 1.0)  # the first bin holds 120 photos: room for 2 cuts of 60
+    scores[:, 1] = rng.random(600)
+    bins = fit_bins(mass, scores, LEVELS, n_bins=2, inner_score="log_area90", n_inner=5)
+    assert [len(e) + 1 for e in bins.inner_edges] == [2, 5] and min(bins.counts) >= min_bin_count(LEVELS)
+    assert bins.merged == 3  # the first bin's 5 inner cuts reduced to 2
+    assert Bins.from_dict(bins.to_dict(), "c.json", len(LEVELS)) == bins
+    with pytest.raises(InputError, match="inner_edges: expected one list of edges per bin of entropy"):
+        Bins.from_dict(bins.to_dict() | {"inner_edges": bins.to_dict()["inner_edges"][:1]}, "c.json", len(LEVELS))
+    with pytest.raises(InputError, match="expected 7 counts"):
+        Bins.from_dict(bins.to_dict() | {"counts": [100] * 6}, "c.json", len(LEVELS))
+    with pytest.raises(InputError, match="score: expected one of"):
+        Bins.from_dict(bins.to_dict() | {"inner_score": "x"}, "c.json", len(LEVELS))
 
 
 def test_fit_check_warns_outside_the_calibration_and_on_a_shifted_set():

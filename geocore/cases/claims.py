@@ -142,9 +142,8 @@ def check_claim(answer, claim, cells: CandidateCells, calibration: Calibration |
     bin_score = None
     if calibration.bins is not None:  # Mondrian: this answer's own bin decides its masses and its peers
         p_matrix = as_numpy(probs, np.float32).reshape(1, -1)
-        bin_score = float(bin_scores(p_matrix / p_matrix.sum(), cells, calibration.bins.score)[0])
-    masses = np.asarray(calibration.masses_for(calibration.levels, None if bin_score is None else [bin_score]),
-                        np.float64).reshape(-1)
+        bin_score = bin_scores(p_matrix / p_matrix.sum(), cells, calibration.bins.scores)[:1]  # (1, k)
+    masses = np.asarray(calibration.masses_for(calibration.levels, bin_score), np.float64).reshape(-1)
     level = float(np.interp(s, masses, calibration.levels)) if in_cands and s <= masses[-1] else None
     inside = [in_cands and s <= float(np.interp(p, calibration.levels, masses)) for p in (0.5, 0.9)]
     out = ClaimCheck(lat, lon, label, s, level, inside[0], inside[1], km, True, in_cands)

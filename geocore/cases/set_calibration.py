@@ -33,7 +33,7 @@ from geocore.geo.gazetteer import check_latlon
 from geocore.locate import locate
 from geocore.request import BoundRequest, LocateRequest
 from geocore.uncertainty.calibration import DEFAULT_LEVELS, Calibration, Levels, fit_calibration, validate_levels
-from geocore.uncertainty.conditional import DEFAULT_BIN_SCORE
+from geocore.uncertainty.conditional import bin_score_columns
 from geocore.uncertainty.regions import areas_at_masses, bin_scores, prob_matrix, truth_mass
 
 CHUNK_PHOTOS = 64  # photos located per pass (their sets completed): (64, 100K) float32 distributions are 26 MB
@@ -57,14 +57,14 @@ class SetCalibration:
 
 def joint_scores(joint_probs, truths, cells: CandidateCells, n_photos) -> pd.DataFrame:
     """Per joint answer (B, M) with its true position (B, 2) and photo count (B,): `n_photos`, `truth_mass` (the
-    nonconformity score), `entropy` (the Mondrian bin score) and `localizability` (log10 km² of the raw 90 %
-    region: the fit check) — computed as the search regions compute them at use."""
+    nonconformity score), `entropy` and `localizability` (log10 km² of the raw 90 % region): the Mondrian bin
+    scores, the second also the fit check's — computed as the search regions compute them at use."""
     p, _ = prob_matrix(joint_probs, len(cells))
     truths = np.asarray(truths, np.float64).reshape(-1, 2)
     return pd.DataFrame({
         "n_photos": np.asarray(n_photos, np.int64).reshape(-1),
         "truth_mass": truth_mass(p, cells, truths),
-        DEFAULT_BIN_SCORE: bin_scores(p, cells, DEFAULT_BIN_SCORE),
+        "entropy": bin_scores(p, cells, "entropy"),
         "localizability": np.log10(areas_at_masses(p, cells, [LOCALIZABILITY_LEVEL])[:, 0]),
     })
 
@@ -72,13 +72,13 @@ def joint_scores(joint_probs, truths, cells: CandidateCells, n_photos) -> pd.Dat
 def fit_on_sets(scores: pd.DataFrame, levels=DEFAULT_LEVELS, *, model: str, fingerprint, mondrian: bool = True,
                 refs: str = "") -> Calibration:
     """The calibration from `joint_scores` rows of labelled sets: split conformal on their truth masses (Mondrian
-    on their entropy unless `mondrian=False`), recording the smallest and largest set."""
+    on their entropy and raw 90 % area unless `mondrian=False`), recording the smallest and largest set."""
     if not len(scores):
         raise InputError("no photo set to calibrate on: expected at least one set with a readable photo")
     sizes = scores["n_photos"].to_numpy(np.int64)
     return fit_calibration(scores["truth_mass"].to_numpy(np.float64), validate_levels(levels), model=model,
                            fingerprint=fingerprint,
-                           bin_score=scores[DEFAULT_BIN_SCORE].to_numpy(np.float64) if mondrian else None,
+                           bin_score=bin_score_columns(scores) if mondrian else None,
                            localizability=scores["localizability"].to_numpy(np.float64), refs=refs,
                            photos_per_set=(int(sizes.min()), int(sizes.max())))
 

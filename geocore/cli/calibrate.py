@@ -65,14 +65,20 @@ def calibrate(
                   + ", ".join(f"{100 * p:g} % → {q:.3f}" for p, q in zip(cal.levels, cal.masses))
                   + f" → {terminal_text(output)}")
     if cal.bins is not None:
-        console.print(f"Mondrian calibration: {len(cal.bins.counts)} bins of {cal.bins.score} ("
-                      + ", ".join(f"{label}: {n}" for label, n in zip(cal.bins.labels(), cal.bins.counts)) + ")"
-                      + (f"; {cal.bins.merged} bin(s) given up to keep at least "
-                         f"{min(cal.bins.counts)} photos in each" if cal.bins.merged else ""))
+        console.print(f"Mondrian calibration: {_bins_line(cal.bins, 'photos')}")
         console.print("Coverage holds within each bin, hard photos included, for new photos like these (same model, "
                       "same gallery or cells, similar images).")
     else:
         console.print("Coverage holds for new photos like these (same model, same gallery or cells, similar images).")
+
+
+def _bins_line(bins, unit: str) -> str:
+    """The bins in one line: how many, of what, how many photos (or sets) each, how many were given up."""
+    counts = (" (" + ", ".join(f"{label}: {n}" for label, n in zip(bins.labels(), bins.counts)) + ")"
+              if bins.inner_score is None else f" ({min(bins.counts)}–{max(bins.counts)} {unit} each)")
+    given_up = (f"; {bins.merged} bin(s) given up to keep at least {min(bins.counts)} {unit} in each"
+                if bins.merged else "")
+    return bins.describe() + counts + given_up
 
 
 def _calibrate_sets(sets: Path, images: Path | None, model: str, pretrained: str | None, output: Path, levels: str,
@@ -127,9 +133,7 @@ def _calibrate_sets(sets: Path, images: Path | None, model: str, pretrained: str
                   + ", ".join(f"{100 * p:g} % → {q:.3f}" for p, q in zip(cal.levels, cal.masses))
                   + f" → {terminal_text(output)}")
     if cal.bins is not None:
-        console.print(f"Mondrian calibration: {len(cal.bins.counts)} bin(s) of the joint answers' {cal.bins.score}"
-                      + (f"; {cal.bins.merged} bin(s) given up to keep at least {min(cal.bins.counts)} sets in each"
-                         if cal.bins.merged else ""))
+        console.print(f"Mondrian calibration on the joint answers: {_bins_line(cal.bins, 'sets')}")
     console.print("Coverage holds for joint answers (geocore locate --same-place --calibration) of sets like these: "
                   "same model, same gallery or cells, as many photos, similar scenes.")
     if lo != hi:

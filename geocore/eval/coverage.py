@@ -23,7 +23,7 @@ import pandas as pd
 from geocore.errors import InputError
 from geocore.eval.results import area_column, ok_rows
 from geocore.uncertainty.calibration import DEFAULT_LEVELS, Calibration, fit_calibration, validate_levels
-from geocore.uncertainty.conditional import DEFAULT_BIN_SCORE
+from geocore.uncertainty.conditional import bin_score_columns
 from geocore.geo.candidates import CandidateCells
 from geocore.uncertainty.localizability import abstention_curve, coverage_table, entropy, recall_vs_area
 from geocore.uncertainty.regions import areas_at_masses, truth_stats
@@ -73,12 +73,13 @@ def _one(ok: pd.DataFrame, column: str, what: str) -> str:
 
 def calibrate_results(results: pd.DataFrame, levels=DEFAULT_LEVELS, *, mondrian: bool = True) -> Calibration:
     """Split-conformal calibration from an `evaluate` run on labelled photos the model was not trained on:
-    Mondrian (coverage within bins of the photos' entropy, `geocore.uncertainty.conditional`) unless
+    Mondrian (coverage within bins of the photos' entropy, each cut again by their raw 90 % area:
+    `geocore.uncertainty.conditional`) unless
     `mondrian=False` (one mass per level, coverage on average)."""
     ok = _ok(results, "calibrate")
     return fit_calibration(ok["truth_mass"].to_numpy(np.float64), validate_levels(levels),
                            model=_one(ok, "model", "calibration"), fingerprint=_one(ok, "candidates", "calibration"),
-                           bin_score=ok[DEFAULT_BIN_SCORE].to_numpy(np.float64) if mondrian else None,
+                           bin_score=bin_score_columns(ok) if mondrian else None,
                            localizability=ok["localizability"].to_numpy(np.float64),
                            refs=_one(ok, "refs", "calibration") if "refs" in ok.columns else "")
 
@@ -131,7 +132,7 @@ def coverage_tables(results: pd.DataFrame, calibration: Calibration | None = Non
     levels = validate_levels(levels)
     if calibration is not None:
         calibration.check_compatible(_one(ok, "model", "a calibration"), _one(ok, "candidates", "a calibration"))
-    bin_score = ok[calibration.bins.score].to_numpy(np.float64) if calibration is not None and calibration.bins else None
+    bin_score = bin_score_columns(ok, calibration.bins.scores) if calibration is not None and calibration.bins else None
     masses = calibration.masses_for(levels, bin_score) if calibration is not None else np.asarray(levels)
     tm = ok["truth_mass"].to_numpy(np.float64)
     coverage = coverage_table(tm, areas_from_curve(ok, masses), levels, calibration, bin_score)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,8 +36,8 @@ import numpy as np
 
 from geocore.data.safe_io import read_limited, write_text_atomic
 from geocore.errors import InputError
-from geocore.uncertainty.conditional import (DEFAULT_BIN_SCORE, DEFAULT_BINS, Bins, fit_bins, outside_range,
-                                             score_quantiles)
+from geocore.uncertainty.conditional import (DEFAULT_BIN_SCORES, DEFAULT_BINS, DEFAULT_INNER_BINS, Bins, fit_bins,
+                                             outside_range, score_quantiles)
 from geocore.geo.tables import shorten
 from geocore.tensors import as_numpy
 
@@ -170,7 +171,7 @@ class Calibration:
         scores = np.asarray(self.truth_masses, np.float64)
         if self.bins is None or bin_score is None or len(self.photo_bins) != scores.size:
             return scores
-        return scores[np.asarray(self.photo_bins) == int(self.bins.bin_of([bin_score])[0])]
+        return scores[np.asarray(self.photo_bins) == int(self.bins.bin_of(bin_score)[0])]
 
     @property
     def method(self) -> str:
@@ -179,14 +180,15 @@ class Calibration:
 
     def masses_for(self, levels, bin_score=None) -> np.ndarray:
         """Masses for `levels`: (L,) for a marginal calibration; (B, L), one row per photo, for a Mondrian one,
-        from each photo's bin score (`self.bins.score` of its distribution: `geocore.uncertainty.regions.bin_scores`)."""
+        from each photo's bin scores (`self.bins.scores` of its distribution:
+        `geocore.uncertainty.regions.bin_scores`)."""
         levels = validate_levels(levels, "levels")
         shared = np.asarray([self.mass_for(p) for p in levels], np.float64)
         if self.bins is None or bin_score is None:
             return shared
         per_bin = np.asarray(self.bins.masses, np.float64)  # (K, fitted L)
         table = np.stack([[np.interp(p, self.levels, row) for p in levels] for row in per_bin])  # (K, L)
-        return table[self.bins.bin_of(np.asarray(bin_score, np.float64).ravel())]
+        return table[self.bins.bin_of(bin_score)]
 
     def outside(self, localizability) -> np.ndarray:
         """(B,) True where a photo's raw localizability lies outside the 1st–99th percentile this calibration
@@ -337,15 +339,18 @@ def conformal_mass(scores: np.ndarray, level: float) -> float:
 
 def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprint,
                     created: str | None = None, bin_score=None, localizability=None,
-                    n_bins: int = DEFAULT_BINS, bin_score_name: str = DEFAULT_BIN_SCORE, refs: str = "",
+                    n_bins: int = DEFAULT_BINS, bin_score_names: Sequence[str] | None = None,
+                    n_inner: int = DEFAULT_INNER_BINS, refs: str = "",
                     photos_per_set: tuple[int, int] = SINGLE_PHOTOS) -> Calibration:
     """Calibrate masses on held-out truth masses (N,) (see `regions.truth_mass`).
 
-    `fingerprint`: the candidates' fingerprint, or the `CandidateCells` themselves. With `bin_score` (N,) (the
-    photos' `bin_score_name`, entropy by default) the calibration is Mondrian: masses per bin of it
-    (`geocore.uncertainty.conditional`); `localizability` (N,) (raw log10 km² of the 90 % region) is kept as
-    quantiles for the fit check. `photos_per_set`: (smallest, largest) set when the scores are those of the joint
-    answers of photo sets (`geocore.cases.set_calibration`); (1, 1) for single photos.
+    `fingerprint`: the candidates' fingerprint, or the `CandidateCells` themselves. With `bin_score` the
+    calibration is Mondrian (`geocore.uncertainty.conditional`): (N,) one score per photo (`bin_score_names`,
+    entropy by default) cut in `n_bins`, or (N, 2) two (default: entropy, then the raw 90 % area) nested, each
+    of the `n_bins` bins of the first cut in up to `n_inner` by the second; `localizability` (N,) (raw log10 km²
+    of the 90 % region) is kept as quantiles for the fit check. `photos_per_set`: (smallest, largest) set when
+    the scores are those of the joint answers of photo sets (`geocore.cases.set_calibration`); (1, 1) for single
+    photos.
     """
     scores = as_numpy(truth_mass, np.float64).ravel()
     if scores.size == 0:
@@ -356,8 +361,12 @@ def fit_calibration(truth_mass, levels=DEFAULT_LEVELS, *, model: str, fingerprin
     levels = validate_levels(levels)
     fingerprint = getattr(fingerprint, "fingerprint", fingerprint)
     masses = np.maximum.accumulate([conformal_mass(scores, p) for p in levels])
-    bins = None if bin_score is None else fit_bins(scores, bin_score, levels, score_name=bin_score_name,
-                                                   n_bins=n_bins)
+    bins = None
+    if bin_score is not None:
+        columns = 1 if np.ndim(bin_score) == 1 else int(np.shape(bin_score)[1])
+        names = tuple(bin_score_names or DEFAULT_BIN_SCORES[:columns])
+        bins = fit_bins(scores, bin_score, levels, score_name=names[0], n_bins=n_bins,
+                        inner_score=names[1] if len(names) > 1 else None, n_inner=n_inner)
     return Calibration(model=str(model), fingerprint=str(fingerprint), n=int(scores.size), levels=levels,
                        masses=tuple(float(m) for m in masses),
                        created=created or datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -376,5 +385,5 @@ def _kept_scores(scores: np.ndarray, bins: Bins | None, bin_score) -> dict:
         return {}
     kept = {"truth_masses": tuple(np.round(scores, 6).tolist())}
     if bins is not None:
-        kept["photo_bins"] = tuple(int(b) for b in bins.bin_of(np.asarray(bin_score, np.float64).ravel()))
+        kept["photo_bins"] = tuple(int(b) for b in bins.bin_of(bin_score))
     return kept

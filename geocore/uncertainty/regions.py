@@ -18,6 +18,7 @@ Densities are compared as float32 log-densities, the same way everywhere, so tha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -127,8 +128,11 @@ def _keys(p: np.ndarray, log_area: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(p, _TINY)) - log_area
 
 
-def bin_scores(p: np.ndarray, cells: CandidateCells, name: str) -> np.ndarray:
-    """(B,) the score a Mondrian calibration bins photos on, from their probabilities (B, M) alone."""
+def bin_scores(p: np.ndarray, cells: CandidateCells, name: str | Sequence[str]) -> np.ndarray:
+    """The score(s) a Mondrian calibration bins photos on, from their probabilities (B, M) alone: (B,) for one
+    name, (B, k) for k names (a nested calibration's `Bins.scores`)."""
+    if not isinstance(name, str):
+        return np.stack([bin_scores(p, cells, n) for n in name], axis=1)
     if name == "entropy":
         with np.errstate(divide="ignore", invalid="ignore"):
             return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1, dtype=np.float64)
@@ -144,7 +148,7 @@ def _masses(levels, calibration: Calibration | None, cells: CandidateCells, mode
     calibration.check_compatible(model if model is not None else calibration.model, cells.fingerprint)
     if calibration.bins is None or p is None:
         return calibration.masses_for(levels)
-    return calibration.masses_for(levels, bin_scores(p, cells, calibration.bins.score))
+    return calibration.masses_for(levels, bin_scores(p, cells, calibration.bins.scores))
 
 
 class _Sorted:
