@@ -40,6 +40,7 @@ from geocore.models.location_encoder import load_location_encoder
 from geocore.models.prediction import Prediction
 from geocore.refs import FusionParams, fine_top_k, log_evidence, nearest_references, reweight, save_reference_set
 from geocore.refs.store import ReferenceSet, chance_similarity
+from geocore.uncertainty.conditional import DEFAULT_BIN_SCORES
 
 OUT = Path(__file__).with_name("RESULTS.md")
 THRESHOLDS = (1, 25, 200, 750, 2500)
@@ -162,22 +163,30 @@ def _fused_scores(world: World, emb: torch.Tensor, truth: np.ndarray, params: Fu
     from geocore.refs import neighbours
     from geocore.uncertainty.regions import areas_at_masses, bin_scores, truth_mass
 
-    out = {"mass": [], "entropy": [], "area90": []}
+    out = {"mass": [], "entropy": [], "bin_scores": [], "area90": []}
     for s in range(0, len(truth), COVERAGE_CHUNK):
         e, t = emb[s:s + COVERAGE_CHUNK], truth[s:s + COVERAGE_CHUNK]
         with torch.no_grad():
             found = neighbours(world.refs, e, params)
             fused = reweight(world.model_alone(e), found.latlon, found.log_a, params, 1)
         p = fused.probs_full.numpy()
-        ent = bin_scores(p, cells, "entropy")
+        scores = bin_scores(p, cells, DEFAULT_BIN_SCORES)  # (b, 2): entropy, raw log10 90 % area
         out["mass"].append(truth_mass(p, cells, t))
-        out["entropy"].append(ent)
+        out["entropy"].append(scores[:, 0])
+        out["bin_scores"].append(scores)
         if calibrations is not None:
             q = [np.full(len(t), 0.9)]
-            q += [np.broadcast_to(c.masses_for([0.9], ent if c.bins is not None else None), (len(t), 1))[:, 0]
+            q += [np.broadcast_to(c.masses_for([0.9], _bin_input(c, scores)), (len(t), 1))[:, 0]
                   for c in calibrations.values()]
             out["area90"].append(areas_at_masses(p, cells, np.stack(q, 1)))
     return {k: np.concatenate(v) if v else None for k, v in out.items()}
+
+
+def _bin_input(cal, scores: np.ndarray):
+    """What a calibration's bins read: nothing (marginal), the entropy column, or both columns (nested)."""
+    if cal.bins is None:
+        return None
+    return scores if cal.bins.inner_score is not None else scores[:, 0]
 
 
 def coverage(world: World, params: FusionParams | None = None, n_near: int = 7_000, n_far: int = 5_000,
@@ -210,15 +219,17 @@ def coverage(world: World, params: FusionParams | None = None, n_near: int = 7_0
 
     lab_c, truth_c, emb_c = stack(halves["cal"])
     fit = _fused_scores(world, emb_c, truth_c, params, cells)
-    cals = {"Mondrian (entropy bins)": fit_calibration(fit["mass"], COVERAGE_LEVELS, model="geoclip-stand-in",
-                                                       fingerprint=cells, bin_score=fit["entropy"]),
-            "marginal": fit_calibration(fit["mass"], COVERAGE_LEVELS, model="geoclip-stand-in", fingerprint=cells)}
+    opts = dict(model="geoclip-stand-in", fingerprint=cells)
+    cals = {"Mondrian (entropy › raw area, the default)": fit_calibration(fit["mass"], COVERAGE_LEVELS,
+                                                                          bin_score=fit["bin_scores"], **opts),
+            "Mondrian (entropy bins)": fit_calibration(fit["mass"], COVERAGE_LEVELS, bin_score=fit["entropy"], **opts),
+            "marginal": fit_calibration(fit["mass"], COVERAGE_LEVELS, **opts)}
     t_cal = time.perf_counter() - t0
     lab_t, truth_t, emb_t = stack(halves["test"])
     ev = _fused_scores(world, emb_t, truth_t, params, cells, cals)
     masses = {"raw (uncalibrated)": np.broadcast_to(np.asarray(COVERAGE_LEVELS), (len(lab_t), len(COVERAGE_LEVELS)))}
     for name, c in cals.items():
-        m = c.masses_for(COVERAGE_LEVELS, ev["entropy"] if c.bins is not None else None)
+        m = c.masses_for(COVERAGE_LEVELS, _bin_input(c, ev["bin_scores"]))
         masses[name] = np.broadcast_to(m, (len(lab_t), len(COVERAGE_LEVELS)))
     near = lab_t != "no reference within 500 km"
     groups = {"all": np.ones(len(lab_t), bool), "near a reference": near, "no reference within 500 km": ~near}
@@ -235,14 +246,14 @@ def coverage(world: World, params: FusionParams | None = None, n_near: int = 7_0
         per_setting.append({"setting": label, "n": int(sel.sum()),
                             **{method: float((ev["mass"][sel] <= m[sel, COVERAGE_LEVELS.index(0.9)]).mean())
                                for method, m in masses.items()}})
-    mond = cals["Mondrian (entropy bins)"]
+    mond = cals["Mondrian (entropy › raw area, the default)"]
     tied = np.flatnonzero(np.asarray(mond.bins.masses)[:, 0] == 0)  # bins whose 50 % mass is 0: all ties
-    in_tied = np.isin(mond.bins.bin_of(ev["entropy"]), tied)
+    in_tied = np.isin(mond.bins.bin_of(ev["bin_scores"]), tied)
     ties = {"bins": len(tied), "share": float(in_tied.mean()),
             "cov50": float((ev["mass"][in_tied] == 0).mean()) if in_tied.any() else float("nan")}
     return {"rows": rows, "per_setting": per_setting, "n_cal": len(lab_c), "n_test": len(lab_t), "ties": ties,
             "n_cal_near": int((lab_c != "no reference within 500 km").sum()), "params": params,
-            "marginal_masses": cals["marginal"].masses, "n_bins": len(cals["Mondrian (entropy bins)"].bins.masses),
+            "marginal_masses": cals["marginal"].masses, "n_bins": len(mond.bins.masses), "bins": mond.bins.describe(),
             "truth_outside": float(np.mean(ev["mass"] >= 1.0)), "gallery": len(cells), "refs": len(world.refs),
             "t_cal": t_cal, "t_total": time.perf_counter() - t0}
 
@@ -258,8 +269,9 @@ def coverage_lines(res: dict) -> list[str]:
              f"{res['gallery']:,} gallery points. Queries: the {len(NEAR)} near settings above in equal shares and "
              "queries with no reference within 500 km; each setting split at random into halves: "
              f"{res['n_cal']:,} calibration queries ({res['n_cal_near']:,} near) and {res['n_test']:,} test queries. "
-             f"Split-conformal calibration on `truth_mass` at {lv} %, Mondrian ({res['n_bins']} bins of the fused "
-             "distribution's entropy, the default) and marginal, both fitted on the whole calibration mix. "
+             f"Split-conformal calibration on `truth_mass` at {lv} %, Mondrian on the fused distribution ({res['bins']}, "
+             "the default; and on its entropy alone, the default before) and marginal, all fitted on the whole "
+             "calibration mix. "
              f"Test coverage (%) at {lv} % and the median area of the 90 % region:", "",
              "| calibration | queries | n | coverage " + lv + " % | max deviation (points) | median 90 % area (km²) "
              "| truth in the densest cell |", "|---|---|---|---|---|---|---|"]
