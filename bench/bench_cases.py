@@ -13,9 +13,9 @@ m(x) = normalize(g(x) + Σ_j g(y_j)) (g: the real location encoder); σ differs 
 - conflict: in half of the sets one photo is of a random other place; the flag's precision and recall.
 - set calibration: joint answers (the library's t = 1/√n) of sets of 2, 3 and 5 photos, with and without shared
   look-alikes; coverage at 50/80/90/95 % and median 90 % area under no calibration (raw mass), calibrations fitted
-  on single photos (marginal, and Mondrian on the entropy as `geocore calibrate --results` fits by default), one
-  fitted on held-out sets of the same size and look-alikes (`geocore calibrate --sets`: Mondrian on the joint's
-  entropy) and one fitted on those sets of all three sizes pooled (as a SETS.csv of mixed sizes gives).
+  on single photos (marginal, and Mondrian on the entropy › raw 90 % area as `geocore calibrate --results` fits by
+  default), one fitted on held-out sets of the same size and look-alikes (`geocore calibrate --sets`: Mondrian on
+  the joint's entropy › raw area) and one fitted on those sets of all three sizes pooled (as a SETS.csv of mixed sizes gives).
 - claims: single photos; true claims (the truth) and false ones 10/100/1000 km away: conformal p-values with
   the calibration's raw scores, and decisions from the calibration file's masses alone.
 - video: geoclip-tiny on a synthetic clip, frames/s end to end against `locate` on the same frames saved as
@@ -42,6 +42,7 @@ from geocore.geo.coords import destination_point
 from geocore.geo.distance import haversine_km
 from geocore.geo.gallery import default_gallery
 from geocore.uncertainty import fit_calibration, gallery_cells
+from geocore.uncertainty.conditional import DEFAULT_BIN_SCORES
 from geocore.uncertainty.regions import areas_at_masses, bin_scores, prob_matrix, truth_mass
 
 from bench.bench_calibration import _heads
@@ -186,21 +187,22 @@ def run_joint(s: StandIns, cases: int, n_area: int) -> list[str]:
 
 
 def _scored(s: StandIns, p: torch.Tensor, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(truth mass, entropy) of answers (b, M), as the search regions compute them at use."""
+    """(truth mass, bin scores (b, 2): entropy and raw log10 90 % area) of answers (b, M), as the search regions
+    compute them at use."""
     q, _ = prob_matrix(p, len(s.cells))
-    return truth_mass(q, s.cells, truth), bin_scores(q, s.cells, "entropy")
+    return truth_mass(q, s.cells, truth), bin_scores(q, s.cells, DEFAULT_BIN_SCORES)
 
 
 def set_answers(s: StandIns, k: int, count: int, n_keep: int) -> dict:
     """Joint answers (t = 1/√n, as `joint_locate`) of `count` scenes sharing k look-alikes, for each set size n in
     SIZES: the first n of the scene's max(SIZES) photos (nested sets: each size's answers are exchangeable among
-    themselves, at a third of the cost). Per size: truth mass and entropy of each joint answer, and the joint
+    themselves, at a third of the cost). Per size: truth mass and bin scores of each joint answer, and the joint
     distributions of the first `n_keep` (for region areas)."""
     rows = s.rng.choice(len(s.truth), count)
     big = max(SIZES)
     sig = s.rng.uniform(*SIGMAS, (count, big))
     conf = s.rng.choice(len(s.cand), (count, k)) if k else None
-    out: dict = {n: {"mass": [], "entropy": [], "keep": []} for n in SIZES}
+    out: dict = {n: {"mass": [], "bins": [], "keep": []} for n in SIZES}
     for start in range(0, count, 100):
         sl = slice(start, min(count, start + 100))
         b = sl.stop - sl.start
@@ -210,15 +212,16 @@ def set_answers(s: StandIns, k: int, count: int, n_keep: int) -> dict:
             joint = combine(lp[:, :n]).exp()
             mass, ent = _scored(s, joint, s.truth[rows[sl]])
             out[n]["mass"].append(mass)
-            out[n]["entropy"].append(ent)
+            out[n]["bins"].append(ent)
             if start < n_keep:
                 out[n]["keep"].append(joint[: n_keep - start])
-    return {n: {"mass": np.concatenate(o["mass"]), "entropy": np.concatenate(o["entropy"]),
+    return {n: {"mass": np.concatenate(o["mass"]), "bins": np.concatenate(o["bins"]),
                 "keep": torch.cat(o["keep"]) if o["keep"] else None} for n, o in out.items()}
 
 
 def photo_calibrations(s: StandIns, k: int, n: int = 4000) -> dict:
-    """Calibrations fitted on n single photos with k look-alikes: marginal and Mondrian (entropy, the default)."""
+    """Calibrations fitted on n single photos with k look-alikes: marginal and Mondrian (entropy › raw area, the
+    default)."""
     rows = s.rng.choice(len(s.truth), n)
     conf = s.rng.choice(len(s.cand), (n, k)) if k else None
     mass, ent = [], []
@@ -233,12 +236,13 @@ def photo_calibrations(s: StandIns, k: int, n: int = 4000) -> dict:
             "single photos, Mondrian": fit_calibration(mass, SET_LEVELS, bin_score=ent, **opts)}
 
 
-def _masses(cal, entropy: np.ndarray) -> np.ndarray:
-    """(B, L) the masses each joint answer's regions take at SET_LEVELS (None: raw mass)."""
+def _masses(cal, scores: np.ndarray) -> np.ndarray:
+    """(B, L) the masses each joint answer's regions take at SET_LEVELS (None: raw mass), from its bin scores
+    (B, 2)."""
     if cal is None:
-        return np.broadcast_to(np.asarray(SET_LEVELS), (entropy.size, len(SET_LEVELS)))
-    m = cal.masses_for(SET_LEVELS, entropy if cal.bins is not None else None)
-    return np.broadcast_to(m, (entropy.size, len(SET_LEVELS)))
+        return np.broadcast_to(np.asarray(SET_LEVELS), (len(scores), len(SET_LEVELS)))
+    m = cal.masses_for(SET_LEVELS, scores if cal.bins is not None else None)
+    return np.broadcast_to(m, (len(scores), len(SET_LEVELS)))
 
 
 def run_set_calibration(s: StandIns, n_cal: int, n_test: int, n_area: int) -> tuple[list[str], dict]:
@@ -252,16 +256,16 @@ def run_set_calibration(s: StandIns, n_cal: int, n_test: int, n_area: int) -> tu
         photo_cals = photo_calibrations(s, k)
         cal_sets = set_answers(s, k, n_cal, 0)
         tests = set_answers(s, k, n_test, n_area)
-        pooled = {key: np.concatenate([cal_sets[n][key] for n in SIZES]) for key in ("mass", "entropy")}
+        pooled = {key: np.concatenate([cal_sets[n][key] for n in SIZES]) for key in ("mass", "bins")}
         mixed = fit_calibration(pooled["mass"], SET_LEVELS, model="stand-in", fingerprint=s.cells,
-                                bin_score=pooled["entropy"], photos_per_set=(min(SIZES), max(SIZES)))
+                                bin_score=pooled["bins"], photos_per_set=(min(SIZES), max(SIZES)))
         for n in SIZES:
             test = tests[n]
             own = fit_calibration(cal_sets[n]["mass"], SET_LEVELS, model="stand-in", fingerprint=s.cells,
-                                  bin_score=cal_sets[n]["entropy"], photos_per_set=(n, n))
+                                  bin_score=cal_sets[n]["bins"], photos_per_set=(n, n))
             cals = {"none (raw mass)": None, **photo_cals, f"sets of {n} (held out)": own,
                     f"sets of {min(SIZES)}–{max(SIZES)} pooled": mixed}
-            masses = {name: _masses(c, test["entropy"]) for name, c in cals.items()}
+            masses = {name: _masses(c, test["bins"]) for name, c in cals.items()}
             keep = test["keep"].shape[0]
             areas = areas_at_masses(test["keep"], s.cells, np.stack([m[:keep, j90] for m in masses.values()], 1))
             for (name, m), area in zip(masses.items(), areas.T):
