@@ -314,6 +314,29 @@ def test_locate_calibration_upload_calibrates_or_gives_a_notice():
     assert list(table["area (km²)"]) == [km2(r.area_km2) for r in res.regions]
 
 
+def test_locate_uses_a_nested_mondrian_calibration_per_photo():
+    """A calibration binned on entropy › raw area (the default `geocore calibrate` writes): each photo's regions take
+    the masses of its own bin, as the library computes them."""
+    import json
+
+    from geocore.uncertainty.calibration import Calibration, fit_calibration
+
+    files = [("a.jpg", _jpeg(3)), ("b.jpg", _jpeg(5))]
+    fingerprint = _tiny_cities().candidate_cells().fingerprint
+    rng = np.random.default_rng(0)
+    scores = np.stack([rng.uniform(0, 3, 400), rng.uniform(3, 8, 400)], axis=1)  # entropy, log10 km² of the 90 %
+    cal = fit_calibration(rng.random(400) * (0.3 + 0.2 * scores[:, 0]), levels=(0.5, 0.8, 0.9), model=TEST_MODEL,
+                          fingerprint=fingerprint, bin_score=scores, n_bins=2, n_inner=2)
+    assert cal.bins.inner_score == "log_area90" and len(cal.bins.counts) == 4
+    data = json.dumps(cal.to_dict()).encode()
+    at = _run("locate", {"_test_uploads": files, "_test_calibration": ("nested.json", data)})
+    assert not at.exception and not _texts(at.error), [e.value for e in at.exception]
+    expected = _expected(files, calibration=Calibration.from_bytes(data, "nested.json"))
+    tables = [t.value for t in at.table if "area (km²)" in t.value.columns]  # one per photo
+    assert len(tables) == 2 and all(c.startswith("calibrated") for t in tables for c in t["calibration"])
+    assert [list(t["area (km²)"]) for t in tables] == [[km2(r.area_km2) for r in res.regions] for res in expected]
+
+
 def test_locate_case_report_holds_the_photos_sha256(one_thread):
     import hashlib
 
