@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from bench import bench_ann, bench_app, bench_calibration, bench_geoclip, bench_load, hint_weight, refine_heldout
-from bench.timing import machine
+from bench.timing import machine, write_section
 
 OUT = Path(__file__).with_name("RESULTS.md")
 
@@ -316,16 +316,11 @@ def main(argv: list[str] | None = None) -> None:
     only = argv[argv.index("--only") + 1] if "--only" in argv else None
     if only is not None and only not in SECTIONS:
         raise SystemExit(f"--only: expected one of {', '.join(SECTIONS)}, got {only!r}")
-    old = OUT.read_text().split("\n## ") if OUT.is_file() else []
-    kept = {part.split("\n", 1)[0]: "## " + part for part in old[1:]}
-    parts = []
+    if not OUT.is_file():
+        OUT.write_text("\n".join(_header(runs)) + "\n")
     for name, fn in SECTIONS.items():
-        if only is None or name == only:
-            parts.append(_stamp(fn(runs, quick)))
-        else:  # keep the section from the last full run: find it by its title
-            match = [v for k, v in kept.items() if k.startswith(SECTION_TITLES[name])]
-            parts.append(match[0].rstrip("\n") if match else f"## {SECTION_TITLES[name]}\n\n(not run yet)")
-    OUT.write_text("\n".join(_header(runs)) + "\n" + "\n\n".join(parts) + "\n")
+        if only is None or name == only:  # each section replaced in place; every other one (other scripts' too) kept
+            write_section(_stamp(fn(runs, quick)).split("\n"), SECTION_TITLES[name], OUT)
     print(OUT.read_text())
 
 
