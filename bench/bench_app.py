@@ -47,6 +47,7 @@ import os
 import re
 import statistics
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -77,6 +78,9 @@ def _browser_helpers():
     Importing that module only defines names (its fixtures are not run), so the bench and the test
     share one Chromium path, one set of flags and one "script finished" condition.
     """
+    app = str(REPO / "app")
+    if app not in sys.path:  # the test imports the app's `ui` package (pytest's `pythonpath = ["app"]`)
+        sys.path.insert(0, app)
     spec = importlib.util.spec_from_file_location("_geocore_browser_test_helpers", BROWSER_TEST)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

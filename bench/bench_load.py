@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.bench_app import _browser_helpers
+
 REPO = Path(__file__).resolve().parents[1]
 BROWSER_TEST = REPO / "tests" / "browser" / "test_app_browser.py"
 MODEL = "geoclip-tiny"
@@ -67,14 +69,6 @@ _REFUSED = """() => document.body.innerText.includes('outside the folders this s
   && !document.body.innerText.includes('of 60 images match the filters')"""
 _EMPTY = """() => document.body.innerText.includes('Upload one or more photos to locate them.')
   && ![...document.querySelectorAll('h3')].some(h => h.textContent.trim().endsWith('.jpg'))"""
-
-
-def _browser_helpers():
-    """CHROMIUM, CHROME_ARGS, serve_app and _results from the browser test, loaded by path (as bench_app does)."""
-    spec = importlib.util.spec_from_file_location("_geocore_browser_test_helpers_load", BROWSER_TEST)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def photo(session: int, n: int) -> tuple[str, bytes, tuple[float, float]]:
@@ -425,8 +419,8 @@ def table(r: dict) -> list[str]:
     ok = not (r["errors"] or r["mixups"] or r["blocked"] or r["log_leaks"] or r["written"])
     env = ", ".join(f"`{k}={v}`" for k, v in r["server_env"].items())
     return [
-        f"| browser sessions at once | uploads served (after warm-up) | upload → results drawn p50 / p90 / p99 (max) "
-        f"| server RSS after warm-up → end | growth | model loads |",
+        "| browser sessions at once | uploads served (after warm-up) | upload → results drawn p50 / p90 / p99 (max) "
+        "| server RSS after warm-up → end | growth | model loads |",
         "|---|---|---|---|---|---|",
         f"| {r['sessions']} ({r['locate_sessions']} Locate, 1 Text query, 1 Failures) | {r['uploads']:,} "
         f"({r['uploads_after_warmup']:,}) in {r['seconds']:.0f} s | {r['p50']:.1f} / {r['p90']:.1f} / "
