@@ -34,6 +34,7 @@ from geocore.geo.polygons import count_areas, countries_touched
 from geocore.tensors import as_numpy
 
 CHUNK = 64  # images per block: a (64, 100K) block of float64 is 51 MB
+RAW_LEVEL = 0.9  # the raw (uncalibrated) region whose area is a photo's localizability and a Mondrian bin score
 
 
 @dataclass(eq=False)
@@ -128,19 +129,23 @@ def _keys(p: np.ndarray, log_area: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(p, _TINY)) - log_area
 
 
-def bin_scores(p: np.ndarray, cells: CandidateCells, name: str | Sequence[str]) -> np.ndarray:
+def bin_scores(p: np.ndarray, cells: CandidateCells, name: str | Sequence[str], *,
+               log_area90: np.ndarray | None = None) -> np.ndarray:
     """The score(s) a Mondrian calibration bins photos on, from their probabilities (B, M) alone: (B,) for one
-    name, (B, k) for k names (a nested calibration's `Bins.scores`)."""
+    name, (B, k) for k names (a nested calibration's `Bins.scores`). `log_area90`: the raw localizability when
+    the caller has already sorted these photos' distributions (else it is computed here)."""
     if not isinstance(name, str):
-        return np.stack([bin_scores(p, cells, n) for n in name], axis=1)
+        return np.stack([bin_scores(p, cells, n, log_area90=log_area90) for n in name], axis=1)
     if name == "entropy":
         with np.errstate(divide="ignore", invalid="ignore"):
             return -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1, dtype=np.float64)
-    return np.log10(areas_at_masses(p, cells, [0.9])[:, 0])  # log_area90: the raw localizability
+    if log_area90 is not None:
+        return log_area90
+    return np.log10(areas_at_masses(p, cells, [RAW_LEVEL])[:, 0])  # log_area90: the raw localizability
 
 
 def _masses(levels, calibration: Calibration | None, cells: CandidateCells, model: str | None,
-            p: np.ndarray | None = None) -> np.ndarray:
+            p: np.ndarray | None = None, log_area90: np.ndarray | None = None) -> np.ndarray:
     """(L,) masses shared by every image, or (B, L) per image for a Mondrian calibration (needs `p`)."""
     levels = validate_levels(levels)
     if calibration is None:
@@ -148,7 +153,7 @@ def _masses(levels, calibration: Calibration | None, cells: CandidateCells, mode
     calibration.check_compatible(model if model is not None else calibration.model, cells.fingerprint)
     if calibration.bins is None or p is None:
         return calibration.masses_for(levels)
-    return calibration.masses_for(levels, bin_scores(p, cells, calibration.bins.scores))
+    return calibration.masses_for(levels, bin_scores(p, cells, calibration.bins.scores, log_area90=log_area90))
 
 
 class _Sorted:
@@ -202,11 +207,32 @@ def areas_at_masses(probs, cells: CandidateCells, masses) -> np.ndarray:
     return out
 
 
+def _calibrated_blocks(p: np.ndarray, cells: CandidateCells, levels, calibration: Calibration | None,
+                       model: str | None):
+    """Per block of images: (start, their HPD sort, their masses (b, L), their raw log10 90 % areas or None
+    without a calibration). One sort per image serves the regions, a Mondrian calibration's bin and the fit
+    check."""
+    q = _masses(levels, calibration, cells, model)  # also checks the calibration against these candidates
+    mondrian = calibration is not None and calibration.bins is not None
+    log_area = np.log(cells.areas_km2).astype(np.float32)
+    for start, block in _blocks(p):
+        s = _Sorted(block, cells, log_area)
+        raw90 = None
+        if calibration is not None:
+            raw90 = np.log10(np.take_along_axis(s.area, s.ends(np.array([RAW_LEVEL])), axis=1)[:, 0])
+        qb = _masses(levels, calibration, cells, model, block, raw90) if mondrian else q
+        yield start, s, np.broadcast_to(qb, (block.shape[0], len(q))), raw90
+
+
 def region_areas(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibration: Calibration | None = None,
                  model: str | None = None) -> np.ndarray:
     """(B, L) area km² of each image's HPD region at each level (no polygons; for evaluation)."""
     p, _ = prob_matrix(probs, len(cells))
-    return areas_at_masses(p, cells, _masses(levels, calibration, cells, model, p))
+    levels = validate_levels(levels)
+    out = np.empty((p.shape[0], len(levels)))
+    for start, s, qb, _ in _calibrated_blocks(p, cells, levels, calibration, model):
+        out[start : start + qb.shape[0]] = np.take_along_axis(s.area, s.ends(qb), axis=1)
+    return out
 
 
 def search_regions(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibration: Calibration | None = None,
@@ -215,26 +241,21 @@ def search_regions(probs, cells: CandidateCells, levels=(0.5, 0.9), *, calibrati
 
     With `calibration`, the mass used for level p is the calibrated mass `calibration.mass_for(p)` (per image for a
     Mondrian one); the calibration must have been fitted on these candidates (and on `model`, when given). Its
-    fit check (`outside_calibration`) reads each image's raw 90 % area off the same sort. `n_photos`: how many photos
-    each answer joins (1: single photos; a joint answer's n), against what the calibration was fitted on
-    (`calibration_note`).
+    fit check (`outside_calibration`) and a Mondrian calibration's bin read each image's raw 90 % area off the
+    same sort. `n_photos`: how many photos each answer joins (1: single photos; a joint answer's n), against what
+    the calibration was fitted on (`calibration_note`).
     """
     p, single = prob_matrix(probs, len(cells))
     levels = validate_levels(levels)
-    q = _masses(levels, calibration, cells, model, p)
-    log_area = np.log(cells.areas_km2).astype(np.float32)
     kind = calibration.kind if calibration is not None else ""
     note = calibration.note_for(n_photos) if calibration is not None else ""
     out: list[list[SearchRegion]] = []
-    for start, block in _blocks(p):
-        s = _Sorted(block, cells, log_area)
-        qb = np.broadcast_to(_rows(q, start, start + block.shape[0]), (block.shape[0], len(levels)))
+    for _, s, qb, raw90 in _calibrated_blocks(p, cells, levels, calibration, model):
         ends = s.ends(qb)  # (b, L)
-        outside = np.zeros(block.shape[0], bool)
+        outside = np.zeros(qb.shape[0], bool)
         if calibration is not None and calibration.localizability:
-            raw90 = np.take_along_axis(s.area, s.ends(np.array([0.9])), axis=1)[:, 0]
-            outside = calibration.outside(np.log10(raw90))
-        for r in range(block.shape[0]):
+            outside = calibration.outside(raw90)
+        for r in range(qb.shape[0]):
             out.append([SearchRegion(level=float(lv), mass=float(qq), calibrated=calibration is not None,
                                      indices=s.order[r, : e + 1].copy(), area_km2=float(s.area[r, e]),
                                      held_mass=float(s.mass[r, e]), cells=cells,
