@@ -62,14 +62,18 @@ def calibrate(
     for table in coverage_report(coverage_tables(frame, None, chosen), calibrated=False)[:1]:
         console.print(table)
     console.print(f"calibrated on {cal.n} images of {terminal_text(cal.model)}: masses "
-                  + ", ".join(f"{100 * p:g} % → {q:.3f}" for p, q in zip(cal.levels, cal.masses))
-                  + f" → {terminal_text(output)}")
+                  + f"{_masses_text(cal)} → {terminal_text(output)}")
     if cal.bins is not None:
         console.print(f"Mondrian calibration: {_bins_line(cal.bins, 'photos')}")
         console.print("Coverage holds within each bin, hard photos included, for new photos like these (same model, "
                       "same gallery or cells, similar images).")
     else:
         console.print("Coverage holds for new photos like these (same model, same gallery or cells, similar images).")
+
+
+def _masses_text(cal) -> str:
+    """The calibrated mass of each level, e.g. "50 % → 0.213, 90 % → 0.702"."""
+    return ", ".join(f"{100 * p:g} % → {q:.3f}" for p, q in zip(cal.levels, cal.masses))
 
 
 def _bins_line(bins, unit: str) -> str:
@@ -130,8 +134,7 @@ def _calibrate_sets(sets: Path, images: Path | None, model: str, pretrained: str
     lo, hi = cal.photos_per_set
     console.print(f"calibrated on the joint answers of {cal.n} set(s) of {lo if lo == hi else f'{lo}–{hi}'} photo(s) "
                   f"({int(scores['n_photos'].sum())} photos) of {terminal_text(cal.model)}: masses "
-                  + ", ".join(f"{100 * p:g} % → {q:.3f}" for p, q in zip(cal.levels, cal.masses))
-                  + f" → {terminal_text(output)}")
+                  + f"{_masses_text(cal)} → {terminal_text(output)}")
     if cal.bins is not None:
         console.print(f"Mondrian calibration on the joint answers: {_bins_line(cal.bins, 'sets')}")
     console.print("Coverage holds for joint answers (geocore locate --same-place --calibration) of sets like these: "
